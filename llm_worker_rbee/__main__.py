@@ -1,0 +1,3 @@
+from llm_worker_rbee.cli import main
+
+raise SystemExit(main())

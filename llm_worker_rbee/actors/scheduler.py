@@ -1,0 +1,139 @@
+"""SlotScheduler: N slots and a bounded FIFO queue in front of them."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import trio
+
+from llm_worker_rbee.messages.slots import (
+    Acquire,
+    Granted,
+    Leave,
+    Queued,
+    QueueFull,
+    SchedulerCommand,
+    SlotReply,
+)
+
+log = logging.getLogger(__name__)
+
+INBOX_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatistics:
+    slots_total: int
+    slots_busy: int
+    queue_depth: int
+    max_queue: int
+    slot_jobs: tuple[str | None, ...]
+    queued_jobs: tuple[str, ...]
+    rejected_total: int
+
+
+@dataclass(frozen=True)
+class SchedulerHandle:
+    _inbox: trio.MemorySendChannel[SchedulerCommand] = field(repr=False)
+    _actor: SlotScheduler = field(repr=False)
+
+    async def send(self, command: SchedulerCommand) -> None:
+        await self._inbox.send(command)
+
+    def statistics(self) -> SchedulerStatistics:
+        return self._actor.statistics()
+
+    async def wait_idle(self) -> None:
+        """Block until no slot is busy and nobody is queued."""
+        await self._actor.wait_idle()
+
+
+class SlotScheduler:
+    """Grants slots first come, first served.
+
+    A request that leaves (finished, cancelled, or its client went away) sends Leave; that
+    frees its slot or takes it out of the queue, whichever applies, so nothing leaks even
+    when a grant and a departure cross.
+    """
+
+    def __init__(self, n_slots: int, max_queue: int) -> None:
+        self._owners: list[str | None] = [None] * n_slots
+        self._queue: OrderedDict[str, trio.MemorySendChannel[SlotReply]] = OrderedDict()
+        self._max_queue = max_queue
+        self._rejected = 0
+        self._changed = trio.Event()
+
+    def statistics(self) -> SchedulerStatistics:
+        return SchedulerStatistics(
+            slots_total=len(self._owners),
+            slots_busy=sum(owner is not None for owner in self._owners),
+            queue_depth=len(self._queue),
+            max_queue=self._max_queue,
+            slot_jobs=tuple(self._owners),
+            queued_jobs=tuple(self._queue),
+            rejected_total=self._rejected,
+        )
+
+    def _idle(self) -> bool:
+        return not self._queue and all(owner is None for owner in self._owners)
+
+    async def wait_idle(self) -> None:
+        while not self._idle():
+            await self._changed.wait()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[SchedulerHandle] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        send, receive = trio.open_memory_channel[SchedulerCommand](INBOX_SIZE)
+        async with send, receive:
+            task_status.started(SchedulerHandle(send.clone(), self))
+            async for command in receive:
+                if isinstance(command, Acquire):
+                    self._acquire(command)
+                else:
+                    self._leave(command)
+                self._changed.set()
+                self._changed = trio.Event()
+
+    def _acquire(self, command: Acquire) -> None:
+        if command.job_id in self._queue or command.job_id in self._owners:
+            log.warning("job %s asked for a second slot; refused", command.job_id)
+            _reply(command.reply, QueueFull(len(self._queue)))
+            return
+        if not self._queue and None in self._owners:
+            slot = self._owners.index(None)
+            if _reply(command.reply, Granted(slot)):
+                self._owners[slot] = command.job_id
+            return
+        if len(self._queue) >= self._max_queue:
+            self._rejected += 1
+            _reply(command.reply, QueueFull(len(self._queue)))
+            return
+        if _reply(command.reply, Queued(len(self._queue))):
+            self._queue[command.job_id] = command.reply
+
+    def _leave(self, command: Leave) -> None:
+        if command.job_id in self._queue:
+            del self._queue[command.job_id]
+            return
+        if command.job_id in self._owners:
+            slot = self._owners.index(command.job_id)
+            self._owners[slot] = None
+            self._grant_next(slot)
+
+    def _grant_next(self, slot: int) -> None:
+        while self._queue:
+            job_id, reply = self._queue.popitem(last=False)
+            if _reply(reply, Granted(slot)):
+                self._owners[slot] = job_id
+                return
+
+
+def _reply(channel: trio.MemorySendChannel[SlotReply], reply: SlotReply) -> bool:
+    try:
+        channel.send_nowait(reply)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+        return False
+    return True

@@ -1,0 +1,66 @@
+"""The step-based Engine protocol shared by the llama.cpp engine and the scripted fake."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from llm_worker_rbee.messages.inference import SamplingParams
+
+
+class EngineError(Exception):
+    """A step failed; every sequence that was in the step has to be failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeqOutput:
+    """One sampled token for one sequence."""
+
+    seq_id: int
+    token: int
+    piece: bytes
+    is_eog: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    model_id: str
+    n_ctx: int
+    n_ctx_train: int
+    n_vocab: int
+    seq_capacity: int
+    chat_template: str | None
+    bos_text: str
+    eos_text: str
+
+
+class Engine(Protocol):
+    """Multi-sequence decoding, one `step()` at a time.
+
+    Not thread-safe: the ModelActor calls `admit`, `cancel` and `step` from one thread at a
+    time. `tokenize` and `token_piece` only read the vocabulary and may be called any time.
+    """
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]: ...
+
+    def token_piece(self, token: int) -> bytes: ...
+
+    def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> None: ...
+
+    def cancel(self, seq_id: int) -> None: ...
+
+    def has_work(self) -> bool: ...
+
+    def step(self) -> list[SeqOutput]:
+        """Run one decode over every active sequence.
+
+        New sequences get (a chunk of) their prompt, the others one token. Returns one output
+        per sequence that sampled a token in this step. Raises EngineError on failure.
+        """
+        ...
+
+    def close(self) -> None: ...

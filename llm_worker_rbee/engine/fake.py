@@ -1,0 +1,142 @@
+"""A scripted engine with the Engine protocol, for actor and scenario tests in virtual time.
+
+Tokenization is byte-level (token = byte value + 3), so prompts of any text work and
+multi-byte UTF-8 characters split across tokens come for free. Replies are scripted as
+lists of pieces (str or raw bytes); each piece is one generated token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from llm_worker_rbee.engine.base import EngineError, ModelInfo, SeqOutput
+from llm_worker_rbee.messages.inference import SamplingParams
+
+BOS = 1
+EOS = 2
+_BYTE_BASE = 3
+_PIECE_BASE = _BYTE_BASE + 256
+
+
+@dataclass
+class FakeScript:
+    """What the fake engine does.
+
+    Attributes:
+        reply: pieces generated for any prompt not matched by `replies`.
+        replies: prompt substring -> pieces; the first key found in the prompt text wins.
+        step_latency: virtual seconds one step takes.
+        prefill_chunk: prompt tokens one step processes per sequence.
+        fail_at_steps: step numbers (1-based) that raise EngineError.
+        n_ctx: total context; each of `n_slots` sequences gets n_ctx // n_slots.
+    """
+
+    reply: list[str | bytes] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
+    replies: dict[str, list[str | bytes]] = field(default_factory=dict)
+    step_latency: float = 0.01
+    prefill_chunk: int = 512
+    fail_at_steps: frozenset[int] = frozenset()
+    n_ctx: int = 4096
+    n_slots: int = 4
+
+
+@dataclass
+class _Seq:
+    prompt: list[int]
+    pieces: list[bytes]
+    fed: int = 0
+    generated: int = 0
+
+
+class FakeEngine:
+    def __init__(self, script: FakeScript | None = None) -> None:
+        self.script = script or FakeScript()
+        self._seqs: dict[int, _Seq] = {}
+        self._piece_ids: dict[bytes, int] = {}
+        self._pieces: list[bytes] = []
+        self.steps = 0
+        self.cancelled: list[int] = []
+        self._info = ModelInfo(
+            model_id="fake-model",
+            n_ctx=self.script.n_ctx,
+            n_ctx_train=self.script.n_ctx,
+            n_vocab=_PIECE_BASE,
+            seq_capacity=self.script.n_ctx // self.script.n_slots,
+            chat_template=None,
+            bos_text="<bos>",
+            eos_text="<eos>",
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        tokens = [b + _BYTE_BASE for b in text.encode("utf-8")]
+        return [BOS, *tokens] if add_special else tokens
+
+    def token_piece(self, token: int) -> bytes:
+        if token in (BOS, EOS):
+            return b""
+        if token < _PIECE_BASE:
+            return bytes([token - _BYTE_BASE])
+        return self._pieces[token - _PIECE_BASE]
+
+    def _piece_id(self, piece: bytes) -> int:
+        if piece not in self._piece_ids:
+            self._piece_ids[piece] = _PIECE_BASE + len(self._pieces)
+            self._pieces.append(piece)
+        return self._piece_ids[piece]
+
+    def _reply_for(self, prompt: Sequence[int]) -> list[bytes]:
+        text = b"".join(self.token_piece(t) for t in prompt).decode("utf-8", "replace")
+        chosen = self.script.reply
+        for key, pieces in self.script.replies.items():
+            if key in text:
+                chosen = pieces
+                break
+        return [p.encode("utf-8") if isinstance(p, str) else p for p in chosen]
+
+    def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> None:
+        if seq_id in self._seqs:
+            raise ValueError(f"sequence {seq_id} is already active")
+        self._seqs[seq_id] = _Seq(prompt=list(prompt), pieces=self._reply_for(prompt))
+
+    def cancel(self, seq_id: int) -> None:
+        if self._seqs.pop(seq_id, None) is not None:
+            self.cancelled.append(seq_id)
+
+    def has_work(self) -> bool:
+        return bool(self._seqs)
+
+    @property
+    def active(self) -> list[int]:
+        return sorted(self._seqs)
+
+    def prompt_remaining(self, seq_id: int) -> int:
+        seq = self._seqs[seq_id]
+        return len(seq.prompt) - seq.fed
+
+    def step(self) -> list[SeqOutput]:
+        self.steps += 1
+        if self.steps in self.script.fail_at_steps:
+            raise EngineError(f"scripted failure at step {self.steps}")
+        outputs: list[SeqOutput] = []
+        for seq_id in sorted(self._seqs):
+            seq = self._seqs[seq_id]
+            if seq.fed < len(seq.prompt):
+                seq.fed = min(len(seq.prompt), seq.fed + self.script.prefill_chunk)
+                if seq.fed < len(seq.prompt):
+                    continue
+            if seq.generated < len(seq.pieces):
+                piece = seq.pieces[seq.generated]
+                token, eog = self._piece_id(piece), False
+            else:
+                piece, token, eog = b"", EOS, True
+            seq.generated += 1
+            outputs.append(SeqOutput(seq_id=seq_id, token=token, piece=piece, is_eog=eog))
+        return outputs
+
+    def close(self) -> None:
+        self._seqs.clear()

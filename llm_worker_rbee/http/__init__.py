@@ -1,0 +1,1 @@
+"""The HTTP surface: quart-trio routes that translate HTTP <-> messages, nothing more."""

@@ -1,0 +1,55 @@
+"""The one error shape: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_worker_rbee.messages.session import ErrorInfo
+
+
+class ApiError(Exception):
+    """An error a client may see. Raised anywhere in a route, rendered by the app."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    @classmethod
+    def from_info(cls, info: ErrorInfo, headers: dict[str, str] | None = None) -> ApiError:
+        return cls(
+            info.status,
+            info.message,
+            type=info.type,
+            code=info.code,
+            param=info.param,
+            headers=headers,
+        )
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.code, self.param)
+
+
+def error_body(message: str, type: str, code: str | None, param: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def info_body(info: ErrorInfo) -> dict[str, Any]:
+    return error_body(info.message, info.type, info.code, info.param)
+
+
+def bad_request(message: str, *, param: str | None = None, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)

@@ -1,0 +1,106 @@
+"""Request bodies, validated by pydantic, following OpenAI's schema where it applies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+Number = StrictInt | StrictFloat
+
+
+class _Body(BaseModel):
+    # Fields that are not OpenAI's are ignored; OpenAI fields we do not implement are refused
+    # explicitly (see REFUSED) rather than silently dropped.
+    model_config = ConfigDict(extra="allow")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: StrictBool = False
+
+
+class SamplingFields(_Body):
+    model: StrictStr | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[StrictInt, Field(ge=0)] | None = None
+    min_p: Annotated[Number, Field(ge=0, le=1)] | None = None
+    repeat_penalty: Annotated[Number, Field(gt=0, le=10)] | None = None
+    presence_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
+    seed: StrictInt | None = None
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=1)] | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    logit_bias: dict[StrictStr, Annotated[Number, Field(ge=-100, le=100)]] | None = None
+    ignore_eos: StrictBool | None = None
+    user: StrictStr | None = None
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: StrictStr
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[TextPart]
+    name: StrictStr | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionBody(SamplingFields):
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+
+
+class CompletionBody(SamplingFields):
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)]
+
+
+class InferenceBody(SamplingFields):
+    """rbee's native request: a raw prompt, streamed back as rbee SSE events."""
+
+    job_id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+    prompt: StrictStr
+
+
+# OpenAI parameters this worker does not implement: refused with 400 naming the parameter.
+REFUSED: dict[str, str] = {
+    "tools": "tool calling is not supported",
+    "tool_choice": "tool calling is not supported",
+    "functions": "function calling is not supported",
+    "function_call": "function calling is not supported",
+    "parallel_tool_calls": "tool calling is not supported",
+    "audio": "audio output is not supported",
+    "modalities": "only text output is supported",
+    "prediction": "predicted outputs are not supported",
+    "suffix": "suffix (insertion) is not supported",
+    "best_of": "best_of is not supported",
+    "logprobs": "logprobs are not supported yet",
+    "top_logprobs": "logprobs are not supported yet",
+    "echo": "echo is not supported yet",
+    "response_format": "response_format is not supported yet",
+    "web_search_options": "web search is not supported",
+}
+
+
+def refused_param(extra: dict[str, Any] | None) -> tuple[str, str] | None:
+    """The first refused OpenAI parameter present with a non-default value, if any."""
+    for name, value in (extra or {}).items():
+        if name in REFUSED and value not in (None, False, [], {}):
+            if name == "response_format" and value == {"type": "text"}:
+                continue
+            if name == "best_of" and value == 1:
+                continue
+            return name, REFUSED[name]
+    return None

@@ -1,0 +1,50 @@
+"""What the routes can reach: handles to the actors, filled in as the worker starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from llm_worker_rbee.actors.lifecycle import LifecycleHandle
+from llm_worker_rbee.actors.model import ModelHandle
+from llm_worker_rbee.actors.scheduler import SchedulerHandle
+from llm_worker_rbee.actors.session import SessionPool
+from llm_worker_rbee.config import Settings
+from llm_worker_rbee.http.errors import ApiError
+from llm_worker_rbee.messages.lifecycle import WorkerState
+
+
+@dataclass
+class Services:
+    settings: Settings
+    lifecycle: LifecycleHandle
+    model_id: str
+    model: ModelHandle | None = None
+    scheduler: SchedulerHandle | None = None
+    sessions: SessionPool | None = None
+    started_at: float = field(default_factory=trio.current_time)
+
+    def serving(self) -> tuple[ModelHandle, SessionPool]:
+        """The handles a request needs, or 503 while the worker is not ready for work.
+
+        Raises:
+            ApiError: 503 `worker_loading` / `worker_draining` / ... with Retry-After.
+        """
+        state = self.lifecycle.state
+        if state is not WorkerState.READY or self.model is None or self.sessions is None:
+            retry = "5" if state in (WorkerState.STARTING, WorkerState.LOADING) else "30"
+            raise ApiError(
+                503,
+                f"the worker is {state.value} and takes no new requests",
+                type="unavailable",
+                code=f"worker_{state.value}",
+                headers={"Retry-After": retry},
+            )
+        return self.model, self.sessions
+
+    def accepted_model_ids(self) -> set[str]:
+        ids = {self.model_id}
+        if self.settings.model_ref:
+            ids.add(self.settings.model_ref)
+        return ids

@@ -1,0 +1,54 @@
+"""Health, readiness, models and slots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart_trio import QuartTrio
+
+from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.messages.lifecycle import WorkerState
+
+
+def register(app: QuartTrio, services: Services) -> None:
+    @app.get("/health")
+    async def health() -> tuple[dict[str, Any], int]:
+        state = services.lifecycle.state
+        ready = state is WorkerState.READY
+        return {
+            "status": "ok" if ready else state.value,
+            "state": state.value,
+        }, 200 if ready else 503
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "id": services.model_id,
+            "object": "model",
+            "created": 0,
+            "owned_by": "llm-worker-rbee",
+        }
+        if services.model is not None:
+            info = services.model.info
+            entry["meta"] = {
+                "n_ctx": info.n_ctx,
+                "n_ctx_per_slot": info.seq_capacity,
+                "n_ctx_train": info.n_ctx_train,
+                "n_vocab": info.n_vocab,
+                "slots": services.settings.slots,
+                "model_ref": services.settings.model_ref,
+            }
+        return {"object": "list", "data": [entry]}
+
+    @app.get("/v1/slots")
+    async def slots() -> dict[str, Any]:
+        if services.scheduler is None:
+            return {"slots": [], "queue": []}
+        stats = services.scheduler.statistics()
+        return {
+            "slots": [
+                {"id": i, "busy": job is not None, "job_id": job}
+                for i, job in enumerate(stats.slot_jobs)
+            ],
+            "queue": list(stats.queued_jobs),
+        }

@@ -1,0 +1,87 @@
+"""Request bodies -> InferenceRequest: sampling, prompt tokens, limits."""
+
+from __future__ import annotations
+
+from llm_worker_rbee.actors.model import ModelHandle
+from llm_worker_rbee.http.errors import ApiError, bad_request
+from llm_worker_rbee.http.schemas import SamplingFields
+from llm_worker_rbee.messages.inference import SamplingParams
+from llm_worker_rbee.messages.session import InferenceRequest
+
+DEFAULTS = SamplingParams()
+
+
+def sampling_from(body: SamplingFields, n_vocab: int) -> SamplingParams:
+    bias: list[tuple[int, float]] = []
+    for key, value in (body.logit_bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise bad_request(
+                f"logit_bias key {key!r} is not a token id", param="logit_bias"
+            ) from None
+        if not 0 <= token < n_vocab:
+            raise bad_request(
+                f"logit_bias token {token} is outside the vocabulary", param="logit_bias"
+            )
+        bias.append((token, float(value)))
+    return SamplingParams(
+        temperature=_or(body.temperature, DEFAULTS.temperature),
+        top_k=body.top_k if body.top_k is not None else DEFAULTS.top_k,
+        top_p=_or(body.top_p, DEFAULTS.top_p),
+        min_p=_or(body.min_p, DEFAULTS.min_p),
+        repeat_penalty=_or(body.repeat_penalty, DEFAULTS.repeat_penalty),
+        presence_penalty=_or(body.presence_penalty, DEFAULTS.presence_penalty),
+        frequency_penalty=_or(body.frequency_penalty, DEFAULTS.frequency_penalty),
+        seed=body.seed,
+        logit_bias=tuple(bias),
+        ignore_eos=bool(body.ignore_eos),
+    )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else float(value)
+
+
+def stops_of(body: SamplingFields) -> tuple[str, ...]:
+    if body.stop is None:
+        return ()
+    return (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)
+
+
+def build_request(
+    model: ModelHandle,
+    body: SamplingFields,
+    prompt: str,
+    *,
+    job_id: str,
+    add_special: bool,
+    max_tokens: int | None,
+    prompt_param: str = "prompt",
+    extra_stops: tuple[str, ...] = (),
+) -> InferenceRequest:
+    """Tokenizes and checks the prompt against the per-sequence context.
+
+    Raises:
+        ApiError: 400 for an empty prompt or one that does not fit the context.
+    """
+    tokens = model.tokenize(prompt, add_special=add_special)
+    if not tokens:
+        raise bad_request("the prompt is empty", param=prompt_param, code="empty_prompt")
+    capacity = model.info.seq_capacity
+    if len(tokens) >= capacity:
+        raise ApiError(
+            400,
+            f"the prompt has {len(tokens)} tokens but this worker's context holds "
+            f"{capacity} tokens per sequence (prompt and completion together)",
+            param=prompt_param,
+            code="context_length_exceeded",
+        )
+    room = capacity - len(tokens)
+    return InferenceRequest(
+        job_id=job_id,
+        prompt_tokens=tuple(tokens),
+        sampling=sampling_from(body, model.info.n_vocab),
+        max_tokens=room if max_tokens is None else min(max_tokens, room),
+        stop=stops_of(body) + extra_stops,
+    )

@@ -1,0 +1,71 @@
+"""InferenceSession -> HTTP handler: what happened to one request, in order.
+
+The first event is Accepted or Rejected; an accepted request always ends with Ended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from llm_worker_rbee.messages.inference import SamplingParams
+
+StopReason = Literal["max_tokens", "eos", "stop_sequence", "cancelled", "timeout", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An error in the one shape clients see: {"error": {message, type, param, code}}."""
+
+    status: int
+    type: str
+    code: str
+    message: str
+    param: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    job_id: str
+    prompt_tokens: tuple[int, ...]
+    sampling: SamplingParams
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    job_id: str
+    queue_position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    error: ErrorInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The request holds a slot and its prompt is being processed."""
+
+    job_id: str
+    slot: int
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    stop_reason: StopReason
+    tokens_in: int
+    tokens_out: int
+    decode_ms: int
+    error: ErrorInfo | None = None
+
+
+SessionEvent = Accepted | Rejected | Started | TextDelta | Ended

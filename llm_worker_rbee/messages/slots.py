@@ -1,0 +1,48 @@
+"""InferenceSession <-> SlotScheduler: ask for a slot, wait in line, leave."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """No slot is free; the request waits in line at `position` (0 = next)."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFull:
+    queue_depth: int
+
+
+SlotReply = Queued | Granted | QueueFull
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """Ask for a slot. The answer (Granted, or Queued then Granted, or QueueFull) goes to reply.
+
+    `reply` needs a buffer of 2 so the scheduler never blocks on it.
+    """
+
+    job_id: str
+    reply: trio.MemorySendChannel[SlotReply] = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """The request is done: free its slot if it holds one, else take it out of the queue."""
+
+    job_id: str
+
+
+SchedulerCommand = Acquire | Leave

@@ -1,0 +1,1 @@
+"""Test support: the actor stack on the fake engine in virtual time, and (later) scenarios."""

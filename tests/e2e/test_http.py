@@ -1,0 +1,126 @@
+"""Raw HTTP against the real worker: the rbee stream, bad input, disconnects."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.real_model
+
+
+def sse_events(lines: list[str]) -> list[tuple[str | None, str]]:
+    """(event name, data) pairs from SSE lines."""
+    events: list[tuple[str | None, str]] = []
+    name: str | None = None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            events.append((name, line.removeprefix("data: ")))
+            name = None
+    return events
+
+
+def test_rbee_inference_stream(http: httpx.Client) -> None:
+    body = {"prompt": "Once upon a time", "max_tokens": 6, "job_id": "job-e2e-1"}
+    with http.stream("POST", "/v1/inference", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        assert response.headers["x-request-id"] == "job-e2e-1"
+        events = sse_events(list(response.iter_lines()))
+    names = [name for name, _ in events]
+    assert names[0] == "started" and names[-2:] == ["end", None]
+    assert set(names[1:-2]) == {"token"}
+    assert json.loads(events[0][1])["job_id"] == "job-e2e-1"
+    end = json.loads(events[-2][1])
+    assert end["stop_reason"] == "max_tokens" and end["tokens_out"] == 6
+    assert end["tokens_in"] > 0 and end["decode_ms"] > 0
+    assert events[-1][1] == "[DONE]"
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "param", "code"),
+    [
+        ("/v1/completions", b"{not json", None, "invalid_json"),
+        ("/v1/completions", b"[1, 2]", None, "invalid_json"),
+        ("/v1/completions", b'{"prompt": 42}', "prompt", "invalid_value"),
+        ("/v1/completions", b'{"max_tokens": 3}', "prompt", "missing_required_parameter"),
+        ("/v1/chat/completions", b'{"messages": []}', "messages", "invalid_value"),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "robot", "content": "x"}]}',
+            "messages.0.role",
+            "invalid_value",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "tools": [{}]}',
+            "tools",
+            "unsupported_parameter",
+        ),
+        ("/v1/inference", b'{"prompt": "x", "max_tokens": "many"}', "max_tokens", "invalid_value"),
+        ("/v1/inference", b"\xff\xfe", None, "invalid_json"),
+    ],
+)
+def test_bad_input_is_400_in_the_error_shape(
+    http: httpx.Client, path: str, content: bytes, param: str | None, code: str
+) -> None:
+    response = http.post(path, content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert (error["param"], error["code"], error["type"]) == (param, code, "invalid_request_error")
+    assert "Traceback" not in response.text
+
+
+def test_unknown_route_and_wrong_method_use_the_error_shape(http: httpx.Client) -> None:
+    missing = http.get("/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = http.get("/v1/completions")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_prompt_longer_than_the_context_is_400(http: httpx.Client) -> None:
+    response = http.post("/v1/completions", json={"prompt": "word " * 3000, "max_tokens": 1})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+    assert "1024" in error["message"]
+
+
+def wait_for_idle(http: httpx.Client, limit: float) -> float:
+    """Seconds until /v1/slots shows every slot free; fails past `limit`."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if not any(slot["busy"] for slot in http.get("/v1/slots").json()["slots"]):
+            return time.monotonic() - started
+        time.sleep(0.01)
+    raise AssertionError(f"slots still busy after {limit} s: {http.get('/v1/slots').json()}")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_that_disconnects_frees_its_slot(worker_url: str, stream: bool) -> None:
+    body = {"prompt": "Count: 1, 2, 3,", "max_tokens": 900, "ignore_eos": True, "stream": stream}
+    with httpx.Client(base_url=worker_url, timeout=60) as http:
+        if stream:
+            with http.stream("POST", "/v1/completions", json=body) as response:
+                lines = response.iter_lines()
+                for _ in range(6):
+                    next(lines)
+                assert any(slot["busy"] for slot in http.get("/v1/slots").json()["slots"])
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                http.post("/v1/completions", json=body, timeout=0.5)
+        idle_after = wait_for_idle(http, limit=2.0)
+        assert idle_after < 0.5
+        # The next request is served at once, not queued behind a ghost.
+        with http.stream("POST", "/v1/inference", json={"prompt": "Hi", "max_tokens": 2}) as nxt:
+            started = json.loads(
+                next(line for line in nxt.iter_lines() if line.startswith("data: "))[6:]
+            )
+            assert started["queue_position"] is None
