@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # llama-cpp-python compiles llama.cpp on install; use both cores.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: serve test lint install install-test clean
+.PHONY: serve test lint install install-test clean bench fuzz soak
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -26,9 +30,21 @@ serve: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(PY) -m pytest
 
+# Benchmarks (about 10 minutes on 2 cores; not part of `make test`): see docs/PERFORMANCE.md.
+bench: $(VENV)/.installed-bench
+	$(PY) -m bench $(ARGS)
+
+# Schemathesis, long: every phase and 200 examples per operation (docs/RELIABILITY.md).
+fuzz: $(VENV)/.installed-test
+	$(PY) -m llm_worker_rbee.testing.fuzz $(ARGS)
+
+# 200 clients for 60 s on the fake engine, then on the real model (docs/RELIABILITY.md).
+soak: $(VENV)/.installed-test
+	$(PY) -m llm_worker_rbee.testing.soak $(ARGS)
+
 lint: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check llm_worker_rbee tests
-	$(VENV)/bin/ruff format --check llm_worker_rbee tests
+	$(VENV)/bin/ruff check llm_worker_rbee tests scenarios bench
+	$(VENV)/bin/ruff format --check llm_worker_rbee tests scenarios bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 
 import trio
 
 from llm_worker_rbee import __version__
 from llm_worker_rbee.config import Settings, SettingsError, add_setting_flags, die, settings_from
+from llm_worker_rbee.engine.model_report import add_arguments as add_inspect_arguments
+from llm_worker_rbee.engine.model_report import run as inspect_model
+from llm_worker_rbee.hive.stub import add_hive_stub_parser, run_hive_stub
+from llm_worker_rbee.testing.scenario_cli import add_scenario_parser, run_scenarios
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,46 +30,79 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     serve = commands.add_parser("serve", help="serve one GGUF model over HTTP")
     add_setting_flags(serve)
+    add_scenario_parser(commands)
+    add_hive_stub_parser(commands)
+    inspect = commands.add_parser("inspect-model", help="what a GGUF model is and needs")
+    add_inspect_arguments(inspect)
+    # Listed here for --help; main() hands everything after `bench` to bench's own parser.
+    commands.add_parser("bench", help="benchmarks beside llama.cpp's servers (source checkout)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
+        argv = ["serve", *argv]  # rbee's hive starts `llm-worker-rbee --worker-id ID ...`
+    if argv[:1] == ["bench"]:
+        return run_bench(argv[1:])
+    args = build_parser().parse_args(argv)
     if args.command == "serve":
         try:
             settings = settings_from(args)
         except SettingsError as exc:
             die(str(exc))
         return serve(settings)
+    if args.command == "scenario":
+        return run_scenarios(args.paths, args.trace)
+    if args.command == "inspect-model":
+        return inspect_model(args)
+    if args.command == "hive-stub":
+        return run_hive_stub(args)
     return 2
 
 
-def serve(settings: Settings) -> int:
-    from llm_worker_rbee.engine.bundled import BUNDLED_MODEL_ID, bundled_model_path
-    from llm_worker_rbee.engine.llama import LlamaEngine
-    from llm_worker_rbee.engine.runner import ThreadStepRunner
-    from llm_worker_rbee.worker import run_worker
+def run_bench(args: Sequence[str]) -> int:
+    """Runs `python -m bench` from the checkout this package lives in (as `make bench`)."""
+    import subprocess
+    from pathlib import Path
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if settings.model is None:
-        model_path = bundled_model_path()
-        model_id = BUNDLED_MODEL_ID
-    else:
-        model_path = settings.model.expanduser()
-        if not model_path.is_file():
-            die(f"--model: no model file at {model_path}", code=3)
-        model_id = settings.model_ref or Path(model_path).stem
-    factory = partial(LlamaEngine.load, model_path, settings, model_id)
-    return trio.run(
-        partial(
-            run_worker,
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "__main__.py").is_file():
+        die(f"bench: the benchmarks live in a source checkout; no bench/ in {root}")
+    return subprocess.call([sys.executable, "-m", "bench", *args], cwd=root)
+
+
+def serve(settings: Settings) -> int:
+    from llm_worker_rbee.engine.gpu import NvmlProbe
+    from llm_worker_rbee.engine.memory import available_ram
+    from llm_worker_rbee.engine.preflight import StartError, llama_offload_supported, plan_start
+    from llm_worker_rbee.engine.runner import ThreadStepRunner
+    from llm_worker_rbee.logs import configure_logging
+    from llm_worker_rbee.worker import Runtime, run_worker
+
+    configure_logging(settings.log_level, settings.log_format)
+    try:  # path, file, device and memory: refused in one line before anything loads
+        plan = plan_start(
             settings,
-            model_id=model_id,
-            engine_factory=factory,
-            runner=ThreadStepRunner(),
+            probe=NvmlProbe(),
+            environ=os.environ,
+            offload_supported=llama_offload_supported,
+            ram_available=available_ram,
         )
+    except StartError as exc:
+        die(str(exc), code=3)
+    os.environ.update(plan.environ)  # before llama.cpp starts CUDA: the chosen GPU only
+    for note in plan.notes:
+        logging.getLogger(__name__).info("%s", note)
+    from llm_worker_rbee.engine.llama import LlamaEngine
+
+    settings = plan.apply(settings)
+    model_path, model_id = plan.model.path, plan.model.model_id
+    factory = partial(LlamaEngine.load, model_path, settings, model_id)
+    from llm_worker_rbee.hive.vitals import nvml_vram
+
+    vram = nvml_vram(NvmlProbe(), plan.gpu.device.uuid) if plan.gpu is not None else None
+    runtime = Runtime(runner=ThreadStepRunner(), vram=vram)
+    return trio.run(
+        partial(run_worker, settings, model_id=model_id, engine_factory=factory, runtime=runtime)
     )

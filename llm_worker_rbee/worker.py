@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Callable
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
 
 import trio
+from quart_trio import QuartTrio
 
-from llm_worker_rbee import __version__
-from llm_worker_rbee.actors.heartbeat import HeartbeatActor
+from llm_worker_rbee.actors.heartbeat import GOODBYE_TIMEOUT_S, HeartbeatActor
 from llm_worker_rbee.actors.lifecycle import LifecycleActor
 from llm_worker_rbee.actors.model import ModelActor
 from llm_worker_rbee.actors.scheduler import SlotScheduler
@@ -18,12 +22,54 @@ from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.base import Engine
 from llm_worker_rbee.engine.runner import StepRunner
+from llm_worker_rbee.hive.client import HiveClient, hive_client_for
+from llm_worker_rbee.hive.vitals import VramReader
 from llm_worker_rbee.http.app import create_app
 from llm_worker_rbee.http.server import serve_http
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.lifecycle import WorkerState
+from llm_worker_rbee.metrics import WorkerMetrics
+from llm_worker_rbee.status import WorkerReports, metrics_snapshot
+from llm_worker_rbee.tracing import Tracer, fan_out, no_trace
 
 log = logging.getLogger(__name__)
+
+
+class Server(Protocol):
+    """Serves the app until `shutdown_trigger` returns; reports its URLs when listening."""
+
+    async def __call__(
+        self,
+        app: QuartTrio,
+        *,
+        shutdown_trigger: Callable[[], Awaitable[None]],
+        task_status: trio.TaskStatus[list[str]],
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the worker takes from its surroundings; the scenario harness swaps these."""
+
+    runner: StepRunner
+    server: Server | None = None  # None: hypercorn on settings.host:settings.port
+    handle_signals: bool = True
+    tracer: Tracer = no_trace
+    wall_clock: Callable[[], float] = time.time
+    new_job_id: Callable[[], str] = field(default=lambda: f"job-{uuid.uuid4().hex}")
+    # None: HTTP or WebSocket by --hive-url's scheme (no hive without one); scenarios script it.
+    hive_client: HiveClient | None = None
+    # Numbers in [0, 1) for the hive backoff's jitter; scenarios make them fixed.
+    jitter: Callable[[], float] = field(default_factory=lambda: random.Random().random)
+    # (used, total) bytes of the worker's GPU for the heartbeat; None on the CPU.
+    vram: VramReader | None = None
+
+
+def hive_client(settings: Settings, runtime: Runtime) -> HiveClient | None:
+    if runtime.hive_client is not None or settings.hive_url is None:
+        return runtime.hive_client
+    token = settings.hive_token.get_secret_value() if settings.hive_token else None
+    return hive_client_for(settings.hive_url, token=token)
 
 
 async def run_worker(
@@ -31,29 +77,39 @@ async def run_worker(
     *,
     model_id: str,
     engine_factory: Callable[[], Engine],
-    runner: StepRunner,
-    handle_signals: bool = True,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    runtime: Runtime,
+    task_status: trio.TaskStatus[Services] = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Runs the worker until it is told to stop. Returns the process exit code.
 
     Start order: lifecycle (signals), HTTP (answers 503 while loading), model, scheduler,
     sessions, heartbeat; then `ready`. Stop order is the reverse, after the drain.
     """
+    metrics = WorkerMetrics()
+    tracer = fan_out(runtime.tracer, metrics.observe)
+    server = runtime.server or partial(serve_http, host=settings.host, port=settings.port)
     async with trio.open_nursery() as root:
         lifecycle_actor = LifecycleActor(
-            drain_timeout=settings.drain_timeout, handle_signals=handle_signals
+            drain_timeout=settings.drain_timeout,
+            handle_signals=runtime.handle_signals,
+            tracer=tracer,
         )
         lifecycle = await root.start(lifecycle_actor.run)
-        services = Services(settings=settings, lifecycle=lifecycle, model_id=model_id)
+        services = Services(
+            settings=settings,
+            lifecycle=lifecycle,
+            model_id=model_id,
+            wall_clock=runtime.wall_clock,
+            new_job_id=runtime.new_job_id,
+            metrics=metrics,
+        )
+        metrics.snapshot = partial(metrics_snapshot, services)
         http_done = trio.Event()
 
         async def http(*, task_status: trio.TaskStatus[list[str]]) -> None:
             try:
-                await serve_http(
+                await server(
                     create_app(services),
-                    host=settings.host,
-                    port=settings.port,
                     shutdown_trigger=lifecycle.wait_stopped,
                     task_status=task_status,
                 )
@@ -63,59 +119,36 @@ async def run_worker(
         binds = await root.start(http)
         log.info("listening on %s", " ".join(binds))
         lifecycle.set_state(WorkerState.LOADING)
-        model = await root.start(ModelActor(engine_factory, runner).run)
-        scheduler = await root.start(SlotScheduler(settings.slots, settings.queue_limit).run)
-        sessions = await root.start(SessionPool(model, scheduler).run)
+        model = await root.start(ModelActor(engine_factory, runtime.runner, tracer=tracer).run)
+        scheduler = await root.start(
+            SlotScheduler(
+                settings.slots, settings.queue_limit, tracer=tracer, chooser=model.choose_slot
+            ).run
+        )
+        sessions = await root.start(SessionPool(model, scheduler, tracer=tracer).run)
         services.model, services.scheduler, services.sessions = model, scheduler, sessions
         lifecycle.attach_work(sessions)
         heartbeat = HeartbeatActor(
-            hive_url=settings.hive_url,
+            client=hive_client(settings, runtime),
             interval=settings.heartbeat_interval,
-            snapshot=lambda: heartbeat_payload(services),
-            ready_payload=lambda: ready_payload(services, binds),
+            lifecycle=lifecycle,
+            reports=WorkerReports(services, binds),
+            cancel_job=sessions.cancel,
+            vitals=services.vitals,
+            wall_clock=runtime.wall_clock,
+            jitter=runtime.jitter,
+            vram=runtime.vram,
+            worker_id=settings.worker_id,
+            tracer=tracer,
         )
         await root.start(heartbeat.run)
         lifecycle.set_state(WorkerState.READY)
         log.info("ready: %s, %d slots, %d context", model_id, settings.slots, settings.ctx_size)
-        task_status.started(binds)
+        task_status.started(services)
         await http_done.wait()
+        # The goodbye needs the hive connection, which the root's cancellation would close.
+        with trio.move_on_after(GOODBYE_TIMEOUT_S + 1):
+            await heartbeat.wait_goodbye()
         root.cancel_scope.cancel()
     log.info("stopped (%s)", lifecycle.state.value)
     return 0
-
-
-def ready_payload(services: Services, binds: list[str]) -> dict[str, Any]:
-    settings = services.settings
-    return {
-        "worker_id": settings.worker_id,
-        "url": binds[0] if binds else None,
-        "model_ref": settings.model_ref or services.model_id,
-        "backend": settings.backend,
-        "device": settings.device,
-        "slots_total": settings.slots,
-        "ctx_size": settings.ctx_size,
-        "version": __version__,
-    }
-
-
-def heartbeat_payload(services: Services) -> dict[str, Any]:
-    settings = services.settings
-    stats = services.scheduler.statistics() if services.scheduler else None
-    model_stats = services.model.statistics() if services.model else None
-    state = services.lifecycle.state.value
-    if state == "ready" and stats is not None and stats.slots_busy == stats.slots_total:
-        state = "busy"
-    return {
-        "worker_id": settings.worker_id,
-        "timestamp": time.time(),
-        "state": state,
-        "slots_total": settings.slots,
-        "slots_busy": stats.slots_busy if stats else 0,
-        "queue_depth": stats.queue_depth if stats else 0,
-        "model_ref": settings.model_ref or services.model_id,
-        "device": settings.device,
-        "vram_used_bytes": None,
-        "vram_total_bytes": None,
-        "tokens_generated_total": model_stats.tokens_generated if model_stats else 0,
-        "uptime_s": round(trio.current_time() - services.started_at, 3),
-    }

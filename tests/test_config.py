@@ -59,7 +59,7 @@ def test_serve_flags_parse() -> None:
             {"LLM_WORKER_PORT": "70000"},
             "LLM_WORKER_PORT: Input should be less than or equal to 65535 (got '70000')",
         ),
-        ({"backend": "tpu"}, {}, "--backend: Input should be 'cpu' or 'cuda' (got 'tpu')"),
+        ({"backend": "tpu"}, {}, "--backend: Input should be 'auto', 'cpu' or 'cuda' (got 'tpu')"),
         (
             {"ctx_size": "64", "slots": "8"},
             {},

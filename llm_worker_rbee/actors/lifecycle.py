@@ -9,8 +9,15 @@ from typing import Protocol
 
 import trio
 
-from llm_worker_rbee.messages.lifecycle import Drain, LifecycleCommand, Stop, WorkerState
+from llm_worker_rbee.messages.lifecycle import (
+    Drain,
+    LifecycleCommand,
+    StateChanged,
+    Stop,
+    WorkerState,
+)
 from llm_worker_rbee.messages.session import StopReason
+from llm_worker_rbee.tracing import Tracer, no_trace
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +42,24 @@ class LifecycleHandle:
     def state(self) -> WorkerState:
         return self._actor.state
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the worker stopped ("SIGTERM", "hive: drain", ...); None until it has."""
+        return self._actor.stop_reason
+
     def set_state(self, state: WorkerState) -> None:
         self._actor.set_state(state)
 
     def attach_work(self, work: Work) -> None:
         self._actor.work = work
 
+    def signal(self, signum: int) -> None:
+        """A SIGTERM/SIGINT arrived: the first drains, any later one stops at once."""
+        self.request(self._actor.on_signal(signum))
+
     def request(self, command: LifecycleCommand) -> None:
         """Ask for a drain or a stop; never blocks (a full inbox already holds one)."""
+        self._actor.trace("lifecycle", command)
         try:
             self._inbox.send_nowait(command)
         except trio.WouldBlock:
@@ -63,7 +80,11 @@ class LifecycleActor:
     (or a Stop) cancels everything at once.
     """
 
-    def __init__(self, *, drain_timeout: float, handle_signals: bool = True) -> None:
+    def __init__(
+        self, *, drain_timeout: float, handle_signals: bool = True, tracer: Tracer = no_trace
+    ) -> None:
+        self.trace = tracer
+        self._signals_seen = 0
         self.drain_timeout = drain_timeout
         self.handle_signals = handle_signals
         self.state = WorkerState.STARTING
@@ -80,6 +101,7 @@ class LifecycleActor:
             return  # nothing leaves draining but stopping
         log.info("state %s -> %s", self.state.value, state.value)
         self.state = state
+        self.trace("all", StateChanged(state))
         self._changed.set()
         self._changed = trio.Event()
         if state is WorkerState.STOPPED:
@@ -131,12 +153,15 @@ class LifecycleActor:
         async with inbox:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 task_status.started()
-                seen = 0
                 async for signum in signals:
-                    seen += 1
-                    name = signal.Signals(signum).name
-                    command: LifecycleCommand = Drain(name) if seen == 1 else Stop(f"second {name}")
+                    command = self.on_signal(signum)
+                    self.trace("lifecycle", command)
                     await inbox.send(command)
+
+    def on_signal(self, signum: int) -> LifecycleCommand:
+        self._signals_seen += 1
+        name = signal.Signals(signum).name
+        return Drain(name) if self._signals_seen == 1 else Stop(f"second {name}")
 
     async def _drain(self, reason: str) -> None:
         with trio.CancelScope() as self._drain_scope:

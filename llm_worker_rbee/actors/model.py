@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -20,6 +20,7 @@ from llm_worker_rbee.messages.inference import (
     SequenceFinished,
     TokenGenerated,
 )
+from llm_worker_rbee.tracing import Tracer, no_trace
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class ModelStatistics:
     steps: int
     tokens_generated: int
     prompt_tokens: int
+    # KV cells the active sequences fill (prompt + generated), for the cache-usage gauge.
+    kv_tokens: int = 0
 
 
 @dataclass
@@ -40,6 +43,7 @@ class _Active:
     limit: int
     admitted_at: float
     generated: int = 0
+    cached: int = 0  # prompt tokens reused from the slot's KV cache
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class ModelHandle:
     _actor: ModelActor = field(repr=False)
 
     async def send(self, command: ModelCommand) -> None:
+        self._actor.trace("model", command)
         await self._inbox.send(command)
 
     def statistics(self) -> ModelStatistics:
@@ -60,6 +65,10 @@ class ModelHandle:
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         return self.engine.tokenize(text, add_special=add_special)
 
+    def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
+        """The SlotScheduler's chooser: the free slot whose prompt cache matches best."""
+        return self.engine.choose_slot(prompt, free)
+
 
 class ModelActor:
     """Loads the engine, then applies admissions/cancellations between decode steps.
@@ -67,9 +76,16 @@ class ModelActor:
     A cancel takes effect before the next step, so a sequence stops within one step.
     """
 
-    def __init__(self, engine_factory: Callable[[], Engine], runner: StepRunner) -> None:
+    def __init__(
+        self,
+        engine_factory: Callable[[], Engine],
+        runner: StepRunner,
+        *,
+        tracer: Tracer = no_trace,
+    ) -> None:
         self._engine_factory = engine_factory
         self._runner = runner
+        self.trace = tracer
         self._engine: Engine | None = None
         self._active: dict[int, _Active] = {}
         self._steps = 0
@@ -82,6 +98,7 @@ class ModelActor:
             steps=self._steps,
             tokens_generated=self._tokens_generated,
             prompt_tokens=self._prompt_tokens,
+            kv_tokens=sum(len(a.admit.prompt_tokens) + a.generated for a in self._active.values()),
         )
 
     async def run(
@@ -98,7 +115,7 @@ class ModelActor:
             self._engine = None
             # Unload on the engine thread: never free a context another call may be using.
             with trio.CancelScope(shield=True):
-                await self._runner.run(engine.close)
+                await self._runner.unload(engine.close)
 
     async def _loop(self, engine: Engine, inbox: trio.MemoryReceiveChannel[ModelCommand]) -> None:
         while True:
@@ -120,12 +137,14 @@ class ModelActor:
             capacity = engine.info.seq_capacity - len(command.prompt_tokens)
             limit = min(command.max_tokens, capacity)
             try:
-                engine.admit(command.seq_id, command.prompt_tokens, command.sampling)
+                cached = engine.admit(command.seq_id, command.prompt_tokens, command.sampling)
             except (ValueError, EngineError) as exc:
-                _deliver(command, SequenceFailed(command.seq_id, str(exc)))
+                self._deliver(command, SequenceFailed(command.seq_id, str(exc)))
                 return
             self._prompt_tokens += len(command.prompt_tokens)
-            self._active[command.seq_id] = _Active(command, limit, trio.current_time())
+            self._active[command.seq_id] = _Active(
+                command, limit, trio.current_time(), cached=cached
+            )
         elif isinstance(command, Cancel):
             self._drop(engine, command.seq_id)
 
@@ -138,7 +157,7 @@ class ModelActor:
             for seq_id, active in list(self._active.items()):
                 engine.cancel(seq_id)
                 del self._active[seq_id]
-                _deliver(active.admit, SequenceFailed(seq_id, str(exc)))
+                self._deliver(active.admit, SequenceFailed(seq_id, str(exc)))
             return
         for output in outputs:
             self._route(engine, output)
@@ -152,8 +171,8 @@ class ModelActor:
             return
         active.generated += 1
         self._tokens_generated += 1
-        event = TokenGenerated(output.seq_id, output.token, output.piece)
-        if not _deliver(active.admit, event):
+        event = TokenGenerated(output.seq_id, output.token, output.piece, active.cached)
+        if not self._deliver(active.admit, event):
             self._drop(engine, output.seq_id)
         elif active.generated >= active.limit:
             self._finish(engine, active, "length")
@@ -161,7 +180,7 @@ class ModelActor:
     def _finish(self, engine: Engine, active: _Active, reason: FinishReason) -> None:
         seq_id = active.admit.seq_id
         self._drop(engine, seq_id)
-        _deliver(
+        self._deliver(
             active.admit,
             SequenceFinished(
                 seq_id=seq_id,
@@ -169,6 +188,7 @@ class ModelActor:
                 prompt_tokens=len(active.admit.prompt_tokens),
                 completion_tokens=active.generated,
                 decode_s=trio.current_time() - active.admitted_at,
+                cached_tokens=active.cached,
             ),
         )
 
@@ -176,9 +196,13 @@ class ModelActor:
         if self._active.pop(seq_id, None) is not None:
             engine.cancel(seq_id)
 
+    def _deliver(self, admit: Admit, event: SequenceEvent) -> bool:
+        """Hands an event to the session without ever blocking; False if the session is gone."""
+        self.trace(f"session:{admit.job_id}", event)
+        return _send_nowait(admit, event)
 
-def _deliver(admit: Admit, event: SequenceEvent) -> bool:
-    """Hand an event to the session without ever blocking; False if the session is gone."""
+
+def _send_nowait(admit: Admit, event: SequenceEvent) -> bool:
     try:
         admit.events.send_nowait(event)
     except (trio.BrokenResourceError, trio.ClosedResourceError):

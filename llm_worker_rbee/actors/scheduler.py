@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -17,10 +18,20 @@ from llm_worker_rbee.messages.slots import (
     SchedulerCommand,
     SlotReply,
 )
+from llm_worker_rbee.tracing import Tracer, no_trace
 
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 256
+
+# (prompt tokens, free slots) -> the slot to grant. The engine's choice: the slot whose
+# prompt cache shares the longest prefix (see Engine.choose_slot).
+SlotChooser = Callable[[Sequence[int], Sequence[int]], int]
+
+
+def first_free(prompt: Sequence[int], free: Sequence[int]) -> int:
+    """The default SlotChooser: the lowest free slot."""
+    return free[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,7 @@ class SchedulerHandle:
     _actor: SlotScheduler = field(repr=False)
 
     async def send(self, command: SchedulerCommand) -> None:
+        self._actor.trace("scheduler", command)
         await self._inbox.send(command)
 
     def statistics(self) -> SchedulerStatistics:
@@ -51,14 +63,23 @@ class SchedulerHandle:
 
 
 class SlotScheduler:
-    """Grants slots first come, first served.
+    """Grants slots first come, first served; which free slot, the injected chooser decides.
 
     A request that leaves (finished, cancelled, or its client went away) sends Leave; that
     frees its slot or takes it out of the queue, whichever applies, so nothing leaks even
     when a grant and a departure cross.
     """
 
-    def __init__(self, n_slots: int, max_queue: int) -> None:
+    def __init__(
+        self,
+        n_slots: int,
+        max_queue: int,
+        *,
+        tracer: Tracer = no_trace,
+        chooser: SlotChooser = first_free,
+    ) -> None:
+        self.trace = tracer
+        self._chooser = chooser
         self._owners: list[str | None] = [None] * n_slots
         self._queue: OrderedDict[str, trio.MemorySendChannel[SlotReply]] = OrderedDict()
         self._max_queue = max_queue
@@ -100,19 +121,27 @@ class SlotScheduler:
     def _acquire(self, command: Acquire) -> None:
         if command.job_id in self._queue or command.job_id in self._owners:
             log.warning("job %s asked for a second slot; refused", command.job_id)
-            _reply(command.reply, QueueFull(len(self._queue)))
+            self._reply(command.job_id, command.reply, QueueFull(len(self._queue)))
             return
         if not self._queue and None in self._owners:
-            slot = self._owners.index(None)
-            if _reply(command.reply, Granted(slot)):
+            slot = self._choose(command.prompt_tokens)
+            if self._reply(command.job_id, command.reply, Granted(slot)):
                 self._owners[slot] = command.job_id
             return
         if len(self._queue) >= self._max_queue:
             self._rejected += 1
-            _reply(command.reply, QueueFull(len(self._queue)))
+            self._reply(command.job_id, command.reply, QueueFull(len(self._queue)))
             return
-        if _reply(command.reply, Queued(len(self._queue))):
+        if self._reply(command.job_id, command.reply, Queued(len(self._queue))):
             self._queue[command.job_id] = command.reply
+
+    def _choose(self, prompt: Sequence[int]) -> int:
+        free = [slot for slot, owner in enumerate(self._owners) if owner is None]
+        slot = self._chooser(prompt, free)
+        if slot not in free:
+            log.error("slot chooser picked %d, not one of the free slots %s", slot, free)
+            return free[0]
+        return slot
 
     def _leave(self, command: Leave) -> None:
         if command.job_id in self._queue:
@@ -126,12 +155,18 @@ class SlotScheduler:
     def _grant_next(self, slot: int) -> None:
         while self._queue:
             job_id, reply = self._queue.popitem(last=False)
-            if _reply(reply, Granted(slot)):
+            if self._reply(job_id, reply, Granted(slot)):
                 self._owners[slot] = job_id
                 return
 
+    def _reply(
+        self, job_id: str, channel: trio.MemorySendChannel[SlotReply], reply: SlotReply
+    ) -> bool:
+        self.trace(f"session:{job_id}", reply)
+        return _send_nowait(channel, reply)
 
-def _reply(channel: trio.MemorySendChannel[SlotReply], reply: SlotReply) -> bool:
+
+def _send_nowait(channel: trio.MemorySendChannel[SlotReply], reply: SlotReply) -> bool:
     try:
         channel.send_nowait(reply)
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import trio
@@ -11,6 +13,7 @@ import trio
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
 from llm_worker_rbee.actors.text import PieceDecoder, StopMatcher
+from llm_worker_rbee.logs import current_job
 from llm_worker_rbee.messages.inference import (
     Admit,
     Cancel,
@@ -31,6 +34,7 @@ from llm_worker_rbee.messages.session import (
     TextDelta,
 )
 from llm_worker_rbee.messages.slots import Acquire, Granted, Leave, Queued, QueueFull, SlotReply
+from llm_worker_rbee.tracing import Tracer, no_trace
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 # against a wedged actor.
 CLEANUP_DEADLINE_S = 2.0
 OUT_BUFFER = 16
+TIMEOUT_ERROR = ErrorInfo(408, "timeout", "request_timeout", "the request ran past its deadline")
 
 
 class InferenceSession:
@@ -48,17 +53,27 @@ class InferenceSession:
     """
 
     def __init__(
-        self, request: InferenceRequest, model: ModelHandle, scheduler: SchedulerHandle
+        self,
+        request: InferenceRequest,
+        model: ModelHandle,
+        scheduler: SchedulerHandle,
+        tracer: Tracer = no_trace,
     ) -> None:
         self.request = request
         self._model = model
         self._scheduler = scheduler
-        self._scope = trio.CancelScope()
+        self._trace = tracer
+        # The request's deadline (queue time included) is this scope's deadline.
+        deadline = math.inf if request.deadline is None else request.deadline
+        self._scope = trio.CancelScope(deadline=deadline)
+        self._aborted = False
         self._abort_reason: StopReason = "cancelled"
         self._seq: int | None = None
         self._tokens_out = 0
+        self._cached_tokens = 0
         self._started_at: float | None = None
         self._released = False
+        self.final: SessionEvent | None = None  # the terminal event, once decided
         self.done = trio.Event()
 
     @property
@@ -67,21 +82,30 @@ class InferenceSession:
 
     def abort(self, reason: StopReason = "cancelled") -> None:
         """Stop this request as soon as possible; it still sends its final event."""
-        if not self._scope.cancel_called:
+        if not self._aborted:
+            self._aborted = True
             self._abort_reason = reason
             self._scope.cancel()
 
     async def run(self, out: trio.MemorySendChannel[SessionEvent]) -> None:
+        current_job.set(self.job_id)  # this task's log lines name the job
         async with out:
             try:
                 final: SessionEvent | None = None
                 with self._scope:
-                    final = await self._serve(out)
-                if final is None:
+                    try:
+                        final = await self._serve(out)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self.abort("cancelled")  # the reader is gone: same as a disconnect
+                if final is None and self._aborted:
                     final = self._ended(self._abort_reason)
+                elif final is None:
+                    final = self._ended("timeout", TIMEOUT_ERROR)
                 # Give the slot back before telling the client: a client that sends its next
                 # request on seeing the end finds the slot free (the inboxes are FIFO).
                 await self._release()
+                self.final = final
+                self._trace(f"http:{self.job_id}", final)
                 await _send_final(out, final)
             finally:
                 await self._release()
@@ -95,13 +119,16 @@ class InferenceSession:
             tokens_out=self._tokens_out,
             decode_ms=round(decode_s * 1000),
             error=error,
+            cached_tokens=self._cached_tokens,
         )
 
     async def _serve(self, out: trio.MemorySendChannel[SessionEvent]) -> SessionEvent:
         request = self.request
         reply_send, reply_recv = trio.open_memory_channel[SlotReply](2)
         async with reply_recv:
-            await self._scheduler.send(Acquire(request.job_id, reply_send))
+            await self._scheduler.send(
+                Acquire(request.job_id, reply_send, prompt_tokens=request.prompt_tokens)
+            )
             reply = await reply_recv.receive()
             if isinstance(reply, QueueFull):
                 return Rejected(
@@ -113,7 +140,7 @@ class InferenceSession:
                     )
                 )
             position = reply.position if isinstance(reply, Queued) else None
-            await out.send(Accepted(request.job_id, position))
+            await self._emit(out, Accepted(request.job_id, position))
             while not isinstance(reply, Granted):
                 reply = await reply_recv.receive()
         return await self._generate(reply.slot, out)
@@ -134,26 +161,28 @@ class InferenceSession:
                     events=events_send,
                 )
             )
-            await out.send(Started(request.job_id, slot, len(request.prompt_tokens)))
+            await self._emit(out, Started(request.job_id, slot, len(request.prompt_tokens)))
             decoder = PieceDecoder()
             stops = StopMatcher(request.stop)
             pending_tokens = 0
             async for event in events_recv:
                 if isinstance(event, TokenGenerated):
                     self._tokens_out += 1
+                    self._cached_tokens = event.cached_tokens
                     pending_tokens += 1
                     text = stops.feed(decoder.feed(event.piece))
                     if stops.matched is not None:
-                        await _send_delta(out, text, pending_tokens)
+                        await self._send_delta(out, text, pending_tokens)
                         return self._ended("stop_sequence")
-                    if await _send_delta(out, text, pending_tokens):
+                    if await self._send_delta(out, text, pending_tokens):
                         pending_tokens = 0
                 elif isinstance(event, SequenceFinished):
                     self._seq = None
+                    self._cached_tokens = event.cached_tokens
                     text = stops.feed(decoder.flush())
                     if stops.matched is None:
                         text += stops.flush()
-                    await _send_delta(out, text, pending_tokens)
+                    await self._send_delta(out, text, pending_tokens)
                     if stops.matched is not None:
                         return self._ended("stop_sequence")
                     return self._ended("eos" if event.reason == "eos" else "max_tokens")
@@ -164,6 +193,18 @@ class InferenceSession:
                     return self._ended("error", error)
         raise AssertionError("the model actor closed a sequence without a terminal event")
 
+    async def _emit(self, out: trio.MemorySendChannel[SessionEvent], event: SessionEvent) -> None:
+        self._trace(f"http:{self.job_id}", event)
+        await out.send(event)
+
+    async def _send_delta(
+        self, out: trio.MemorySendChannel[SessionEvent], text: str, tokens: int
+    ) -> bool:
+        if not text:
+            return False
+        await self._emit(out, TextDelta(text, tokens))
+        return True
+
     async def _release(self) -> None:
         if self._released:
             return
@@ -173,13 +214,6 @@ class InferenceSession:
                 await self._model.send(Cancel(self._seq))
                 self._seq = None
             await self._scheduler.send(Leave(self.request.job_id))
-
-
-async def _send_delta(out: trio.MemorySendChannel[SessionEvent], text: str, tokens: int) -> bool:
-    if not text:
-        return False
-    await out.send(TextDelta(text, tokens))
-    return True
 
 
 async def _send_final(out: trio.MemorySendChannel[SessionEvent], event: SessionEvent) -> None:
@@ -207,15 +241,53 @@ class SessionStream:
         self.events.close()
 
 
+@dataclass
+class ChoiceStream:
+    """Several sessions answering one request (OpenAI `n`, or a list of prompts), their
+    events merged and tagged with the choice index. Ends when every session has ended."""
+
+    events: trio.MemoryReceiveChannel[tuple[int, SessionEvent]]
+    sessions: list[InferenceSession] = field(repr=False)
+
+    def close(self) -> None:
+        """Synchronous on purpose: it runs in cancelled contexts (client disconnects)."""
+        for session in self.sessions:
+            session.abort("cancelled")
+        self.events.close()
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    live: int
+    requests_total: int  # sessions started (each choice of an n > 1 request is one)
+    last_error: ErrorInfo | None  # the last server-side failure, if any
+    last_error_at: float | None  # in trio's clock
+    failing: bool  # the last request that ended in the engine failed there
+
+
 class SessionPool:
     """Owns the nursery every InferenceSession runs in, and knows which are alive."""
 
-    def __init__(self, model: ModelHandle, scheduler: SchedulerHandle) -> None:
+    def __init__(
+        self,
+        model: ModelHandle,
+        scheduler: SchedulerHandle,
+        *,
+        tracer: Tracer = no_trace,
+        remember: int = 10_000,
+    ) -> None:
         self._model = model
         self._scheduler = scheduler
+        self._trace = tracer
         self._nursery: trio.Nursery | None = None
         self._live: dict[str, InferenceSession] = {}
+        # Recently ended job ids, so a late cancel still gets 204 rather than 404.
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
         self._changed = trio.Event()
+        self._requests_total = 0
+        self._last_error: tuple[ErrorInfo, float] | None = None
+        self._failing = False
 
     async def run(
         self, *, task_status: trio.TaskStatus[SessionPool] = trio.TASK_STATUS_IGNORED
@@ -229,10 +301,26 @@ class SessionPool:
         if self._nursery is None:
             raise RuntimeError("the session pool is not running")
         send, receive = trio.open_memory_channel[SessionEvent](OUT_BUFFER)
-        session = InferenceSession(request, self._model, self._scheduler)
+        session = InferenceSession(request, self._model, self._scheduler, self._trace)
         self._live[request.job_id] = session
+        self._requests_total += 1
         self._nursery.start_soon(self._run, session, send)
         return SessionStream(receive, session)
+
+    def start_choices(self, requests: list[InferenceRequest]) -> ChoiceStream:
+        """Starts one session per choice; their events arrive as (choice index, event)."""
+        if self._nursery is None:
+            raise RuntimeError("the session pool is not running")
+        merged_send, merged_receive = trio.open_memory_channel[tuple[int, SessionEvent]](
+            OUT_BUFFER * len(requests)
+        )
+        sessions: list[InferenceSession] = []
+        for index, request in enumerate(requests):
+            stream = self.start(request)
+            sessions.append(stream.session)
+            self._nursery.start_soon(_forward, index, stream.events, merged_send.clone())
+        merged_send.close()
+        return ChoiceStream(merged_receive, sessions)
 
     async def _run(
         self, session: InferenceSession, out: trio.MemorySendChannel[SessionEvent]
@@ -241,15 +329,43 @@ class SessionPool:
             await session.run(out)
         finally:
             self._live.pop(session.job_id, None)
+            self._note_outcome(session.final)
+            self._ended[session.job_id] = None
+            while len(self._ended) > self._remember:
+                self._ended.popitem(last=False)
             self._changed.set()
             self._changed = trio.Event()
 
     def get(self, job_id: str) -> InferenceSession | None:
         return self._live.get(job_id)
 
+    def cancel(self, job_id: str) -> bool:
+        """Cancels a running or queued job. True if the job is known (live or recently ended)."""
+        # A request with several choices runs `job`, `job.1`, `job.2`...: cancel them all.
+        prefix = job_id + "."
+        found = [s for key, s in self._live.items() if key == job_id or key.startswith(prefix)]
+        for session in found:
+            session.abort("cancelled")
+        return bool(found) or job_id in self._ended
+
     @property
     def live(self) -> int:
         return len(self._live)
+
+    def statistics(self) -> PoolStatistics:
+        error, at = self._last_error or (None, None)
+        return PoolStatistics(self.live, self._requests_total, error, at, self._failing)
+
+    def _note_outcome(self, final: SessionEvent | None) -> None:
+        """Remembers server-side failures (5xx other than overload) for the heartbeat."""
+        if not isinstance(final, Ended):
+            return
+        error = final.error
+        if error is not None and error.status >= 500 and error.status != 503:
+            self._last_error = (error, trio.current_time())
+            self._failing = True
+        elif final.stop_reason in ("eos", "max_tokens", "stop_sequence"):
+            self._failing = False
 
     def abort_all(self, reason: StopReason) -> None:
         for session in list(self._live.values()):
@@ -258,3 +374,17 @@ class SessionPool:
     async def wait_empty(self) -> None:
         while self._live:
             await self._changed.wait()
+
+
+async def _forward(
+    index: int,
+    events: trio.MemoryReceiveChannel[SessionEvent],
+    merged: trio.MemorySendChannel[tuple[int, SessionEvent]],
+) -> None:
+    """Moves one choice's events into the merged stream until it ends or the reader leaves."""
+    async with events, merged:
+        try:
+            async for event in events:
+                await merged.send((index, event))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the reader left; closing `events` stops the session's sends

@@ -49,7 +49,20 @@ class Engine(Protocol):
 
     def token_piece(self, token: int) -> bytes: ...
 
-    def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> None: ...
+    def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
+        """Which of the `free` slots a new `prompt` should get (the scheduler asks).
+
+        Called on the trio thread, possibly while a step runs: it must only read.
+        """
+        ...
+
+    def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
+        """Starts a sequence in slot `seq_id`.
+
+        Returns how many leading prompt tokens the slot's KV cells already held (the prompt
+        cache); only the rest is decoded. Raises ValueError for a bad slot or prompt.
+        """
+        ...
 
     def cancel(self, seq_id: int) -> None: ...
 

@@ -30,6 +30,9 @@ class FakeScript:
         prefill_chunk: prompt tokens one step processes per sequence.
         fail_at_steps: step numbers (1-based) that raise EngineError.
         n_ctx: total context; each of `n_slots` sequences gets n_ctx // n_slots.
+        prompt_cache: a slot keeps the prompt it decoded; the next prompt admitted there
+            skips the shared prefix, and `choose_slot` prefers the longest match (as the
+            llama engine does). Off: every prompt is decoded whole and slots go in order.
     """
 
     reply: list[str | bytes] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
@@ -39,6 +42,7 @@ class FakeScript:
     fail_at_steps: frozenset[int] = frozenset()
     n_ctx: int = 4096
     n_slots: int = 4
+    prompt_cache: bool = False
 
 
 @dataclass
@@ -57,6 +61,7 @@ class FakeEngine:
         self._pieces: list[bytes] = []
         self.steps = 0
         self.cancelled: list[int] = []
+        self._held: dict[int, list[int]] = {}
         self._info = ModelInfo(
             model_id="fake-model",
             n_ctx=self.script.n_ctx,
@@ -98,14 +103,28 @@ class FakeEngine:
                 break
         return [p.encode("utf-8") if isinstance(p, str) else p for p in chosen]
 
-    def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> None:
+    def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
+        if not self.script.prompt_cache:
+            return free[0]
+        return max(free, key=lambda slot: (_shared(self._held.get(slot, []), prompt), -slot))
+
+    def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
         if seq_id in self._seqs:
             raise ValueError(f"sequence {seq_id} is already active")
-        self._seqs[seq_id] = _Seq(prompt=list(prompt), pieces=self._reply_for(prompt))
+        cached = 0
+        if self.script.prompt_cache:
+            cached = min(_shared(self._held.pop(seq_id, []), prompt), len(prompt) - 1)
+        self._seqs[seq_id] = _Seq(
+            prompt=list(prompt), pieces=self._reply_for(prompt), fed=max(cached, 0)
+        )
+        return max(cached, 0)
 
     def cancel(self, seq_id: int) -> None:
-        if self._seqs.pop(seq_id, None) is not None:
+        seq = self._seqs.pop(seq_id, None)
+        if seq is not None:
             self.cancelled.append(seq_id)
+            if self.script.prompt_cache:
+                self._held[seq_id] = seq.prompt[: seq.fed]
 
     def has_work(self) -> bool:
         return bool(self._seqs)
@@ -140,3 +159,12 @@ class FakeEngine:
 
     def close(self) -> None:
         self._seqs.clear()
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

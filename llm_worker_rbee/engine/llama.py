@@ -2,6 +2,11 @@
 
 Each active sequence has its own llama.cpp sequence id (its slot) and its own sampler chain;
 sampling runs in C over the full vocabulary, never in Python.
+
+Prompt cache: a slot keeps its KV cells after its sequence ends. The next sequence admitted
+to that slot keeps the part of them that matches its prompt (the longest common prefix) and
+only the rest of its prompt is decoded; `choose_slot` tells the scheduler which free slot
+holds the longest match.
 """
 
 from __future__ import annotations
@@ -21,23 +26,41 @@ from llm_worker_rbee.messages.inference import SamplingParams
 
 log = logging.getLogger(__name__)
 
+# A shared prefix shorter than this (a BOS and a template header) is not worth taking
+# another conversation's cache for: such prompts go to the least recently used free slot.
+MIN_REUSE_TOKENS = 8
+# How many recent tokens the repetition/presence/frequency penalties look at.
+PENALTY_LAST_N = 64
+
 
 class ModelLoadError(Exception):
     """llama.cpp could not open the model or create a context."""
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 @dataclass
 class _Seq:
     prompt: list[int]
     sampler: ctypes.c_void_p
-    fed: int = 0  # prompt tokens already decoded
-    last: int | None = None  # the token to feed next (sampled in the previous step)
-    generated: int = 0
-    order: int = 0
+    # Tokens whose KV cells this sequence holds, position i = tokens[i]. Starts with the
+    # reused prefix, grows by prompt chunks, then by each sampled token once it is decoded.
+    tokens: list[int]
+    cached: int
+    order: int
+    last: int | None = None  # sampled in the previous step, decoded in the next
+    broken: bool = False  # a decode failed with it in the batch: its cells are unknown
 
     @property
     def prefilling(self) -> bool:
-        return self.fed < len(self.prompt)
+        return len(self.tokens) < len(self.prompt)
 
 
 @dataclass
@@ -81,6 +104,9 @@ class LlamaEngine:
         self._batch = _Batch(llama_cpp.llama_batch_init(n_batch, 0, 1), n_batch)
         self._seqs: dict[int, _Seq] = {}
         self._admitted = 0
+        # Free slots: the tokens their KV cells still hold, and when they were last used.
+        self._held: dict[int, list[int]] = {}
+        self._last_used: dict[int, int] = {}
         self._pieces: dict[int, bytes] = {}
         self._eog_tokens: list[int] | None = None
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
@@ -107,8 +133,11 @@ class LlamaEngine:
         llama_logger.set_verbose(settings.log_level == "debug")
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = 0 if settings.backend == "cpu" else -1
+        model_params.n_gpu_layers = settings.n_gpu_layers
         model_params.main_gpu = settings.device
+        # No repacked CPU weights: their kernels take one path for a lone row and another
+        # for blocks of rows, so a sequence's logits would depend on who shares its step.
+        model_params.use_extra_bufts = False
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not model:
             raise ModelLoadError(f"llama.cpp could not load {path}")
@@ -117,9 +146,18 @@ class LlamaEngine:
         params.n_batch = settings.batch_size
         params.n_ubatch = min(settings.batch_size, 512)
         params.n_seq_max = settings.slots
+        # A step asks for one row of logits per sequence at most; reserving n_batch rows of
+        # a 262k vocabulary would set aside 512 MiB of compute buffer for nothing.
+        params.n_outputs_max = settings.slots
+        params.n_outputs_max_per_seq = 1
         params.n_threads = settings.threads
         params.n_threads_batch = settings.threads
-        params.kv_unified = False  # each slot gets ctx_size / slots cells of its own
+        # Each slot owns ctx_size / slots cells, in the order it decoded them (a unified
+        # buffer would interleave the slots' cells, and the order of a sum is its rounding).
+        params.kv_unified = False
+        # Full-size sliding-window cells: the prompt cache trims a slot back to a shared
+        # prefix, which needs the window's cells of that prefix to still be there.
+        params.swa_full = True
         params.no_perf = True
         ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
@@ -191,7 +229,8 @@ class LlamaEngine:
             add(
                 chain,
                 llama_cpp.llama_sampler_init_penalties(
-                    64,
+                    self._info.n_vocab,
+                    PENALTY_LAST_N,
                     sampling.repeat_penalty,
                     sampling.frequency_penalty,
                     sampling.presence_penalty,
@@ -212,60 +251,130 @@ class LlamaEngine:
             )
             add(chain, llama_cpp.llama_sampler_init_dist(seed))
         if penalised:  # penalties look at the prompt too, as llama-server's do
-            for token in prompt[-64:]:
+            for token in prompt[-PENALTY_LAST_N:]:
                 llama_cpp.llama_sampler_accept(chain, token)
         return chain  # type: ignore[no-any-return]
 
-    def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> None:
+    def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
+        """The free slot whose cells share the longest prefix with `prompt`.
+
+        Prefixes under MIN_REUSE_TOKENS (unless that is the whole prompt) do not count;
+        ties go to the least recently used slot, so a new conversation does not evict a
+        recent one. Called by the scheduler on the trio thread, possibly while a step runs:
+        it only reads, and a stale answer only costs a cache miss (`admit` checks the cells
+        it actually finds).
+        """
+        if not free:
+            raise ValueError("no free slot to choose from")
+
+        def score(slot: int) -> tuple[int, int, int]:
+            seq = self._seqs.get(slot)  # its Cancel may not have reached the engine yet
+            held = self._held.get(slot, []) if seq is None else list(seq.tokens)
+            shared = min(common_prefix(held, prompt), len(prompt) - 1)
+            # A short prompt found whole counts; otherwise only a prefix worth a slot.
+            worth = shared >= min(MIN_REUSE_TOKENS, len(prompt) - 1)
+            return (shared if worth else 0, -self._last_used.get(slot, 0), -slot)
+
+        return max(free, key=score)
+
+    def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
+        """Starts a sequence in slot `seq_id`; returns how many prompt tokens its cells reuse."""
         if seq_id in self._seqs:
             raise ValueError(f"sequence {seq_id} is already active")
         if not 0 <= seq_id < self.n_seq_max:
             raise ValueError(f"sequence {seq_id} is outside 0..{self.n_seq_max - 1}")
         if not prompt:
             raise ValueError("empty prompt")
-        llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+        held = self._held.pop(seq_id, [])
+        # Keep at least the last prompt token to decode: its logits give the first token.
+        reuse = min(common_prefix(held, prompt), len(prompt) - 1)
+        if not self._trim(seq_id, reuse):
+            reuse = 0
         self._admitted += 1
         self._seqs[seq_id] = _Seq(
-            list(prompt), self._sampler(sampling, prompt), order=self._admitted
+            prompt=list(prompt),
+            sampler=self._sampler(sampling, prompt),
+            tokens=list(prompt[:reuse]),
+            cached=reuse,
+            order=self._admitted,
         )
+        return reuse
+
+    def _trim(self, seq_id: int, keep: int) -> bool:
+        """Drops the cells of `seq_id` from position `keep` on; False if it had to drop all."""
+        memory = self._memory
+        if keep > 0 and llama_cpp.llama_memory_seq_rm(memory, seq_id, keep, -1):
+            first = llama_cpp.llama_memory_seq_pos_min(memory, seq_id)
+            last = llama_cpp.llama_memory_seq_pos_max(memory, seq_id)
+            if first == 0 and last == keep - 1:
+                return True
+            log.warning("slot %d holds positions %d..%d, not 0..%d", seq_id, first, last, keep - 1)
+        llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
+        return False
 
     def cancel(self, seq_id: int) -> None:
+        """Ends a sequence; its slot keeps the cells it decoded for the next prompt."""
         seq = self._seqs.pop(seq_id, None)
-        if seq is not None:
-            llama_cpp.llama_sampler_free(seq.sampler)
+        if seq is None:
+            return
+        llama_cpp.llama_sampler_free(seq.sampler)
+        self._last_used[seq_id] = seq.order
+        if seq.broken:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+        else:
+            self._held[seq_id] = seq.tokens
 
     def has_work(self) -> bool:
         return bool(self._seqs)
 
     def step(self) -> list[SeqOutput]:
+        """One token for every running stream, then prompt chunks within the batch size.
+
+        The streams go to llama.cpp in one decode, each prompt chunk in a decode of its own:
+        llama.cpp's CPU kernels pick their path by the shape of a batch (one row or many,
+        prompts of equal length or not), so a batch mixing them would make a sequence's
+        tokens depend on who shares its step. Apart, a prompt is decoded as it would be
+        alone, and so is each stream's token (see docs/PERFORMANCE.md).
+        """
         batch = self._batch
         batch.clear()
-        budget = self._n_batch
+        fed: list[tuple[_Seq, Sequence[int]]] = []
         # Running streams first, one token each, so a long prompt never stalls them.
         for seq_id, seq in self._seqs.items():
-            if not seq.prefilling and seq.last is not None:
-                batch.add(seq.last, len(seq.prompt) + seq.generated - 1, seq_id, True)
-                budget -= 1
+            if seq.last is not None and not seq.prefilling:
+                batch.add(seq.last, len(seq.tokens), seq_id, True)
+                fed.append((seq, (seq.last,)))
+        outputs = self._decode(fed)
+        budget = self._n_batch - len(fed)
         for seq_id, seq in sorted(self._seqs.items(), key=lambda item: item[1].order):
             if budget <= 0:
                 break
             if seq.prefilling:
-                take = min(budget, len(seq.prompt) - seq.fed)
-                for i in range(seq.fed, seq.fed + take):
-                    batch.add(seq.prompt[i], i, seq_id, i == len(seq.prompt) - 1)
-                seq.fed += take
-                budget -= take
+                batch.clear()
+                start = len(seq.tokens)
+                chunk = seq.prompt[start : start + budget]
+                for pos, token in enumerate(chunk, start):
+                    batch.add(token, pos, seq_id, pos == len(seq.prompt) - 1)
+                outputs += self._decode([(seq, chunk)])
+                budget -= len(chunk)
+        return outputs
+
+    def _decode(self, fed: list[tuple[_Seq, Sequence[int]]]) -> list[SeqOutput]:
+        """Decodes the batch as filled for `fed`, then samples where logits were asked for."""
+        batch = self._batch
         if batch.raw.n_tokens == 0:
             return []
         status = llama_cpp.llama_decode(self._ctx, batch.raw)
         if status != 0:
+            for seq, _ in fed:
+                seq.broken = True
             raise EngineError(f"llama_decode returned {status}")
+        for seq, tokens in fed:
+            seq.tokens.extend(tokens)
         outputs: list[SeqOutput] = []
         for seq_id, index in batch.outputs:
             seq = self._seqs[seq_id]
             token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, index)
-            seq.generated += 1
             seq.last = token
             eog = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
             outputs.append(SeqOutput(seq_id, token, b"" if eog else self.token_piece(token), eog))

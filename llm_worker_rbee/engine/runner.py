@@ -19,6 +19,10 @@ class StepRunner(Protocol):
         """Runs the engine's loading."""
         ...
 
+    async def unload(self, fn: Callable[[], T]) -> T:
+        """Runs the engine's unloading (after the last step)."""
+        ...
+
 
 class ThreadStepRunner:
     """Runs engine calls on a worker thread, one at a time.
@@ -35,6 +39,9 @@ class ThreadStepRunner:
         return await trio.to_thread.run_sync(fn, limiter=self._limiter)
 
     async def load(self, fn: Callable[[], T]) -> T:
+        return await self.run(fn)
+
+    async def unload(self, fn: Callable[[], T]) -> T:
         return await self.run(fn)
 
 
@@ -55,4 +62,7 @@ class VirtualTimeStepRunner:
 
     async def load(self, fn: Callable[[], T]) -> T:
         await trio.sleep(self._load_time)
+        return fn()
+
+    async def unload(self, fn: Callable[[], T]) -> T:
         return fn()

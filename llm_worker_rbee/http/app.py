@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
+import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
+import trio
 from pydantic import BaseModel, ValidationError
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from llm_worker_rbee.actors.session import SessionStream
-from llm_worker_rbee.http.errors import ApiError, bad_request, error_body
+from llm_worker_rbee.actors.session import ChoiceStream, SessionStream
+from llm_worker_rbee.http.admin_routes import require_api_key
+from llm_worker_rbee.http.errors import CANCELLED, ApiError, bad_request, ended_error, error_body
+from llm_worker_rbee.http.schemas import JOB_ID_PATTERN
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.messages.session import InferenceRequest
+from llm_worker_rbee.logs import current_job
+from llm_worker_rbee.messages.session import Accepted, Ended, InferenceRequest, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +31,28 @@ _SESSIONS_KEY = "llm_worker_rbee.sessions"
 
 
 def create_app(services: Services) -> QuartTrio:
-    from llm_worker_rbee.http import openai_routes, rbee_routes, system_routes
+    from llm_worker_rbee.http import (
+        admin_routes,
+        openai_routes,
+        openapi,
+        rbee_routes,
+        system_routes,
+        token_routes,
+    )
 
     app = QuartTrio("llm_worker_rbee")
     # Quart cuts responses after 60 s by default, which would silently end long streams.
     app.config["RESPONSE_TIMEOUT"] = None
-    app.config["MAX_CONTENT_LENGTH"] = 4 * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.asgi_app = SessionGuard(app.asgi_app)  # type: ignore[method-assign,assignment,arg-type]
     _register_errors(app)
+    _register_auth(app, services)
     system_routes.register(app, services)
     openai_routes.register(app, services)
     rbee_routes.register(app, services)
+    token_routes.register(app, services)
+    admin_routes.register(app, services)
+    openapi.register(app)
     return app
 
 
@@ -54,7 +70,7 @@ class SessionGuard:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        owned: list[SessionStream] = []
+        owned: list[SessionStream | ChoiceStream] = []
         scope[_SESSIONS_KEY] = owned
         try:
             await self._app(scope, receive, send)
@@ -72,8 +88,107 @@ def start_session(services: Services, inference: InferenceRequest) -> SessionStr
     return stream
 
 
-def job_id_for(given: str | None = None) -> str:
-    return given or request.headers.get("X-Request-Id") or f"job-{uuid.uuid4().hex}"
+async def open_session(services: Services, inference: InferenceRequest) -> SessionStream:
+    """Starts the session and waits for its first answer before choosing a status.
+
+    Raises:
+        ApiError: 503 (with Retry-After) when the queue is full; 408 when the deadline had
+            passed before the request was even accepted.
+    """
+    stream = start_session(services, inference)
+    first = await stream.events.receive()
+    if isinstance(first, Rejected):
+        stream.close()
+        raise ApiError.from_info(first.error, headers={"Retry-After": "1"})
+    if isinstance(first, Ended):
+        stream.close()
+        raise ApiError.from_info(ended_error(first) or CANCELLED)
+    if isinstance(first, Accepted):
+        stream.accepted = first
+    return stream
+
+
+async def open_choices(services: Services, requests: list[InferenceRequest]) -> ChoiceStream:
+    """Like open_session, for a request answered by several sessions (choices)."""
+    _, sessions = services.serving()
+    for inference in requests:
+        if sessions.get(inference.job_id) is not None:
+            raise ApiError(
+                409, f"job {inference.job_id} is already running", code="duplicate_job_id"
+            )
+    stream = sessions.start_choices(requests)
+    cast(dict[str, Any], request.scope)[_SESSIONS_KEY].append(stream)
+    firsts = 0
+    while firsts < len(requests):
+        _, first = await stream.events.receive()
+        if isinstance(first, Rejected):
+            stream.close()
+            raise ApiError.from_info(first.error, headers={"Retry-After": "1"})
+        if isinstance(first, Ended):
+            stream.close()
+            raise ApiError.from_info(ended_error(first) or CANCELLED)
+        firsts += isinstance(first, Accepted)
+    return stream
+
+
+def job_id_for(services: Services, given: str | None = None) -> str:
+    """The client's job id (body, then X-Request-Id), else a fresh one."""
+    header = request.headers.get("X-Request-Id")
+    if given is None and header is not None and not re.fullmatch(JOB_ID_PATTERN, header):
+        raise bad_request(
+            "X-Request-Id must be 1-128 characters of A-Z a-z 0-9 . _ : @ + = -",
+            param="X-Request-Id",
+            code="invalid_job_id",
+        )
+    job_id = given or header or services.new_job_id()
+    current_job.set(job_id)  # the handler's log lines name the job
+    return job_id
+
+
+def log_prompt(services: Services, prompt: str) -> None:
+    """Prompt text reaches the log only with --log-prompts; otherwise just its size."""
+    if services.settings.log_prompts:
+        log.info("prompt: %r", prompt)
+    else:
+        log.debug("prompt of %d characters", len(prompt))
+
+
+def deadline_for(services: Services, timeout: float | None) -> float | None:
+    """The earliest of X-Request-Deadline, the body's `timeout` and --request-timeout.
+
+    Returned in trio's clock, so waiting in the queue counts against it.
+
+    Raises:
+        ApiError: 400 for a deadline header that is neither RFC 3339 nor epoch milliseconds.
+    """
+    now = trio.current_time()
+    candidates: list[float] = []
+    if services.settings.request_timeout is not None:
+        candidates.append(now + services.settings.request_timeout)
+    if timeout is not None:
+        candidates.append(now + timeout)
+    header = request.headers.get("X-Request-Deadline")
+    if header is not None:
+        candidates.append(now + parse_deadline(header) - services.wall_clock())
+    return min(candidates) if candidates else None
+
+
+def parse_deadline(value: str) -> float:
+    """RFC 3339 (with a zone) or epoch milliseconds -> epoch seconds."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text) / 1000
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise bad_request(
+            f"X-Request-Deadline {value!r} is neither RFC 3339 with a time zone nor epoch ms",
+            param="X-Request-Deadline",
+            code="invalid_deadline",
+        )
+    return moment.timestamp()
 
 
 async def parse_body(model: type[BodyT]) -> BodyT:
@@ -82,7 +197,12 @@ async def parse_body(model: type[BodyT]) -> BodyT:
     Raises:
         ApiError: 400 for malformed JSON, a wrong type or a missing field, naming the param.
     """
-    raw = await request.get_data(as_text=False)
+    data = await request.get_data(as_text=False)
+    raw = data.encode() if isinstance(data, str) else data
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise bad_request(
+            f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="json_too_deep"
+        )
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -109,6 +229,43 @@ def _validation_error(exc: ValidationError) -> ApiError:
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "constrained-str"}
 
 
+# Probes and scrapes stay open so orchestration works without the key.
+OPEN_PATHS = frozenset({"/health", "/v1/ready", "/metrics"})
+
+
+def _register_auth(app: QuartTrio, services: Services) -> None:
+    @app.before_request
+    async def _check_api_key() -> None:
+        """With an API key configured, every route but the open ones needs it."""
+        if services.settings.api_key is not None and request.path not in OPEN_PATHS:
+            require_api_key(services)
+
+
+MAX_JSON_DEPTH = 32
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays/objects nest, found without parsing (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
 def _register_errors(app: QuartTrio) -> None:
     @app.errorhandler(ApiError)
     async def _api_error(error: ApiError) -> Response:
@@ -125,7 +282,11 @@ def _register_errors(app: QuartTrio) -> None:
             413: "the request body is too large",
         }.get(status, error.description or error.name)
         error_type = "invalid_request_error" if status < 500 else "server_error"
-        return _json_error(status, error_body(message, error_type, code, None), {})
+        headers: dict[str, str] = {}
+        valid = getattr(error, "valid_methods", None)
+        if status == 405 and valid:  # RFC 9110: a 405 lists what is allowed
+            headers["Allow"] = ", ".join(sorted(valid))
+        return _json_error(status, error_body(message, error_type, code, None), headers)
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:

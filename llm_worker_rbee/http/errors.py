@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_worker_rbee.messages.session import ErrorInfo
+from llm_worker_rbee.messages.session import Ended, ErrorInfo
 
 
 class ApiError(Exception):
@@ -51,5 +51,21 @@ def info_body(info: ErrorInfo) -> dict[str, Any]:
     return error_body(info.message, info.type, info.code, info.param)
 
 
+def error_fields(info: ErrorInfo) -> dict[str, Any]:
+    """The inside of the error shape, for an error sent as a stream event."""
+    fields: dict[str, Any] = info_body(info)["error"]
+    return fields
+
+
 def bad_request(message: str, *, param: str | None = None, code: str = "invalid_value") -> ApiError:
     return ApiError(400, message, param=param, code=code)
+
+
+CANCELLED = ErrorInfo(503, "unavailable", "cancelled", "the request was cancelled")
+
+
+def ended_error(ended: Ended) -> ErrorInfo | None:
+    """The error a request that ended this way reports, if it did not end normally."""
+    if ended.error is not None:
+        return ended.error
+    return CANCELLED if ended.stop_reason == "cancelled" else None

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import time
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from quart import Response
 from quart_trio import QuartTrio
 
 from llm_worker_rbee import __version__
-from llm_worker_rbee.actors.session import SessionStream
-from llm_worker_rbee.http.app import job_id_for, parse_body, start_session
-from llm_worker_rbee.http.errors import ApiError, bad_request
+from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.http.app import (
+    deadline_for,
+    job_id_for,
+    log_prompt,
+    open_choices,
+    parse_body,
+)
+from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
 from llm_worker_rbee.http.schemas import (
     ChatCompletionBody,
     CompletionBody,
@@ -21,50 +27,37 @@ from llm_worker_rbee.http.schemas import (
     refused_param,
 )
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.sse import DONE, SSE_HEADERS, SessionBody, sse_data
+from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_choice, sse_data
 from llm_worker_rbee.http.translate import build_request
-from llm_worker_rbee.messages.session import (
-    Accepted,
-    Ended,
-    ErrorInfo,
-    InferenceRequest,
-    Rejected,
-    SessionEvent,
-    Started,
-    TextDelta,
-)
+from llm_worker_rbee.messages.session import Ended, InferenceRequest, TextDelta
 from llm_worker_rbee.prompts import ChatMessage, TemplateError, render_chat
 
 FINGERPRINT = f"llm-worker-rbee-{__version__}"
 # OpenAI's legacy completions default to 16 new tokens; chat defaults to what fits.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 
-_ABNORMAL = {
-    "cancelled": ErrorInfo(503, "unavailable", "cancelled", "the request was cancelled"),
-    "timeout": ErrorInfo(408, "timeout", "request_timeout", "the request ran past its deadline"),
-}
-
 
 def finish_reason(ended: Ended) -> str:
     return "length" if ended.stop_reason == "max_tokens" else "stop"
 
 
-def ended_error(ended: Ended) -> ErrorInfo | None:
-    if ended.error is not None:
-        return ended.error
-    return _ABNORMAL.get(ended.stop_reason)
-
-
-def usage(ended: Ended) -> dict[str, int]:
+def usage(ended: Sequence[Ended], prompt_of: Sequence[int]) -> dict[str, Any]:
+    """Token counts over all choices; a prompt shared by `n` choices counts once."""
+    firsts = {prompt: e for prompt, e in reversed(list(zip(prompt_of, ended, strict=True)))}
+    prompt_tokens = sum(e.tokens_in for e in firsts.values())
+    completion_tokens = sum(e.tokens_out for e in ended)
     return {
-        "prompt_tokens": ended.tokens_in,
-        "completion_tokens": ended.tokens_out,
-        "total_tokens": ended.tokens_in + ended.tokens_out,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        # Prompt tokens served from the slot's prompt cache instead of being decoded again.
+        "prompt_tokens_details": {"cached_tokens": sum(e.cached_tokens for e in firsts.values())},
     }
 
 
 def register(app: QuartTrio, services: Services) -> None:
-    def check_common(body: SamplingFields) -> None:
+    def check_common(body: SamplingFields, prompts: int) -> int:
+        """Refused parameters, the model name and `n`; returns the number of choices."""
         refused = refused_param(body.model_extra)
         if refused is not None:
             raise bad_request(refused[1], param=refused[0], code="unsupported_parameter")
@@ -76,81 +69,121 @@ def register(app: QuartTrio, services: Services) -> None:
                 param="model",
                 code="model_not_found",
             )
+        choices = (body.n or 1) * prompts
+        if choices > services.settings.slots:
+            raise bad_request(
+                f"{choices} choices need {choices} slots; this worker has "
+                f"{services.settings.slots}",
+                param="n" if prompts == 1 else "prompt",
+            )
+        return body.n or 1
 
     @app.post("/v1/completions")
     async def completions() -> Response:
         body = await parse_body(CompletionBody)
         model, _ = services.serving()
-        check_common(body)
-        prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-        job_id = job_id_for()
-        inference = build_request(
-            model,
-            body,
-            prompt,
-            job_id=job_id,
-            add_special=True,
-            max_tokens=body.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS,
-        )
-        stream = await open_session(services, inference)
-        reply = _Reply("cmpl", "text_completion", services.model_id, job_id, chat=False)
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return reply.streaming(stream, include_usage)
-        return await reply.whole(stream)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        n = check_common(body, len(prompts))
+        job_id = job_id_for(services)
+        for prompt in prompts:
+            log_prompt(services, prompt)
+        deadline = deadline_for(services, body.timeout)
+        requests = [
+            build_request(
+                model,
+                body,
+                prompt,
+                job_id=_choice_job_id(job_id, p * n + i),
+                add_special=True,
+                max_tokens=body.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS,
+                deadline=deadline,
+            )
+            for p, prompt in enumerate(prompts)
+            for i in range(n)
+        ]
+        echo = [prompt for prompt in prompts for _ in range(n)] if body.echo else None
+        reply = _Reply("cmpl", "text_completion", services, job_id, chat=False, echo=echo)
+        prompt_of = [p for p in range(len(prompts)) for _ in range(n)]
+        return await reply.respond(services, requests, body, prompt_of)
 
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response:
         body = await parse_body(ChatCompletionBody)
         model, _ = services.serving()
-        check_common(body)
+        n = check_common(body, 1)
         info = model.info
         messages = [ChatMessage(m.role, m.text()) for m in body.messages]
         try:
             prompt = render_chat(messages, info.chat_template, bos=info.bos_text, eos=info.eos_text)
         except TemplateError as exc:
             raise bad_request(str(exc), param="messages", code="chat_template_error") from None
-        job_id = job_id_for()
-        inference = build_request(
-            model,
-            body,
-            prompt.text,
-            job_id=job_id,
-            add_special=prompt.add_special,
-            max_tokens=body.max_completion_tokens or body.max_tokens,
-            prompt_param="messages",
-            extra_stops=prompt.extra_stops,
-        )
-        stream = await open_session(services, inference)
-        reply = _Reply("chatcmpl", "chat.completion", services.model_id, job_id, chat=True)
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return reply.streaming(stream, include_usage)
-        return await reply.whole(stream)
+        job_id = job_id_for(services)
+        log_prompt(services, prompt.text)
+        deadline = deadline_for(services, body.timeout)
+        requests = [
+            build_request(
+                model,
+                body,
+                prompt.text,
+                job_id=_choice_job_id(job_id, i),
+                add_special=prompt.add_special,
+                max_tokens=body.max_completion_tokens or body.max_tokens,
+                deadline=deadline,
+                prompt_param="messages",
+                extra_stops=prompt.extra_stops,
+            )
+            for i in range(n)
+        ]
+        reply = _Reply("chatcmpl", "chat.completion", services, job_id, chat=True)
+        return await reply.respond(services, requests, body, [0] * n)
 
 
-async def open_session(services: Services, inference: InferenceRequest) -> SessionStream:
-    """Starts the session and waits for its first answer: accepted, or a 503 for a full queue."""
-    stream = start_session(services, inference)
-    first = await stream.events.receive()
-    if isinstance(first, Rejected):
-        stream.close()
-        raise ApiError.from_info(first.error, headers={"Retry-After": "1"})
-    if isinstance(first, Accepted):
-        stream.accepted = first
-    return stream
+def _choice_job_id(job_id: str, index: int) -> str:
+    """Choice 0 carries the request's job id, so cancelling the job stops it; the others
+    get `<job>.<index>`, and cancelling the job cancels them too (see _Reply.respond)."""
+    return job_id if index == 0 else f"{job_id}.{index}"
 
 
 class _Reply:
-    """Renders one session's events as an OpenAI completion or chat completion."""
+    """Renders the sessions of one request as an OpenAI completion or chat completion."""
 
-    def __init__(self, prefix: str, obj: str, model_id: str, job_id: str, *, chat: bool) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        obj: str,
+        services: Services,
+        job_id: str,
+        *,
+        chat: bool,
+        echo: list[str] | None = None,
+    ) -> None:
         self.id = f"{prefix}-{uuid.uuid4().hex}"
         self.object = obj
-        self.model_id = model_id
+        self.chunk_object = "chat.completion.chunk" if chat else "text_completion"
+        self.model_id = services.model_id
+        self.keepalive = services.settings.sse_keepalive
         self.job_id = job_id
         self.chat = chat
-        self.created = int(time.time())
+        self.echo = echo
+        self.created = int(services.wall_clock())
+
+    async def respond(
+        self,
+        services: Services,
+        requests: list[InferenceRequest],
+        body: SamplingFields,
+        prompt_of: list[int],
+    ) -> Response:
+        stream = await open_choices(services, requests)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            frames = self._frames(stream, include_usage, prompt_of)
+            response = Response(SessionBody(stream, frames), headers=SSE_HEADERS)
+            response.timeout = None
+        else:
+            response = await self._whole(stream, prompt_of)
+        response.headers["X-Request-Id"] = self.job_id
+        return response
 
     def _envelope(self, obj: str) -> dict[str, Any]:
         return {
@@ -161,90 +194,79 @@ class _Reply:
             "system_fingerprint": FINGERPRINT,
         }
 
-    async def whole(self, stream: SessionStream) -> Response:
-        parts: list[str] = []
-        ended: Ended | None = None
+    async def _whole(self, stream: ChoiceStream, prompt_of: list[int]) -> Response:
+        count = len(stream.sessions)
+        parts: list[list[str]] = [[] for _ in range(count)]
+        ended: list[Ended | None] = [None] * count
         try:
-            async for event in stream.events:
+            async for index, event in stream.events:
                 if isinstance(event, TextDelta):
-                    parts.append(event.text)
+                    parts[index].append(event.text)
                 elif isinstance(event, Ended):
-                    ended = event
-                    break
+                    ended[index] = event
+                    error = ended_error(event)
+                    if error is not None:
+                        raise ApiError.from_info(error)
         finally:
             stream.close()
-        if ended is None:
+        done = [e for e in ended if e is not None]
+        if len(done) != count:
             raise ApiError(500, "generation ended without a result", type="server_error")
-        error = ended_error(ended)
-        if error is not None:
-            raise ApiError.from_info(error)
-        text = "".join(parts)
+        choices = []
+        for index, (texts, end) in enumerate(zip(parts, done, strict=True)):
+            text = (self.echo[index] if self.echo else "") + "".join(texts)
+            choice: dict[str, Any] = {
+                "index": index,
+                "logprobs": None,
+                "finish_reason": finish_reason(end),
+            }
+            if self.chat:
+                choice["message"] = {"role": "assistant", "content": text, "refusal": None}
+            else:
+                choice["text"] = text
+            choices.append(choice)
         body = self._envelope(self.object)
-        choice: dict[str, Any] = {
-            "index": 0,
-            "logprobs": None,
-            "finish_reason": finish_reason(ended),
-        }
-        if self.chat:
-            choice["message"] = {"role": "assistant", "content": text, "refusal": None}
-        else:
-            choice["text"] = text
-        body["choices"] = [choice]
-        body["usage"] = usage(ended)
-        response = Response(_json(body), content_type="application/json")
-        response.headers["X-Request-Id"] = self.job_id
-        return response
+        body["choices"] = choices
+        body["usage"] = usage(done, prompt_of)
+        return Response(json.dumps(body, ensure_ascii=False), content_type="application/json")
 
-    def streaming(self, stream: SessionStream, include_usage: bool) -> Response:
-        response = Response(
-            SessionBody(stream, self._frames(stream, include_usage)), headers=SSE_HEADERS
-        )
-        response.timeout = None
-        response.headers["X-Request-Id"] = self.job_id
-        return response
-
-    def _chunk(self, delta: dict[str, Any] | str, finish: str | None) -> dict[str, Any]:
-        chunk = self._envelope("chat.completion.chunk" if self.chat else "text_completion")
-        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
-        if self.chat:
-            choice["delta"] = delta
-        else:
-            choice["text"] = delta
+    def _chunk(self, index: int, delta: dict[str, Any] | str, finish: str | None) -> bytes:
+        chunk = self._envelope(self.chunk_object)
+        choice: dict[str, Any] = {"index": index, "logprobs": None, "finish_reason": finish}
+        choice["delta" if self.chat else "text"] = delta
         chunk["choices"] = [choice]
-        return chunk
+        return sse_data(chunk)
 
-    async def _frames(self, stream: SessionStream, include_usage: bool) -> AsyncIterator[bytes]:
-        if self.chat:
-            yield sse_data(self._chunk({"role": "assistant", "content": ""}, None))
-        event: SessionEvent
-        async for event in stream.events:
+    async def _frames(
+        self, stream: ChoiceStream, include_usage: bool, prompt_of: list[int]
+    ) -> AsyncIterator[bytes]:
+        count = len(stream.sessions)
+        for index in range(count):
+            if self.chat:
+                yield self._chunk(index, {"role": "assistant", "content": ""}, None)
+            elif self.echo:
+                yield self._chunk(index, self.echo[index], None)
+        ended: dict[int, Ended] = {}
+        while len(ended) < count:
+            item = await next_choice(stream, self.keepalive)
+            if item is None:
+                yield PING
+                continue
+            index, event = item
             if isinstance(event, TextDelta):
                 delta: dict[str, Any] | str = {"content": event.text} if self.chat else event.text
-                yield sse_data(self._chunk(delta, None))
+                yield self._chunk(index, delta, None)
             elif isinstance(event, Ended):
                 error = ended_error(event)
                 if error is not None:
-                    yield sse_data({"error": _error_fields(error)})
-                else:
-                    yield sse_data(self._chunk({} if self.chat else "", finish_reason(event)))
-                    if include_usage:
-                        chunk = self._envelope(
-                            "chat.completion.chunk" if self.chat else "text_completion"
-                        )
-                        chunk["choices"] = []
-                        chunk["usage"] = usage(event)
-                        yield sse_data(chunk)
-                break
-            elif isinstance(event, Accepted | Started):
-                continue
+                    yield sse_data({"error": error_fields(error)})
+                    break
+                ended[index] = event
+                yield self._chunk(index, {} if self.chat else "", finish_reason(event))
+        else:
+            if include_usage:
+                chunk = self._envelope(self.chunk_object)
+                chunk["choices"] = []
+                chunk["usage"] = usage([ended[i] for i in range(count)], prompt_of)
+                yield sse_data(chunk)
         yield DONE
-
-
-def _error_fields(info: ErrorInfo) -> dict[str, Any]:
-    return {"message": info.message, "type": info.type, "param": info.param, "code": info.code}
-
-
-def _json(body: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(body, ensure_ascii=False)

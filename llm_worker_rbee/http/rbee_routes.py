@@ -1,4 +1,4 @@
-"""/v1/inference: rbee's native SSE stream (started, token..., error?, end, [DONE])."""
+"""/v1/inference: rbee's native SSE stream (started, token..., error?, end, [DONE]), and cancel."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.actors.session import SessionStream
-from llm_worker_rbee.http.app import job_id_for, parse_body
-from llm_worker_rbee.http.errors import info_body
-from llm_worker_rbee.http.openai_routes import ended_error, open_session
+from llm_worker_rbee.http.app import (
+    deadline_for,
+    job_id_for,
+    log_prompt,
+    open_session,
+    parse_body,
+)
+from llm_worker_rbee.http.errors import ApiError, bad_request, info_body
 from llm_worker_rbee.http.schemas import InferenceBody
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.sse import DONE, SSE_HEADERS, SessionBody, sse_data
+from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_event, sse_data
 from llm_worker_rbee.http.translate import build_request
-from llm_worker_rbee.messages.session import Accepted, Ended, Started, TextDelta
+from llm_worker_rbee.messages.session import Ended, TextDelta
 
 
 def register(app: QuartTrio, services: Services) -> None:
@@ -24,32 +29,50 @@ def register(app: QuartTrio, services: Services) -> None:
     async def inference() -> Response:
         body = await parse_body(InferenceBody)
         model, _ = services.serving()
-        job_id = job_id_for(body.job_id)
+        if body.n not in (None, 1):
+            raise bad_request("/v1/inference streams one sequence; n must be 1", param="n")
+        job_id = job_id_for(services, body.job_id)
+        log_prompt(services, body.prompt)
         request = build_request(
-            model, body, body.prompt, job_id=job_id, add_special=True, max_tokens=body.max_tokens
+            model,
+            body,
+            body.prompt,
+            job_id=job_id,
+            add_special=True,
+            max_tokens=body.max_tokens,
+            deadline=deadline_for(services, body.timeout),
         )
         stream = await open_session(services, request)
-        response = Response(SessionBody(stream, _frames(stream, job_id)), headers=SSE_HEADERS)
+        frames = _frames(stream, job_id, services.settings.sse_keepalive)
+        response = Response(SessionBody(stream, frames), headers=SSE_HEADERS)
         response.timeout = None
         response.headers["X-Request-Id"] = job_id
         return response
 
+    @app.delete("/v1/inference/<job_id>")
+    async def cancel(job_id: str) -> Response:
+        """Cancels a running or queued job (OpenAI requests too). Idempotent: 204 for any job
+        this worker has seen, 404 for an id it never saw."""
+        if services.sessions is None or not services.sessions.cancel(job_id):
+            raise ApiError(404, f"no job {job_id!r} is known here", code="job_not_found")
+        return Response(b"", status=204)
 
-async def _frames(stream: SessionStream, job_id: str) -> AsyncIterator[bytes]:
+
+async def _frames(stream: SessionStream, job_id: str, keepalive: float) -> AsyncIterator[bytes]:
     index = 0
     position = stream.accepted.queue_position if stream.accepted else None
     started: dict[str, Any] = {"type": "started", "job_id": job_id, "queue_position": position}
     yield sse_data(started, "started")
-    async for event in stream.events:
-        if isinstance(event, Accepted | Started):
-            continue
+    while True:
+        event = await next_event(stream, keepalive)
+        if event is None:
+            yield PING
         elif isinstance(event, TextDelta):
             yield sse_data({"type": "token", "t": event.text, "i": index}, "token")
             index += 1
         elif isinstance(event, Ended):
-            error = ended_error(event) if event.stop_reason != "cancelled" else None
-            if error is not None:
-                yield sse_data({"type": "error", **info_body(error)}, "error")
+            if event.error is not None:
+                yield sse_data({"type": "error", **info_body(event.error)}, "error")
             end = {
                 "type": "end",
                 "job_id": job_id,

@@ -6,7 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-Number = StrictInt | StrictFloat
+# StrictFloat takes ints too (1 == 1.0) but never bools or numeric strings; unlike a union,
+# it carries its range into the JSON schema that /openapi.json publishes.
+Number = StrictFloat
+JOB_ID_PATTERN = r"^[A-Za-z0-9._:@+=-]{1,128}$"
 
 
 class _Body(BaseModel):
@@ -32,12 +35,19 @@ class SamplingFields(_Body):
     frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
     seed: StrictInt | None = None
     stop: StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None = None
-    n: Annotated[StrictInt, Field(ge=1, le=1)] | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
-    logit_bias: dict[StrictStr, Annotated[Number, Field(ge=-100, le=100)]] | None = None
+    logit_bias: (
+        Annotated[
+            dict[StrictStr, Annotated[Number, Field(ge=-100, le=100)]], Field(max_length=1024)
+        ]
+        | None
+    ) = None
     ignore_eos: StrictBool | None = None
     user: StrictStr | None = None
+    # rbee extension: seconds this request may take, time in the queue included.
+    timeout: Annotated[Number, Field(gt=0)] | None = None
 
 
 class TextPart(BaseModel):
@@ -59,18 +69,21 @@ class Message(BaseModel):
 
 
 class ChatCompletionBody(SamplingFields):
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=4096)]
     max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
 
 
 class CompletionBody(SamplingFields):
-    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)]
+    # A list of prompts gets one choice per prompt (times n); each choice needs a slot.
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=128)]
+    echo: StrictBool | None = None
 
 
 class InferenceBody(SamplingFields):
     """rbee's native request: a raw prompt, streamed back as rbee SSE events."""
 
-    job_id: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
+    # A job id travels in headers and URL paths: a safe alphabet only.
+    job_id: Annotated[StrictStr, Field(pattern=JOB_ID_PATTERN)] | None = None
     prompt: StrictStr
 
 
@@ -88,7 +101,6 @@ REFUSED: dict[str, str] = {
     "best_of": "best_of is not supported",
     "logprobs": "logprobs are not supported yet",
     "top_logprobs": "logprobs are not supported yet",
-    "echo": "echo is not supported yet",
     "response_format": "response_format is not supported yet",
     "web_search_options": "web search is not supported",
 }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -11,8 +14,10 @@ from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
 from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.config import Settings
+from llm_worker_rbee.hive.vitals import Vitals
 from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.messages.lifecycle import WorkerState
+from llm_worker_rbee.metrics import WorkerMetrics
 
 
 @dataclass
@@ -24,6 +29,11 @@ class Services:
     scheduler: SchedulerHandle | None = None
     sessions: SessionPool | None = None
     started_at: float = field(default_factory=trio.current_time)
+    wall_clock: Callable[[], float] = time.time
+    new_job_id: Callable[[], str] = field(default=lambda: f"job-{uuid.uuid4().hex}")
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    # What the HeartbeatActor knows (hive reachability, VRAM), for GET /heartbeat.
+    vitals: Vitals = field(default_factory=Vitals)
 
     def serving(self) -> tuple[ModelHandle, SessionPool]:
         """The handles a request needs, or 503 while the worker is not ready for work.
@@ -47,4 +57,6 @@ class Services:
         ids = {self.model_id}
         if self.settings.model_ref:
             ids.add(self.settings.model_ref)
+        if self.settings.alias:
+            ids.update(name.strip() for name in self.settings.alias.split(",") if name.strip())
         return ids

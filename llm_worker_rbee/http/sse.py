@@ -6,7 +6,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from llm_worker_rbee.actors.session import SessionStream
+import trio
+
+from llm_worker_rbee.actors.session import ChoiceStream, SessionStream
+from llm_worker_rbee.messages.session import Ended, ErrorInfo, SessionEvent
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -14,12 +17,45 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 DONE = b"data: [DONE]\n\n"
+PING = b": ping\n\n"
+LOST = Ended(
+    stop_reason="error",
+    tokens_in=0,
+    tokens_out=0,
+    decode_ms=0,
+    error=ErrorInfo(500, "server_error", "internal_error", "the request ended without a result"),
+)
+
+
+async def next_event(stream: SessionStream, keepalive: float) -> SessionEvent | None:
+    """The session's next event, or None after `keepalive` seconds of silence (send a ping).
+
+    A plain function rather than a generator, so the caller never yields inside this scope.
+    """
+    with trio.move_on_after(keepalive):
+        try:
+            return await stream.events.receive()
+        except trio.EndOfChannel:
+            # A session always ends with Ended; if one ever does not, the client still gets
+            # a terminal error rather than a stream that stops mid-air.
+            return LOST
+    return None
 
 
 def sse_data(payload: dict[str, Any], event: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return f"{head}data: {data}\n\n".encode()
+
+
+async def next_choice(stream: ChoiceStream, keepalive: float) -> tuple[int, SessionEvent] | None:
+    """Like next_event, for a request with several choices."""
+    with trio.move_on_after(keepalive):
+        try:
+            return await stream.events.receive()
+        except trio.EndOfChannel:
+            return (0, LOST)
+    return None
 
 
 class SessionBody:
@@ -29,7 +65,7 @@ class SessionBody:
     session even if iteration never began. The ASGI guard in app.py is the second line.
     """
 
-    def __init__(self, stream: SessionStream, frames: AsyncIterator[bytes]) -> None:
+    def __init__(self, stream: SessionStream | ChoiceStream, frames: AsyncIterator[bytes]) -> None:
         self._stream = stream
         self._frames = frames
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from quart import Response
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.lifecycle import WorkerState
+from llm_worker_rbee.status import heartbeat_payload
 
 
 def register(app: QuartTrio, services: Services) -> None:
@@ -39,6 +41,17 @@ def register(app: QuartTrio, services: Services) -> None:
                 "model_ref": services.settings.model_ref,
             }
         return {"object": "list", "data": [entry]}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format; open without an API key, like /health."""
+        body = services.metrics.render()
+        return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/heartbeat")
+    async def heartbeat() -> dict[str, Any]:
+        """The payload the worker sends the hive, for a hive that pulls."""
+        return heartbeat_payload(services)
 
     @app.get("/v1/slots")
     async def slots() -> dict[str, Any]:

@@ -57,6 +57,7 @@ def build_request(
     job_id: str,
     add_special: bool,
     max_tokens: int | None,
+    deadline: float | None = None,
     prompt_param: str = "prompt",
     extra_stops: tuple[str, ...] = (),
 ) -> InferenceRequest:
@@ -84,4 +85,5 @@ def build_request(
         sampling=sampling_from(body, model.info.n_vocab),
         max_tokens=room if max_tokens is None else min(max_tokens, room),
         stop=stops_of(body) + extra_stops,
+        deadline=deadline,
     )

@@ -31,6 +31,9 @@ class TokenGenerated:
     seq_id: int
     token: int
     piece: bytes
+    # Prompt tokens this sequence reused from its slot's KV cache (the same on every event
+    # of a sequence, so a session that ends early on a stop string still knows it).
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class SequenceFinished:
     prompt_tokens: int
     completion_tokens: int
     decode_s: float
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

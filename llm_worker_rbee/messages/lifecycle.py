@@ -28,4 +28,11 @@ class Stop:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """LifecycleActor -> everyone who watches: the worker's new state."""
+
+    state: WorkerState
+
+
 LifecycleCommand = Drain | Stop

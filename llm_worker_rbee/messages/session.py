@@ -31,6 +31,8 @@ class InferenceRequest:
     sampling: SamplingParams
     max_tokens: int
     stop: tuple[str, ...] = ()
+    # Absolute, in trio's clock (queue time counts); None: no deadline.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class Ended:
     tokens_out: int
     decode_ms: int
     error: ErrorInfo | None = None
+    # Of tokens_in, how many came from the slot's prompt cache (not decoded again).
+    cached_tokens: int = 0
 
 
 SessionEvent = Accepted | Rejected | Started | TextDelta | Ended

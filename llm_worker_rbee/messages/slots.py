@@ -31,11 +31,13 @@ SlotReply = Queued | Granted | QueueFull
 class Acquire:
     """Ask for a slot. The answer (Granted, or Queued then Granted, or QueueFull) goes to reply.
 
-    `reply` needs a buffer of 2 so the scheduler never blocks on it.
+    `reply` needs a buffer of 2 so the scheduler never blocks on it. `prompt_tokens` lets
+    the scheduler pick the free slot whose prompt cache matches best.
     """
 
     job_id: str
     reply: trio.MemorySendChannel[SlotReply] = field(compare=False)
+    prompt_tokens: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,11 @@ class WorkerProcess:
     _listening: threading.Event = field(default_factory=threading.Event)
     _reader: threading.Thread | None = None
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "llm_worker_rbee", "serve", "--port", "0", *self.args]
+
     def start(self, *, wait_ready: bool = True, timeout: float = 120.0) -> WorkerProcess:
-        command = [sys.executable, "-m", "llm_worker_rbee", "serve", "--port", "0", *self.args]
+        command = self.command()
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -86,6 +89,16 @@ class WorkerProcess:
 
     def log(self) -> str:
         return "".join(self.lines)
+
+
+class FakeWorkerProcess(WorkerProcess):
+    """The worker on the fake engine (llm_worker_rbee.testing.fake_server), real HTTP."""
+
+    def __init__(self, args: Sequence[str] = ("--step-latency", "0")) -> None:
+        super().__init__(list(args))
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "llm_worker_rbee.testing.fake_server", *self.args]
 
 
 def timed_exit(worker: WorkerProcess, signum: int, timeout: float) -> tuple[int, float]:

@@ -36,7 +36,9 @@ async def actor_stack(
         model = await nursery.start(ModelActor(lambda: engine, runner).run)
         scheduler = await nursery.start(
             SlotScheduler(
-                script.n_slots, 2 * script.n_slots if max_queue is None else max_queue
+                script.n_slots,
+                2 * script.n_slots if max_queue is None else max_queue,
+                chooser=model.choose_slot,
             ).run
         )
         sessions = await nursery.start(SessionPool(model, scheduler).run)

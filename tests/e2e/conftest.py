@@ -10,7 +10,7 @@ import pytest
 
 from llm_worker_rbee.testing.process import WorkerProcess
 
-WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "2"]
+WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "2", "--alias", "my-alias"]
 
 
 @pytest.fixture(scope="session")

@@ -124,3 +124,38 @@ def test_client_that_disconnects_frees_its_slot(worker_url: str, stream: bool) -
                 next(line for line in nxt.iter_lines() if line.startswith("data: "))[6:]
             )
             assert started["queue_position"] is None
+
+
+def test_non_streaming_request_that_times_out_leaves_the_worker_idle(worker_url: str) -> None:
+    body = {"prompt": "Count: 1, 2, 3,", "max_tokens": 900, "ignore_eos": True, "timeout": 0.5}
+    with httpx.Client(base_url=worker_url, timeout=60) as http:
+        response = http.post("/v1/completions", json=body)
+        assert response.status_code == 408
+        assert response.json()["error"]["code"] == "request_timeout"
+        assert wait_for_idle(http, limit=2.0) < 0.5
+
+
+def test_cancel_by_job_id_ends_the_stream_and_leaves_the_worker_idle(worker_url: str) -> None:
+    body = {"prompt": "Count: 1, 2, 3,", "max_tokens": 900, "ignore_eos": True, "job_id": "e2e-x"}
+    with httpx.Client(base_url=worker_url, timeout=60) as http:
+        with http.stream("POST", "/v1/inference", json=body) as response:
+            lines = response.iter_lines()
+            seen = [next(lines) for _ in range(8)]
+            assert http.delete("/v1/inference/e2e-x").status_code == 204
+            rest = list(lines)
+        events = sse_events(seen + rest)
+        end = json.loads(next(data for name, data in events if name == "end"))
+        assert end["stop_reason"] == "cancelled"
+        assert events[-1][1] == "[DONE]"
+        assert wait_for_idle(http, limit=2.0) < 0.5
+        assert http.delete("/v1/inference/e2e-x").status_code == 204  # idempotent
+        assert http.delete("/v1/inference/never-was").status_code == 404
+
+
+def test_job_id_header_on_openai_stream(http: httpx.Client) -> None:
+    headers = {"X-Request-Id": "e2e-openai-1"}
+    body = {"prompt": "Hi", "max_tokens": 2, "stream": True}
+    with http.stream("POST", "/v1/completions", json=body, headers=headers) as response:
+        assert response.headers["x-request-id"] == "e2e-openai-1"
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"

@@ -86,3 +86,81 @@ def test_bad_parameter_is_400_naming_it(client: openai.OpenAI, model_id: str) ->
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=model_id, prompt=PROMPT, max_tokens=1, temperature=5)
     assert caught.value.body["param"] == "temperature"  # type: ignore[index]
+
+
+def test_n_gives_that_many_choices(client: openai.OpenAI, model_id: str) -> None:
+    reply = client.chat.completions.create(
+        model=model_id,
+        messages=MESSAGES,
+        max_tokens=6,
+        n=2,
+        temperature=1.0,  # type: ignore[arg-type]
+    )
+    assert [c.index for c in reply.choices] == [0, 1]
+    assert all(c.message.content for c in reply.choices)
+    single = client.chat.completions.create(
+        model=model_id,
+        messages=MESSAGES,
+        max_tokens=1,  # type: ignore[arg-type]
+    )
+    # the shared prompt counts once; both completions count
+    assert reply.usage is not None and single.usage is not None
+    assert reply.usage.prompt_tokens == single.usage.prompt_tokens
+    assert 2 <= reply.usage.completion_tokens <= 12
+
+
+def test_prompt_list_gives_one_choice_per_prompt_and_echo(
+    client: openai.OpenAI, model_id: str
+) -> None:
+    prompts = ["Roses are", "The sky is"]
+    reply = client.completions.create(
+        model=model_id, prompt=prompts, max_tokens=3, temperature=0, echo=True
+    )
+    assert [c.index for c in reply.choices] == [0, 1]
+    for prompt, choice in zip(prompts, reply.choices, strict=True):
+        assert choice.text.startswith(prompt) and len(choice.text) > len(prompt)
+
+
+def test_stop_string_cuts_the_text(client: openai.OpenAI, model_id: str) -> None:
+    whole = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=12, temperature=0)
+    text = whole.choices[0].text
+    cut_at = text.strip().split(" ")[1]  # the second word
+    stopped = client.completions.create(
+        model=model_id, prompt=PROMPT, max_tokens=12, temperature=0, stop=[cut_at]
+    )
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stopped.choices[0].text == text[: text.index(cut_at)]
+    assert cut_at not in stopped.choices[0].text
+
+
+def test_seed_repeats_a_sampled_reply(client: openai.OpenAI, model_id: str) -> None:
+    kwargs: dict[str, object] = {
+        "model": model_id,
+        "prompt": PROMPT,
+        "max_tokens": 12,
+        "temperature": 1.2,
+        "seed": 1234,
+    }
+    first = client.completions.create(**kwargs)  # type: ignore[call-overload]
+    second = client.completions.create(**kwargs)  # type: ignore[call-overload]
+    assert first.choices[0].text == second.choices[0].text
+
+
+def test_alias_is_accepted_as_the_model(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model="my-alias", prompt=PROMPT, max_tokens=1)
+    assert reply.choices[0].finish_reason == "length"
+
+
+async def test_async_client_stream_and_whole(worker_url: str, model_id: str) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{worker_url}/v1", api_key="unused", max_retries=0)
+    kwargs: dict[str, object] = {
+        "model": model_id,
+        "messages": MESSAGES,
+        "max_completion_tokens": 8,
+        "temperature": 0,
+    }
+    whole = await client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    stream = await client.chat.completions.create(stream=True, **kwargs)  # type: ignore[call-overload]
+    parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+    assert "".join(parts) == whole.choices[0].message.content
+    await client.close()

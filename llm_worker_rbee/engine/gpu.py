@@ -1,0 +1,213 @@
+"""Which GPU, if any: NVML behind a small probe interface, and `CUDA_VISIBLE_DEVICES` rules.
+
+NVML (pynvml) is asked before CUDA starts: it sees every device, their UUIDs and free
+memory without creating a CUDA context. The worker then pins CUDA to the one chosen device
+(`pinned_environment`), so llama.cpp sees exactly that GPU as its device 0, whatever its
+split mode and whatever order CUDA would enumerate the GPUs in.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+CUDA_VISIBLE = "CUDA_VISIBLE_DEVICES"
+
+
+class GpuError(Exception):
+    """The GPU asked for cannot be used; the message is one line."""
+
+
+class NoGpuDriver(GpuError):
+    """NVML is missing or cannot talk to a driver."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuDevice:
+    index: int  # NVML's index: PCI bus order, as nvidia-smi numbers the GPUs
+    uuid: str  # "GPU-..."
+    name: str
+    total_bytes: int
+    free_bytes: int
+
+    def describe(self) -> str:
+        return f"GPU {self.index} {self.name} ({self.uuid}, {gib(self.free_bytes)} free)"
+
+
+class GpuProbe(Protocol):
+    def devices(self) -> Sequence[GpuDevice]:
+        """Every GPU the driver sees, in NVML order.
+
+        Raises:
+            NoGpuDriver: no NVML library or no driver loaded.
+        """
+        ...
+
+
+class NvmlProbe:
+    """The real probe: pynvml, initialised and shut down around each call."""
+
+    def devices(self) -> Sequence[GpuDevice]:
+        with warnings.catch_warnings():
+            # pynvml 12+ warns on import that nvidia-ml-py is its new name; same API.
+            warnings.simplefilter("ignore", FutureWarning)
+            import pynvml
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            raise NoGpuDriver(f"no NVIDIA driver (NVML: {exc})") from None
+        try:
+            found: list[GpuDevice] = []
+            for index in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                found.append(
+                    GpuDevice(
+                        index=index,
+                        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                        name=_text(pynvml.nvmlDeviceGetName(handle)),
+                        total_bytes=int(memory.total),
+                        free_bytes=int(memory.free),
+                    )
+                )
+            return found
+        except pynvml.NVMLError as exc:
+            raise NoGpuDriver(f"NVML could not list the GPUs ({exc})") from None
+        finally:
+            pynvml.nvmlShutdown()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class FakeGpuProbe:
+    """A probe for tests: fixed devices, or the error NVML would give without a driver."""
+
+    gpus: tuple[GpuDevice, ...] = ()
+    driver_error: str | None = None
+
+    def devices(self) -> Sequence[GpuDevice]:
+        if self.driver_error is not None:
+            raise NoGpuDriver(f"no NVIDIA driver (NVML: {self.driver_error})")
+        return self.gpus
+
+
+def visible_devices(devices: Sequence[GpuDevice], environ: Mapping[str, str]) -> list[GpuDevice]:
+    """The devices CUDA will show under `CUDA_VISIBLE_DEVICES`, in the order it lists them.
+
+    As CUDA reads it: unset shows every device; a comma-separated list of indices or (a
+    unique prefix of) UUIDs shows those, in that order; the list ends at the first entry
+    that names no device (so `-1` or an empty value hides them all). Indices are NVML's
+    (PCI bus order); see docs/MODEL_LOADING.md for CUDA_DEVICE_ORDER.
+    """
+    spec = environ.get(CUDA_VISIBLE)
+    if spec is None:
+        return list(devices)
+    shown: list[GpuDevice] = []
+    for entry in (part.strip() for part in spec.split(",")):
+        device = _by_index(devices, entry) if entry.isdigit() else _by_uuid(devices, entry)
+        if device is None or device in shown:
+            break
+        shown.append(device)
+    return shown
+
+
+def _by_index(devices: Sequence[GpuDevice], entry: str) -> GpuDevice | None:
+    return next((d for d in devices if d.index == int(entry)), None)
+
+
+def _by_uuid(devices: Sequence[GpuDevice], entry: str) -> GpuDevice | None:
+    if not entry:
+        return None
+    wanted = entry.lower()
+    if not wanted.startswith(("gpu-", "mig-")):
+        wanted = "gpu-" + wanted
+    matches = [d for d in devices if d.uuid.lower().startswith(wanted)]
+    return matches[0] if len(matches) == 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuChoice:
+    device: GpuDevice
+    visible_index: int  # its index among the visible devices (CUDA's numbering)
+
+
+def select_device(
+    spec: int | str, devices: Sequence[GpuDevice], environ: Mapping[str, str]
+) -> GpuChoice:
+    """`--device N` (an index among the visible devices) or `--device UUID`.
+
+    Raises:
+        GpuError: no such device, or hidden by CUDA_VISIBLE_DEVICES; the line lists
+            what is visible.
+    """
+    visible = visible_devices(devices, environ)
+    where = _visibility(environ)
+    if not visible:
+        seen = f"{len(devices)} GPU(s) exist but " if devices else "no GPU found, "
+        raise GpuError(f"--device {spec}: {seen}none is visible{where}")
+    shown = ", ".join(f"{i}={d.uuid}" for i, d in enumerate(visible))
+    if isinstance(spec, int):
+        if spec >= len(visible):
+            raise GpuError(f"--device {spec}: only {len(visible)} GPU(s) visible{where}: {shown}")
+        return GpuChoice(visible[spec], spec)
+    device = _by_uuid(devices, spec)
+    if device is None:
+        raise GpuError(f"--device {spec}: no GPU has this UUID; visible{where}: {shown}")
+    if device not in visible:
+        raise GpuError(f"--device {spec}: this GPU is hidden{where}; visible: {shown}")
+    return GpuChoice(device, visible.index(device))
+
+
+def _visibility(environ: Mapping[str, str]) -> str:
+    spec = environ.get(CUDA_VISIBLE)
+    return "" if spec is None else f" under {CUDA_VISIBLE}={spec!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuFinding:
+    """The GPU `--backend` and `--device` point at, or why there is none."""
+
+    gpu: GpuChoice | None
+    reason: str
+
+
+def find_gpu(
+    backend: Literal["auto", "cpu", "cuda"],
+    spec: int | str,
+    probe: GpuProbe,
+    environ: Mapping[str, str],
+) -> GpuFinding:
+    """Looks for the device `--backend`/`--device` ask for; NVML only, CUDA is not started.
+
+    With `cuda` every failure is an error; with `auto` it is the reason to run on the CPU.
+
+    Raises:
+        GpuError: `--backend cuda` and no driver, no such device, or none visible.
+    """
+    if backend == "cpu":
+        return GpuFinding(None, "--backend cpu")
+    try:
+        choice = select_device(spec, probe.devices(), environ)
+    except GpuError as exc:
+        if backend == "cuda":
+            raise GpuError(f"--backend cuda: {exc}") from None
+        return GpuFinding(None, str(exc))
+    return GpuFinding(choice, f"{choice.device.describe()}")
+
+
+def pinned_environment(gpu: GpuChoice | None) -> dict[str, str]:
+    """`CUDA_VISIBLE_DEVICES` for llama.cpp: the chosen GPU only (its device 0), or none.
+
+    Set before CUDA starts. On the CPU no GPU is shown at all, so llama.cpp cannot move
+    work to one behind the worker's back (it offloads large batches when it can).
+    """
+    return {CUDA_VISIBLE: gpu.device.uuid if gpu is not None else ""}
+
+
+def gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB"

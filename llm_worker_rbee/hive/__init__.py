@@ -1,0 +1,16 @@
+"""The worker's side of the hive conversation, the transports it runs over, and a stub hive.
+
+- `client`: the `HiveClient` protocol every transport implements, and `hive_client_for`;
+- `http_client`: POSTs to an http(s):// hive; `ws_client`: one WebSocket to a ws(s):// hive;
+- `vitals`: what only the HeartbeatActor knows, for `GET /heartbeat`;
+- `scripted`: a hive scripted in virtual time, for the scenario harness;
+- `stub`: `llm-worker-rbee hive-stub`, a small reference hive.
+
+The HeartbeatActor (`actors/heartbeat.py`) drives the conversation; docs/HIVE_PROTOCOL.md
+describes it.
+"""
+
+from llm_worker_rbee.hive.client import HiveClient, HiveListener, hive_client_for
+from llm_worker_rbee.hive.vitals import Vitals
+
+__all__ = ["HiveClient", "HiveListener", "Vitals", "hive_client_for"]

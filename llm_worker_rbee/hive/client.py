@@ -1,0 +1,94 @@
+"""The hive conversation behind one small protocol, and the choice of transport by URL."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import trio
+
+from llm_worker_rbee.messages.hive import HIVE_OK, CommandAck, HiveCommand, HiveOutcome, HiveReply
+
+Payload = dict[str, Any]
+
+READY_PATH = "/v1/workers/ready"
+HEARTBEAT_PATH = "/v1/workers/heartbeat"
+GONE_PATH = "/v1/workers/gone"
+WEBSOCKET_PATH = "/v1/workers/ws"
+
+HTTP_SCHEMES = ("http", "https")
+WEBSOCKET_SCHEMES = ("ws", "wss")
+
+
+class HiveListener(Protocol):
+    """What a hive client tells the worker (the HeartbeatActor implements it)."""
+
+    def on_command(self, command: HiveCommand) -> CommandAck:
+        """A command arrived on the control channel; the returned ack goes back at once."""
+        ...
+
+    def on_connection_lost(self) -> None:
+        """The control channel closed on its own: the worker should speak up (and reconnect)."""
+        ...
+
+
+class HiveClient(Protocol):
+    """One conversation with a hive. Calls never raise for hive trouble: they answer
+    `HiveReply(FAILED, why)`. Calls take no timeouts; the caller bounds them.
+    """
+
+    url: str
+
+    async def run(
+        self, listener: HiveListener, *, task_status: trio.TaskStatus[None] = ...
+    ) -> None:
+        """Owns what the conversation needs (an HTTP connection pool, the WebSocket) until
+        cancelled; the calls below are made while it runs."""
+        ...
+
+    async def ready(self, payload: Payload) -> HiveReply: ...
+
+    async def heartbeat(self, payload: Payload) -> HiveReply: ...
+
+    async def gone(self, payload: Payload) -> HiveReply: ...
+
+
+def hive_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a hive URL, or None when it can."""
+    parts = urlsplit(url)
+    if parts.scheme not in HTTP_SCHEMES + WEBSOCKET_SCHEMES:
+        return "should be an http://, https://, ws:// or wss:// URL"
+    if not parts.hostname:
+        return "has no host"
+    return None
+
+
+def hive_client_for(url: str, *, token: str | None) -> HiveClient:
+    """HTTP POSTs for http(s):// hives, one WebSocket control channel for ws(s):// ones.
+
+    Raises:
+        ValueError: a URL no client can talk to (settings validate this first).
+    """
+    problem = hive_url_problem(url)
+    if problem is not None:
+        raise ValueError(f"hive URL {url!r} {problem}")
+    if urlsplit(url).scheme in WEBSOCKET_SCHEMES:
+        from llm_worker_rbee.hive.ws_client import WebSocketHiveClient
+
+        return WebSocketHiveClient(url, token=token)
+    from llm_worker_rbee.hive.http_client import HttpHiveClient
+
+    return HttpHiveClient(url, token=token)
+
+
+def reply_for_status(status: int) -> HiveReply:
+    """An HTTP status (or the status in a WebSocket reply) as a HiveReply."""
+    if 200 <= status < 300:
+        return HIVE_OK
+    if status == 404:
+        return HiveReply(HiveOutcome.NOT_FOUND, "HTTP 404")
+    return HiveReply(HiveOutcome.FAILED, f"HTTP {status}")
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}

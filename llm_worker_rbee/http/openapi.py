@@ -1,0 +1,170 @@
+"""GET /openapi.json: every route, request and response, from the pydantic models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from quart_trio import QuartTrio
+
+from llm_worker_rbee import __version__
+from llm_worker_rbee.http import responses as r
+from llm_worker_rbee.http.admin_routes import ShutdownAccepted, ShutdownBody
+from llm_worker_rbee.http.schemas import ChatCompletionBody, CompletionBody, InferenceBody
+from llm_worker_rbee.http.token_routes import DetokenizeBody, TokenizeBody
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    response: type[BaseModel] | None
+    body: type[BaseModel] | None = None
+    stream: type[BaseModel] | None = None  # the event a text/event-stream carries
+    errors: tuple[int, ...] = ()
+    success: int = 200
+
+
+_BODY_ERRORS = (400, 404, 408, 409, 413, 503)
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get", "/health", "200 when ready, 503 while loading or draining", r.Health, errors=(503,)
+    ),
+    Operation("get", "/heartbeat", "the heartbeat payload sent to the hive", r.Heartbeat),
+    Operation("get", "/v1/models", "the served model", r.ModelList),
+    Operation("get", "/v1/slots", "slots and queue", r.Slots),
+    Operation(
+        "post",
+        "/v1/completions",
+        "OpenAI completions",
+        r.Completion,
+        CompletionBody,
+        stream=r.CompletionChunk,
+        errors=_BODY_ERRORS,
+    ),
+    Operation(
+        "post",
+        "/v1/chat/completions",
+        "OpenAI chat completions",
+        r.ChatCompletion,
+        ChatCompletionBody,
+        stream=r.ChatCompletionChunk,
+        errors=_BODY_ERRORS,
+    ),
+    Operation(
+        "post",
+        "/v1/inference",
+        "rbee's native SSE stream",
+        None,
+        InferenceBody,
+        stream=r.InferenceEvent,
+        errors=_BODY_ERRORS,
+    ),
+    Operation(
+        "delete",
+        "/v1/inference/{job_id}",
+        "cancel a running or queued job",
+        None,
+        errors=(404,),
+        success=204,
+    ),
+    Operation(
+        "post", "/v1/tokenize", "text -> token ids", r.Tokens, TokenizeBody, errors=(400, 503)
+    ),
+    Operation(
+        "post", "/v1/detokenize", "token ids -> text", r.Text, DetokenizeBody, errors=(400, 503)
+    ),
+    Operation(
+        "post",
+        "/v1/admin/shutdown",
+        "drain or stop the worker (needs the API key)",
+        ShutdownAccepted,
+        ShutdownBody,
+        errors=(400, 401, 403),
+        success=202,
+    ),
+    Operation("get", "/metrics", "Prometheus text format", None),
+    Operation(
+        "post",
+        "/v1/admin/shutdown",
+        "drain or stop the worker (needs the API key)",
+        ShutdownAccepted,
+        ShutdownBody,
+        errors=(400, 401, 403),
+        success=202,
+    ),
+    Operation("get", "/openapi.json", "this document", None),
+)
+
+
+def document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
+    models: set[type[BaseModel]] = {r.ErrorResponse, r.StreamError}
+    for op in operations:
+        models.update(m for m in (op.response, op.body, op.stream) if m is not None)
+    refs, schema = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        return refs[(model, "validation")]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        content: dict[str, Any] = {}
+        if op.response is not None:
+            content["application/json"] = {"schema": ref(op.response)}
+        if op.stream is not None:
+            # One SSE event: `data` is JSON (a chunk/event, or an error), or `[DONE]`.
+            data = {"oneOf": [ref(op.stream), ref(r.StreamError)]}
+            event = {
+                "type": "object",
+                "properties": {
+                    "event": {"type": "string"},
+                    # JSON per `x-data-schema`, except the final `[DONE]` sentinel, which
+                    # is why no contentMediaType is declared here.
+                    "data": {"type": "string", "x-data-schema": data},
+                },
+            }
+            content["text/event-stream"] = {"schema": event}
+        if op.path == "/openapi.json":
+            content["application/json"] = {"schema": {"type": "object"}}
+        if op.path == "/metrics":
+            content["text/plain"] = {"schema": {"type": "string"}}
+        success: dict[str, Any] = {"description": op.summary}
+        if content:
+            success["content"] = content
+        responses: dict[str, Any] = {str(op.success): success}
+        for status in op.errors:
+            responses[str(status)] = {
+                "description": "error",
+                "content": {"application/json": {"schema": ref(r.ErrorResponse)}},
+            }
+        operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(op.body)}},
+            }
+        if "{job_id}" in op.path:
+            operation["parameters"] = [
+                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
+        paths.setdefault(op.path, {})[op.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "llm-worker-rbee", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": schema.get("$defs", {})},
+    }
+
+
+def register(app: QuartTrio) -> None:
+    doc = document()
+
+    @app.get("/openapi.json")
+    async def openapi() -> dict[str, Any]:
+        return doc

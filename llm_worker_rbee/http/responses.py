@@ -1,0 +1,173 @@
+"""Response bodies, as pydantic models: the schema /openapi.json publishes and tests check."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: dict[str, int] | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str | None
+    refusal: str | None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    logprobs: dict[str, Any] | None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One `data:` line of a chat stream (text/event-stream), ended by `data: [DONE]`."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChunk(BaseModel):
+    """One `data:` line of a completions stream, ended by `data: [DONE]`."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class StreamError(BaseModel):
+    """An error sent inside a stream, in the one error shape."""
+
+    error: ErrorDetail
+    type: Literal["error"] | None = None
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    meta: dict[str, Any] | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[Model]
+
+
+class Health(BaseModel):
+    status: str
+    state: str
+
+
+class Slot(BaseModel):
+    id: int
+    busy: bool
+    job_id: str | None
+
+
+class Slots(BaseModel):
+    slots: list[Slot]
+    queue: list[str]
+
+
+class Tokens(BaseModel):
+    tokens: list[int]
+    count: int
+    pieces: list[str] | None = None
+
+
+class Text(BaseModel):
+    content: str
+
+
+class InferenceEvent(BaseModel):
+    """One rbee SSE event (`event:` started | token | error | end), ended by `data: [DONE]`."""
+
+    type: Literal["started", "token", "error", "end"]
+    job_id: str | None = None
+    queue_position: int | None = None
+    t: str | None = None
+    i: int | None = None
+    error: ErrorDetail | None = None
+    stop_reason: (
+        Literal["max_tokens", "eos", "stop_sequence", "cancelled", "timeout", "error"] | None
+    ) = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    decode_ms: int | None = None
+
+
+class Heartbeat(BaseModel):
+    worker_id: str
+    state: str
+    slots_total: int
+    slots_busy: int
+    queue_depth: int
+    model_config = {"extra": "allow"}

@@ -1,0 +1,133 @@
+"""Prometheus metrics with vLLM-style names, fed by the actors' message trace.
+
+The worker's tracer hook already sees every message (Acquire, Granted, TextDelta, Ended,
+Rejected...), so latencies are measured from those, in trio's clock, with no extra calls in
+the actors. Gauges are read from the actors' statistics at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from llm_worker_rbee.messages.session import Ended, Rejected, TextDelta
+from llm_worker_rbee.messages.slots import Acquire, Granted
+
+PREFIX = "llm_worker:"
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the gauges show, read from the actors when scraped."""
+
+    running: int
+    waiting: int
+    slots_busy: int
+    slots_total: int
+    kv_usage: float
+
+
+@dataclass
+class _Timing:
+    arrived: float
+    last_token: float | None = None
+
+
+class WorkerMetrics:
+    """One registry per worker (never the global one), so tests and scenarios stay apart."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        # Set once the actors exist; until then the gauges read zero.
+        self.snapshot = snapshot or (lambda: Snapshot(0, 0, 0, 0, 0.0))
+        self._timing: dict[str, _Timing] = {}
+        r = self.registry
+        self.running = Gauge(f"{PREFIX}num_requests_running", "requests holding a slot", registry=r)
+        self.waiting = Gauge(f"{PREFIX}num_requests_waiting", "requests in the queue", registry=r)
+        self.slots_busy = Gauge(f"{PREFIX}slots_busy", "slots in use", registry=r)
+        self.slots_total = Gauge(f"{PREFIX}slots_total", "slots configured", registry=r)
+        self.kv_usage = Gauge(
+            f"{PREFIX}kv_cache_usage_perc", "KV cache cells in use, 0..1", registry=r
+        )
+        self.prompt_tokens = Counter(
+            f"{PREFIX}prompt_tokens", "prompt tokens of finished requests", registry=r
+        )
+        self.generation_tokens = Counter(
+            f"{PREFIX}generation_tokens", "tokens generated for finished requests", registry=r
+        )
+        self.finished = Counter(
+            f"{PREFIX}request_success",
+            "requests finished, by stop reason",
+            ["finished_reason"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            f"{PREFIX}request_rejected", "requests refused, by error code", ["code"], registry=r
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}time_to_first_token_seconds",
+            "arrival to first streamed text",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            f"{PREFIX}time_per_output_token_seconds",
+            "time between tokens after the first",
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.e2e = Histogram(
+            f"{PREFIX}e2e_request_latency_seconds",
+            "arrival to the final event",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            f"{PREFIX}request_queue_time_seconds",
+            "arrival to getting a slot",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def observe(self, recipient: str, message: object) -> None:
+        """A Tracer: called for every message an actor sends."""
+        now = trio.current_time()
+        if isinstance(message, Acquire):
+            self._timing[message.job_id] = _Timing(arrived=now)
+            return
+        job = recipient.partition(":")[2]
+        timing = self._timing.get(job)
+        if isinstance(message, Granted) and timing is not None:
+            self.queue_time.observe(now - timing.arrived)
+        elif isinstance(message, TextDelta) and timing is not None:
+            if timing.last_token is None:
+                self.ttft.observe(now - timing.arrived)
+            else:
+                per_token = (now - timing.last_token) / max(message.tokens, 1)
+                for _ in range(message.tokens):
+                    self.itl.observe(per_token)
+            timing.last_token = now
+        elif isinstance(message, Ended):
+            self._timing.pop(job, None)
+            if timing is not None:
+                self.e2e.observe(now - timing.arrived)
+            self.finished.labels(message.stop_reason).inc()
+            self.prompt_tokens.inc(message.tokens_in)
+            self.generation_tokens.inc(message.tokens_out)
+        elif isinstance(message, Rejected):
+            self._timing.pop(job, None)
+            self.rejected.labels(message.error.code).inc()
+
+    def render(self) -> bytes:
+        snap = self.snapshot()
+        self.running.set(snap.running)
+        self.waiting.set(snap.waiting)
+        self.slots_busy.set(snap.slots_busy)
+        self.slots_total.set(snap.slots_total)
+        self.kv_usage.set(snap.kv_usage)
+        return bytes(generate_latest(self.registry))

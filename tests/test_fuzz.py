@@ -1,0 +1,12 @@
+"""A short schemathesis pass against the worker's /openapi.json (the long one: make fuzz)."""
+
+from __future__ import annotations
+
+from llm_worker_rbee.testing.fuzz import run_fuzz
+
+
+def test_schemathesis_finds_no_5xx_and_no_schema_violation() -> None:
+    result = run_fuzz(examples=8, seed=7, phases="examples,fuzzing")
+    assert result.generated > 0, result.output
+    assert result.failures == [], result.output
+    assert result.tracebacks == 0, result.output

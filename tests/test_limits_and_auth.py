@@ -1,0 +1,93 @@
+"""Limits and the API key, in-process on the fake engine."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from pydantic import SecretStr
+
+from llm_worker_rbee.config import Settings
+from llm_worker_rbee.http.app import json_depth
+from llm_worker_rbee.testing.inprocess import inprocess_worker
+
+KEY = "s3cret-key"
+
+
+def keyed() -> Settings:
+    return Settings(worker_id="auth", api_key=SecretStr(KEY))
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "missing_api_key"),
+        ({"Authorization": "Bearer wrong"}, 401, "invalid_api_key"),
+        ({"X-Api-Key": "wrong"}, 401, "invalid_api_key"),
+        ({"Authorization": "Basic " + KEY}, 401, "missing_api_key"),
+        ({"Authorization": f"Bearer {KEY}"}, 200, None),
+        ({"X-Api-Key": KEY}, 200, None),
+    ],
+)
+async def test_api_key_on_work_routes(
+    autojump_clock: trio.testing.MockClock,
+    headers: dict[str, str],
+    status: int,
+    code: str | None,
+) -> None:
+    async with inprocess_worker(keyed()) as worker:
+        for method, path, body in (
+            ("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1}),
+            ("GET", "/v1/models", None),
+            ("GET", "/v1/slots", None),
+            ("POST", "/v1/tokenize", {"content": "x"}),
+        ):
+            response = await worker.request(method, path, body, headers)
+            assert response.status == status, (path, response.body)
+            if code is not None:
+                assert response.json()["error"]["code"] == code
+                assert response.json()["error"]["type"] == "authentication_error"
+                assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_open_routes_need_no_key(autojump_clock: trio.testing.MockClock) -> None:
+    async with inprocess_worker(keyed()) as worker:
+        assert (await worker.request("GET", "/health")).status == 200
+        assert (await worker.request("GET", "/metrics")).status == 200
+
+
+async def test_no_key_configured_means_open(autojump_clock: trio.testing.MockClock) -> None:
+    async with inprocess_worker() as worker:
+        response = await worker.request("GET", "/v1/models")
+        assert response.status == 200
+
+
+async def test_body_too_large_is_413(autojump_clock: trio.testing.MockClock) -> None:
+    settings = Settings(worker_id="limits", max_body_bytes=2048)
+    async with inprocess_worker(settings) as worker:
+        response = await worker.request("POST", "/v1/completions", {"prompt": "x" * 4000})
+        assert response.status == 413
+        assert response.json()["error"]["code"] == "request_too_large"
+        ok = await worker.request("POST", "/v1/completions", {"prompt": "x" * 100})
+        assert ok.status == 200
+
+
+async def test_deep_json_is_400_not_a_crash(autojump_clock: trio.testing.MockClock) -> None:
+    async with inprocess_worker() as worker:
+        deep = b'{"prompt": "x", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        response = await worker.request("POST", "/v1/completions", deep)
+        assert response.status == 400
+        assert response.json()["error"]["code"] == "json_too_deep"
+
+
+async def test_too_many_logit_bias_entries(autojump_clock: trio.testing.MockClock) -> None:
+    async with inprocess_worker() as worker:
+        bias = {str(i): 1 for i in range(1100)}
+        body = {"prompt": "x", "logit_bias": bias}
+        response = await worker.request("POST", "/v1/completions", body)
+        assert response.status == 400 and response.json()["error"]["param"] == "logit_bias"
+
+
+def test_json_depth_ignores_brackets_in_strings() -> None:
+    assert json_depth(b'{"a": "[[[[{{{{", "b": [1, {"c": []}]}') == 4
+    assert json_depth(b'"\\"[["') == 0

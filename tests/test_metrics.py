@@ -1,0 +1,50 @@
+"""GET /metrics: Prometheus text with vLLM-style names, measured in virtual time."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
+
+from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.fake import FakeScript
+from llm_worker_rbee.testing.inprocess import inprocess_worker
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_latencies_tokens_and_gauges(autojump_clock: trio.testing.MockClock) -> None:
+    settings = Settings(worker_id="m", slots=1, max_queue=1)
+    script = FakeScript(reply=["a", "b", "c", "d"], step_latency=0.125)
+    async with inprocess_worker(settings, script) as worker:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.request, "POST", "/v1/inference", {"prompt": "hi"})
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(worker.request, "POST", "/v1/inference", {"prompt": "hi"})
+            await trio.testing.wait_all_tasks_blocked()
+            refused = await worker.request("POST", "/v1/inference", {"prompt": "hi"})
+            assert refused.status == 503
+            during = samples((await worker.request("GET", "/metrics")).body.decode())
+            assert during[("llm_worker:num_requests_running", ())] == 1
+            assert during[("llm_worker:num_requests_waiting", ())] == 1
+            assert during[("llm_worker:slots_total", ())] == 1
+        after = samples((await worker.request("GET", "/metrics")).body.decode())
+    m = "llm_worker:"
+    assert after[(f"{m}request_success_total", (("finished_reason", "eos"),))] == 2
+    assert after[(f"{m}request_rejected_total", (("code", "all_slots_busy"),))] == 1
+    assert after[(f"{m}generation_tokens_total", ())] == 8
+    assert after[(f"{m}prompt_tokens_total", ())] == 6  # BOS + 2 bytes, twice
+    # first: token at 0.125; second waited 0.625 for the slot, first token at 0.75
+    assert after[(f"{m}time_to_first_token_seconds_sum", ())] == 0.875
+    assert after[(f"{m}request_queue_time_seconds_sum", ())] == 0.625
+    assert after[(f"{m}e2e_request_latency_seconds_sum", ())] == 0.625 + 1.25
+    assert after[(f"{m}time_per_output_token_seconds_count", ())] == 6
+    assert after[(f"{m}time_per_output_token_seconds_sum", ())] == 6 * 0.125
+    assert after[(f"{m}num_requests_running", ())] == 0
+    assert after[(f"{m}kv_cache_usage_perc", ())] == 0

@@ -1,0 +1,64 @@
+"""The scenario harness itself: deterministic traces, and failures that say what and when."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llm_worker_rbee.actors.session import InferenceSession
+from llm_worker_rbee.testing.scenario import run_scenario, scenario_paths
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+RUNS = 20
+
+
+def test_there_are_at_least_25_scenarios() -> None:
+    assert len(scenario_paths([SCENARIOS])) >= 25
+
+
+@pytest.mark.parametrize("path", scenario_paths([SCENARIOS]), ids=lambda p: p.stem)
+def test_trace_is_byte_identical_across_runs(path: Path) -> None:
+    hashes = {run_scenario(path).trace_hash for _ in range(RUNS)}
+    assert len(hashes) == 1
+
+
+def test_trace_records_the_messages_between_actors() -> None:
+    trace = run_scenario(SCENARIOS / "cancel_running.toml").trace
+    kinds = [json.loads(line)["type"] for line in trace]
+    for kind in ("Acquire", "Granted", "Admit", "TokenGenerated", "Cancel", "Leave", "Ended"):
+        assert kind in kinds
+
+
+def test_a_slot_leak_fails_a_named_scenario_saying_what_was_expected_when(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def release_nothing(self: InferenceSession) -> None:
+        """The bug: a session that never gives its slot and sequence back."""
+
+    monkeypatch.setattr(InferenceSession, "_release", release_nothing)
+    outcome = run_scenario(SCENARIOS / "disconnect_mid_stream.toml")
+    assert not outcome.passed
+    assert "at t=1.000: expected slots_busy=0, got 1" in outcome.failures
+    # the next request waits for the leaked slot until the harness gives up
+    assert (
+        "scenario: still running at its time limit t=600.000 (requests not finished: next)"
+        in outcome.failures
+    )
+
+
+def test_a_missing_final_event_fails_with_the_request_and_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llm_worker_rbee.actors import session
+
+    async def drop(out: object, event: object) -> None:
+        """The bug: the terminal event is never sent."""
+
+    monkeypatch.setattr(session, "_send_final", drop)
+    outcome = run_scenario(SCENARIOS / "cancel_running.toml")
+    # the client is told something went wrong instead of being left hanging
+    assert "request 'a': expected stop_reason='cancelled', got 'error' (ended at t=0.500)" in (
+        outcome.failures
+    )
