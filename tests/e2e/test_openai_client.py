@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import httpx
 import openai
 import pytest
@@ -151,6 +153,9 @@ def test_alias_is_accepted_as_the_model(client: openai.OpenAI) -> None:
     assert reply.choices[0].finish_reason == "length"
 
 
+# The openai client's async SSE reader stops at [DONE] without closing httpx's byte
+# iterator, which Python reports when it is collected; that is the client's, not ours.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_async_client_stream_and_whole(worker_url: str, model_id: str) -> None:
     client = openai.AsyncOpenAI(base_url=f"{worker_url}/v1", api_key="unused", max_retries=0)
     kwargs: dict[str, object] = {
@@ -161,6 +166,8 @@ async def test_async_client_stream_and_whole(worker_url: str, model_id: str) -> 
     }
     whole = await client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     stream = await client.chat.completions.create(stream=True, **kwargs)  # type: ignore[call-overload]
-    parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+    async with stream:  # closes the underlying response even if iteration stops early
+        parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
     assert "".join(parts) == whole.choices[0].message.content
     await client.close()
+    gc.collect()  # report the client's unclosed iterator here, under this test's filter
