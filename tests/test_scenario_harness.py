@@ -62,3 +62,30 @@ def test_a_missing_final_event_fails_with_the_request_and_time(
     assert "request 'a': expected stop_reason='cancelled', got 'error' (ended at t=0.500)" in (
         outcome.failures
     )
+
+
+def test_traces_are_the_same_in_another_process() -> None:
+    """Not only repeatable in one process: memory addresses and hash seeds differ per process."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, sys; from pathlib import Path;"
+        "from llm_worker_rbee.testing.scenario import run_scenario, scenario_paths;"
+        "h = hashlib.sha256();"
+        "paths = scenario_paths([Path(sys.argv[1])]);"
+        "[h.update(run_scenario(p).trace_hash.encode()) for p in paths];"
+        "print(h.hexdigest())"
+    )
+    hashes = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(SCENARIOS)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert len(hashes) == 1

@@ -64,6 +64,8 @@ class LifecycleHandle:
             self._inbox.send_nowait(command)
         except trio.WouldBlock:
             log.warning("lifecycle inbox full; dropped %s", command)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.info("already stopped; ignored %s", command)
 
     async def wait_state_change(self, last: WorkerState) -> WorkerState:
         return await self._actor.wait_state_change(last)

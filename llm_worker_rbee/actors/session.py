@@ -248,6 +248,8 @@ class ChoiceStream:
 
     events: trio.MemoryReceiveChannel[tuple[int, SessionEvent]]
     sessions: list[InferenceSession] = field(repr=False)
+    # Each choice's first event, read by the HTTP handler before it chooses a status.
+    accepted: dict[int, Accepted] = field(default_factory=dict)
 
     def close(self) -> None:
         """Synchronous on purpose: it runs in cancelled contexts (client disconnects)."""

@@ -15,13 +15,19 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from llm_worker_rbee.actors.session import ChoiceStream, SessionStream
+from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.admin_routes import require_api_key
 from llm_worker_rbee.http.errors import CANCELLED, ApiError, bad_request, ended_error, error_body
 from llm_worker_rbee.http.schemas import JOB_ID_PATTERN
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.logs import current_job
-from llm_worker_rbee.messages.session import Accepted, Ended, InferenceRequest, Rejected
+from llm_worker_rbee.messages.session import (
+    Accepted,
+    Ended,
+    InferenceRequest,
+    Rejected,
+    SessionEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,7 @@ class SessionGuard:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        owned: list[SessionStream | ChoiceStream] = []
+        owned: list[ChoiceStream] = []
         scope[_SESSIONS_KEY] = owned
         try:
             await self._app(scope, receive, send)
@@ -79,37 +85,8 @@ class SessionGuard:
                 stream.close()
 
 
-def start_session(services: Services, inference: InferenceRequest) -> SessionStream:
-    _, sessions = services.serving()
-    if sessions.get(inference.job_id) is not None:
-        raise ApiError(409, f"job {inference.job_id} is already running", code="duplicate_job_id")
-    stream = sessions.start(inference)
-    cast(dict[str, Any], request.scope)[_SESSIONS_KEY].append(stream)
-    return stream
-
-
-async def open_session(services: Services, inference: InferenceRequest) -> SessionStream:
-    """Starts the session and waits for its first answer before choosing a status.
-
-    Raises:
-        ApiError: 503 (with Retry-After) when the queue is full; 408 when the deadline had
-            passed before the request was even accepted.
-    """
-    stream = start_session(services, inference)
-    first = await stream.events.receive()
-    if isinstance(first, Rejected):
-        stream.close()
-        raise ApiError.from_info(first.error, headers={"Retry-After": "1"})
-    if isinstance(first, Ended):
-        stream.close()
-        raise ApiError.from_info(ended_error(first) or CANCELLED)
-    if isinstance(first, Accepted):
-        stream.accepted = first
-    return stream
-
-
-async def open_choices(services: Services, requests: list[InferenceRequest]) -> ChoiceStream:
-    """Like open_session, for a request answered by several sessions (choices)."""
+def _start(services: Services, requests: list[InferenceRequest]) -> ChoiceStream:
+    """Starts one session per request, owned by this HTTP request (see SessionGuard)."""
     _, sessions = services.serving()
     for inference in requests:
         if sessions.get(inference.job_id) is not None:
@@ -118,16 +95,39 @@ async def open_choices(services: Services, requests: list[InferenceRequest]) -> 
             )
     stream = sessions.start_choices(requests)
     cast(dict[str, Any], request.scope)[_SESSIONS_KEY].append(stream)
-    firsts = 0
-    while firsts < len(requests):
-        _, first = await stream.events.receive()
-        if isinstance(first, Rejected):
-            stream.close()
-            raise ApiError.from_info(first.error, headers={"Retry-After": "1"})
-        if isinstance(first, Ended):
-            stream.close()
-            raise ApiError.from_info(ended_error(first) or CANCELLED)
-        firsts += isinstance(first, Accepted)
+    return stream
+
+
+def _refuse(stream: ChoiceStream, first: SessionEvent) -> None:
+    """A first event that is not Accepted ends the request before a response starts.
+
+    Raises:
+        ApiError: 503 (with Retry-After) when the queue is full; 408 when the deadline had
+            passed before the request was even accepted.
+    """
+    if isinstance(first, Rejected):
+        stream.close()
+        raise ApiError.from_info(first.error, headers={"Retry-After": "1"})
+    if isinstance(first, Ended):
+        stream.close()
+        raise ApiError.from_info(ended_error(first) or CANCELLED)
+
+
+async def open_session(services: Services, inference: InferenceRequest) -> ChoiceStream:
+    """One session; waits for its first answer before the handler chooses a status."""
+    return await open_choices(services, [inference])
+
+
+async def open_choices(services: Services, requests: list[InferenceRequest]) -> ChoiceStream:
+    """Sessions for every choice; waits until each is accepted (or one is refused)."""
+    stream = _start(services, requests)
+    accepted = 0
+    while accepted < len(requests):
+        index, first = await stream.events.receive()
+        _refuse(stream, first)
+        if isinstance(first, Accepted):
+            stream.accepted[index] = first
+            accepted += 1
     return stream
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from quart import Response
 from quart_trio import QuartTrio
 
-from llm_worker_rbee.actors.session import SessionStream
+from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.app import (
     deadline_for,
     job_id_for,
@@ -19,7 +19,7 @@ from llm_worker_rbee.http.app import (
 from llm_worker_rbee.http.errors import ApiError, bad_request, info_body
 from llm_worker_rbee.http.schemas import InferenceBody
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_event, sse_data
+from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_choice, sse_data
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.session import Ended, TextDelta
 
@@ -58,16 +58,19 @@ def register(app: QuartTrio, services: Services) -> None:
         return Response(b"", status=204)
 
 
-async def _frames(stream: SessionStream, job_id: str, keepalive: float) -> AsyncIterator[bytes]:
+async def _frames(stream: ChoiceStream, job_id: str, keepalive: float) -> AsyncIterator[bytes]:
     index = 0
-    position = stream.accepted.queue_position if stream.accepted else None
+    accepted = stream.accepted.get(0)
+    position = accepted.queue_position if accepted else None
     started: dict[str, Any] = {"type": "started", "job_id": job_id, "queue_position": position}
     yield sse_data(started, "started")
     while True:
-        event = await next_event(stream, keepalive)
-        if event is None:
+        item = await next_choice(stream, keepalive)
+        if item is None:
             yield PING
-        elif isinstance(event, TextDelta):
+            continue
+        _, event = item
+        if isinstance(event, TextDelta):
             yield sse_data({"type": "token", "t": event.text, "i": index}, "token")
             index += 1
         elif isinstance(event, Ended):

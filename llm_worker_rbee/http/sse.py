@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from llm_worker_rbee.actors.session import ChoiceStream, SessionStream
+from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.messages.session import Ended, ErrorInfo, SessionEvent
 
 SSE_HEADERS = {
@@ -27,21 +27,6 @@ LOST = Ended(
 )
 
 
-async def next_event(stream: SessionStream, keepalive: float) -> SessionEvent | None:
-    """The session's next event, or None after `keepalive` seconds of silence (send a ping).
-
-    A plain function rather than a generator, so the caller never yields inside this scope.
-    """
-    with trio.move_on_after(keepalive):
-        try:
-            return await stream.events.receive()
-        except trio.EndOfChannel:
-            # A session always ends with Ended; if one ever does not, the client still gets
-            # a terminal error rather than a stream that stops mid-air.
-            return LOST
-    return None
-
-
 def sse_data(payload: dict[str, Any], event: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
     data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
@@ -49,11 +34,15 @@ def sse_data(payload: dict[str, Any], event: str | None = None) -> bytes:
 
 
 async def next_choice(stream: ChoiceStream, keepalive: float) -> tuple[int, SessionEvent] | None:
-    """Like next_event, for a request with several choices."""
+    """The next (choice index, event), or None after `keepalive` seconds of silence (send a
+    ping). A plain function rather than a generator, so the caller never yields inside this
+    scope."""
     with trio.move_on_after(keepalive):
         try:
             return await stream.events.receive()
         except trio.EndOfChannel:
+            # Every session ends with Ended; if one ever does not, the client still gets a
+            # terminal error rather than a stream that stops mid-air.
             return (0, LOST)
     return None
 
@@ -65,7 +54,7 @@ class SessionBody:
     session even if iteration never began. The ASGI guard in app.py is the second line.
     """
 
-    def __init__(self, stream: SessionStream | ChoiceStream, frames: AsyncIterator[bytes]) -> None:
+    def __init__(self, stream: ChoiceStream, frames: AsyncIterator[bytes]) -> None:
         self._stream = stream
         self._frames = frames
 

@@ -286,13 +286,25 @@ async def _drive(scenario: Scenario, recorder: TraceRecorder, observed: _Observe
         services: Services = await root.start(worker)
         assert server.app is not None
         app = server.app
+        # One timeline, in (time, kind, file) order: requests, then actions, then state checks.
+        # Each starts once everything before it has run as far as it can, so things that
+        # happen "at the same time" happen in the file's order on every run and in every
+        # process, instead of in whatever order trio's scheduler picks.
+        timeline_items: list[tuple[float, int, int, Any]] = [
+            *((r.at, 0, i, r) for i, r in enumerate(scenario.request)),
+            *((a.at, 1, i, a) for i, a in enumerate(scenario.action)),
+            *((c.at, 2, i, c) for i, c in enumerate(scenario.expect.states)),
+        ]
         async with trio.open_nursery() as timeline:
-            for spec in scenario.request:
-                timeline.start_soon(_client, app, spec, recorder, observed)
-            for action in scenario.action:
-                timeline.start_soon(_act, app, services, action, recorder, observed)
-            for check in scenario.expect.states:
-                timeline.start_soon(_look, app, services, engine, check, observed)
+            for at, kind, _, item in sorted(timeline_items, key=lambda t: t[:3]):
+                await trio.sleep_until(at)
+                await trio.testing.wait_all_tasks_blocked()
+                if kind == 0:
+                    timeline.start_soon(_client, app, item, recorder, observed)
+                elif kind == 1:
+                    timeline.start_soon(_act, app, services, item, recorder, observed)
+                else:
+                    timeline.start_soon(_look, app, services, engine, item, observed)
         if scenario.end_at is not None:
             await trio.sleep_until(scenario.end_at)
         if observed.stopped_at is None:
@@ -303,7 +315,6 @@ async def _drive(scenario: Scenario, recorder: TraceRecorder, observed: _Observe
 async def _client(
     app: ASGIApp, spec: RequestSpec, recorder: TraceRecorder, observed: _Observed
 ) -> None:
-    await trio.sleep_until(spec.at)
     path = {
         "inference": "/v1/inference",
         "completions": "/v1/completions",
@@ -340,7 +351,6 @@ async def _act(
     recorder: TraceRecorder,
     observed: _Observed,
 ) -> None:
-    await trio.sleep_until(action.at)
     recorder("harness", ClientAction("operator", f"{action.do} {action.job or ''}".strip()))
     if action.do == "cancel":
         exchange = await asgi_request(app, "DELETE", f"/v1/inference/{action.job}")
@@ -353,7 +363,6 @@ async def _act(
 async def _look(
     app: ASGIApp, services: Services, engine: FakeEngine, check: StateExpect, observed: _Observed
 ) -> None:
-    await trio.sleep_until(check.at)
     # Whatever else happens at this instant happens first.
     await trio.testing.wait_all_tasks_blocked()
     stats = services.scheduler.statistics() if services.scheduler else None
