@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from llm_worker_rbee.engine.base import Engine, EngineError, ModelInfo, SeqOutput
+from llm_worker_rbee.engine.base import Engine, ModelInfo, SeqOutput
 from llm_worker_rbee.engine.runner import StepRunner
 from llm_worker_rbee.messages.inference import (
     Admit,
@@ -138,7 +138,7 @@ class ModelActor:
             limit = min(command.max_tokens, capacity)
             try:
                 cached = engine.admit(command.seq_id, command.prompt_tokens, command.sampling)
-            except (ValueError, EngineError) as exc:
+            except Exception as exc:  # any refusal fails this request, never the actor
                 self._deliver(command, SequenceFailed(command.seq_id, str(exc)))
                 return
             self._prompt_tokens += len(command.prompt_tokens)
@@ -152,7 +152,7 @@ class ModelActor:
         self._steps += 1
         try:
             outputs = await self._runner.run(engine.step)
-        except EngineError as exc:
+        except Exception as exc:  # EngineError or a bug in the engine: fail this step only
             log.error("engine step failed: %s; failing %d sequence(s)", exc, len(self._active))
             for seq_id, active in list(self._active.items()):
                 engine.cancel(seq_id)

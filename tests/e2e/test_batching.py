@@ -1,0 +1,245 @@
+"""Continuous batching on the real model: sampling in C, company, the prompt cache.
+
+Every sampling parameter is checked for an effect that can only come from llama.cpp's
+sampler chain (one-token cut-offs equal greedy, a ban, a forced token, fewer repeats), and
+nothing here depends on timing: outputs are compared, never clocks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import llama_cpp
+import pytest
+import trio
+from llama_cpp import _logger as llama_logger
+
+from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.testing.process import WorkerProcess
+
+pytestmark = pytest.mark.real_model
+
+PROMPT = "The capital of France is"
+STORY = "Once upon a time, in a small village by the sea, there lived"
+OTHERS = (
+    "The history of the Roman Empire begins with",
+    "Here is a recipe for a simple tomato soup:",
+    "In computer science, a hash table is",
+)
+
+
+class Vocab:
+    """The bundled model's tokenizer, read in this process (vocabulary only, no weights)."""
+
+    def __init__(self) -> None:
+        llama_logger.set_verbose(False)
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self._model = llama_cpp.llama_model_load_from_file(
+            str(bundled_model_path()).encode(), params
+        )
+        assert self._model
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode()
+        buffer = (llama_cpp.llama_token * (len(data) + 8))()
+        n = llama_cpp.llama_tokenize(
+            self._vocab, data, len(data), buffer, len(buffer), False, False
+        )
+        return list(buffer[:n])
+
+    def piece(self, token: int) -> str:
+        buffer = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, 64, 0, False)
+        return buffer.raw[:n].decode()
+
+    def close(self) -> None:
+        llama_cpp.llama_model_free(self._model)
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Iterator[Vocab]:
+    v = Vocab()
+    yield v
+    v.close()
+
+
+@pytest.fixture(scope="module")
+def worker4() -> Iterator[WorkerProcess]:
+    """A worker with four slots, so four requests really share each decode step."""
+    process = WorkerProcess(["--slots", "4", "--ctx-size", "2048", "--threads", "2"]).start()
+    yield process
+    process.stop()
+
+
+def complete(http: httpx.Client, prompt: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, **extra}
+    response = http.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    reply: dict[str, Any] = response.json()
+    return reply
+
+
+def text_of(http: httpx.Client, prompt: str, max_tokens: int, **extra: Any) -> str:
+    return str(complete(http, prompt, max_tokens, **extra)["choices"][0]["text"])
+
+
+@pytest.mark.parametrize("cut", [{"top_k": 1}, {"top_p": 1e-6}, {"min_p": 1.0}])
+def test_a_cut_to_one_candidate_samples_like_greedy(
+    http: httpx.Client, cut: dict[str, Any]
+) -> None:
+    greedy = text_of(http, STORY, 16)
+    hot = text_of(http, STORY, 16, temperature=1.5, seed=7, **cut)
+    assert hot == greedy
+
+
+def test_a_seed_repeats_and_seeds_differ(http: httpx.Client) -> None:
+    def sample(seed: int) -> str:
+        return text_of(http, STORY, 24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
+
+    first = sample(11)
+    assert sample(11) == first
+    assert len({first, *(sample(seed) for seed in (12, 13, 14))}) > 1
+
+
+def test_logit_bias_bans_and_forces_tokens(http: httpx.Client, vocab: Vocab) -> None:
+    first = text_of(http, PROMPT, 1)
+    (token,) = vocab.tokenize(first)
+    banned = text_of(http, PROMPT, 4, logit_bias={str(token): -100})
+    assert banned and not banned.startswith(first)
+    london = vocab.tokenize(" London")[0]
+    forced = text_of(http, PROMPT, 3, logit_bias={str(london): 100})
+    assert forced == vocab.piece(london) * 3
+
+
+@pytest.mark.parametrize(
+    "penalty",
+    [{"repeat_penalty": 2.0}, {"frequency_penalty": 2.0}, {"presence_penalty": 2.0}],
+)
+def test_penalties_cut_repetition(http: httpx.Client, penalty: dict[str, Any]) -> None:
+    prompt = "apple apple apple apple apple apple apple apple apple apple"
+    plain = text_of(http, prompt, 16)
+    penalised = text_of(http, prompt, 16, **penalty)
+    assert penalised.count("apple") < plain.count("apple")
+
+
+def test_a_repeated_prompt_comes_from_the_cache(http: httpx.Client) -> None:
+    prompt = f"{STORY} a fisherman and his three daughters. Every morning"
+    first = complete(http, prompt, 12)
+    again = complete(http, prompt, 12)
+    assert again["choices"][0]["text"] == first["choices"][0]["text"]
+    usage = again["usage"]
+    # Everything but the last prompt token, whose logits start the reply.
+    assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] < usage["prompt_tokens"] - 1
+
+
+def test_a_cancelled_stream_leaves_correct_cells_behind(http: httpx.Client) -> None:
+    prompt = "The first ten prime numbers are"
+    reference = text_of(http, prompt, 24, ignore_eos=True)
+    streamed = ""
+    body = {"prompt": prompt, "max_tokens": 500, "temperature": 0, "ignore_eos": True}
+    with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                streamed += httpx.Response(200, content=line[6:]).json()["choices"][0]["text"]
+            if len(streamed) >= 12:
+                break  # leaving the block disconnects: the worker cancels mid-stream
+    assert reference.startswith(streamed)
+    # The slot still holds the prompt and the tokens it decoded before the cancel: a prompt
+    # that extends into them reuses them, and continues exactly as the reference does.
+    reply = complete(http, prompt + streamed, 6, ignore_eos=True)
+    assert reply["usage"]["prompt_tokens_details"]["cached_tokens"] > len(prompt.split())
+    assert reference.startswith(streamed + reply["choices"][0]["text"])
+
+
+async def _stream(
+    client: httpx.AsyncClient,
+    prompt: str,
+    max_tokens: int,
+    streaming: trio.Event | None = None,
+    **extra: Any,
+) -> tuple[str, str | None, int]:
+    """(text, finish_reason, completion_tokens) of one streamed completion.
+
+    `streaming` is set once the first text has arrived: the request is past its prompt.
+    """
+    body = {
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
+    text, finish, tokens = "", None, 0
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = httpx.Response(200, content=line[6:]).json()
+            if chunk["choices"]:
+                text += chunk["choices"][0]["text"]
+                finish = chunk["choices"][0]["finish_reason"] or finish
+                if text and streaming is not None:
+                    streaming.set()
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    return text, finish, tokens
+
+
+async def _together(
+    url: str, requests: list[tuple[str, dict[str, Any]]], *, first_joins_late: bool = False
+) -> list[str]:
+    """The texts of `requests` run at once (32 tokens each). With `first_joins_late`, the
+    first request starts only once every other one is streaming."""
+    results: list[str] = [""] * len(requests)
+    streaming = [trio.Event() for _ in requests]
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
+        async def one(i: int, prompt: str, extra: dict[str, Any]) -> None:
+            if first_joins_late and i == 0:
+                for event in streaming[1:]:
+                    await event.wait()
+            tokens = 96 if first_joins_late and i > 0 else 32
+            text, finish, n = await _stream(
+                client, prompt, tokens, streaming[i], ignore_eos=True, **extra
+            )
+            assert (finish, n) == ("length", tokens)
+            results[i] = text
+
+        async with trio.open_nursery() as nursery:
+            for i, (prompt, extra) in enumerate(requests):
+                nursery.start_soon(one, i, prompt, extra)
+    return results
+
+
+async def test_four_concurrent_streams_all_complete(worker4: WorkerProcess) -> None:
+    with trio.fail_after(300):
+        texts = await _together(worker4.url, [(p, {"temperature": 0}) for p in (STORY, *OTHERS)])
+    assert all(texts) and len(set(texts)) == 4
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["together", "joining-late"])
+@pytest.mark.parametrize(
+    "sampling", [{"temperature": 0}, {"temperature": 0.8, "seed": 5}], ids=["greedy", "seeded"]
+)
+async def test_same_answer_alone_or_beside_three_others(
+    worker4: WorkerProcess, sampling: dict[str, Any], late: bool
+) -> None:
+    companions = [(p, {"temperature": 0.7}) for p in OTHERS]
+    with trio.fail_after(300):
+        # Twice alone, so that the prompt comes from the slot's cache in every run compared:
+        # a prompt decoded whole and one whose last token is decoded alone may differ in the
+        # last bits of its logits (llama.cpp's kernels for one row and for many; see
+        # docs/PERFORMANCE.md), which is not what this test is about.
+        await _together(worker4.url, [(STORY, sampling)])
+        (alone,) = await _together(worker4.url, [(STORY, sampling)])
+        company = await _together(
+            worker4.url, [(STORY, sampling), *companions], first_joins_late=late
+        )
+    assert company[0] == alone
