@@ -40,7 +40,7 @@ class PipelineResult:
 def serve(port: int, slots: int, tokens: int) -> int:
     from llm_worker_rbee.config import Settings
     from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-    from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
+    from llm_worker_rbee.engine.runner import ThreadStepRunner
     from llm_worker_rbee.worker import Runtime, run_worker
 
     logging.basicConfig(level="INFO", format="%(message)s", stream=sys.stderr)
@@ -57,8 +57,8 @@ def serve(port: int, slots: int, tokens: int) -> int:
             settings,
             model_id="fake-model",
             engine_factory=lambda: engine,
-            # Zero step latency: each step runs inline after `trio.sleep(0)`, in real time.
-            runtime=Runtime(runner=VirtualTimeStepRunner(0.0)),
+            # As in production: the engine steps on its own thread (here without any latency).
+            runtime=Runtime(runner=ThreadStepRunner()),
         )
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from llm_worker_rbee.actors.session import SessionStream
+from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.messages.session import (
@@ -27,9 +27,9 @@ def request(
     return InferenceRequest(job_id, tokens, SamplingParams(), max_tokens, stop)
 
 
-async def collect(stream: SessionStream) -> list[tuple[float, SessionEvent]]:
+async def collect(stream: ChoiceStream) -> list[tuple[float, SessionEvent]]:
     events: list[tuple[float, SessionEvent]] = []
-    async for event in stream.events:
+    async for _, event in stream.events:
         events.append((trio.current_time(), event))
         if isinstance(event, Ended | Rejected):
             break

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
+from llm_worker_rbee.metrics import observe_times
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 
 
@@ -48,3 +51,18 @@ async def test_latencies_tokens_and_gauges(autojump_clock: trio.testing.MockCloc
     assert after[(f"{m}time_per_output_token_seconds_sum", ())] == 6 * 0.125
     assert after[(f"{m}num_requests_running", ())] == 0
     assert after[(f"{m}kv_cache_usage_perc", ())] == 0
+
+
+def test_observe_times_equals_that_many_single_observations() -> None:
+    registry_a, registry_b = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.01, 0.1, 1.0)
+    many = Histogram("itl", "x", buckets=buckets, registry=registry_a)
+    single = Histogram("itl", "x", buckets=buckets, registry=registry_b)
+    for value, times in [(0.05, 3), (0.1, 2), (2.0, 1), (0.001, 0), (0.005, 4)]:
+        observe_times(many, value, times)
+        for _ in range(times):
+            single.observe(value)
+    got, expected = (samples(generate_latest(r).decode()) for r in (registry_a, registry_b))
+    for key in expected:
+        if key[0] != "itl_created":
+            assert got[key] == pytest.approx(expected[key]), key

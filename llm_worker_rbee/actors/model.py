@@ -1,4 +1,4 @@
-"""ModelActor: owns the engine and runs the decode loop, one step at a time."""
+"""ModelActor: owns the engine and its decode loop, and hands every token to its session."""
 
 from __future__ import annotations
 
@@ -8,42 +8,16 @@ from dataclasses import dataclass, field
 
 import trio
 
-from llm_worker_rbee.engine.base import Engine, ModelInfo, SeqOutput
+from llm_worker_rbee.actors.decode import Abandon, DecodeLoop, Delivery, ModelStatistics
+from llm_worker_rbee.actors.engine_thread import EngineThread
+from llm_worker_rbee.engine.base import Engine, ModelInfo
 from llm_worker_rbee.engine.runner import StepRunner
-from llm_worker_rbee.messages.inference import (
-    Admit,
-    Cancel,
-    FinishReason,
-    ModelCommand,
-    SequenceEvent,
-    SequenceFailed,
-    SequenceFinished,
-    TokenGenerated,
-)
+from llm_worker_rbee.messages.inference import Admit, ModelCommand, SequenceEvent
 from llm_worker_rbee.tracing import Tracer, no_trace
 
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 256
-
-
-@dataclass(frozen=True, slots=True)
-class ModelStatistics:
-    active_sequences: int
-    steps: int
-    tokens_generated: int
-    prompt_tokens: int
-    # KV cells the active sequences fill (prompt + generated), for the cache-usage gauge.
-    kv_tokens: int = 0
-
-
-@dataclass
-class _Active:
-    admit: Admit
-    limit: int
-    admitted_at: float
-    generated: int = 0
-    cached: int = 0  # prompt tokens reused from the slot's KV cache
 
 
 @dataclass(frozen=True)
@@ -71,9 +45,11 @@ class ModelHandle:
 
 
 class ModelActor:
-    """Loads the engine, then applies admissions/cancellations between decode steps.
+    """Loads the engine, then runs the DecodeLoop: on the engine thread when the runner has
+    one (production), inline between trio checkpoints otherwise (virtual time).
 
-    A cancel takes effect before the next step, so a sequence stops within one step.
+    Commands are applied between steps, so a cancel stops its sequence within a step (plus
+    the steps the engine thread is ahead, whose tokens nobody reads).
     """
 
     def __init__(
@@ -86,120 +62,66 @@ class ModelActor:
         self._engine_factory = engine_factory
         self._runner = runner
         self.trace = tracer
-        self._engine: Engine | None = None
-        self._active: dict[int, _Active] = {}
-        self._steps = 0
-        self._tokens_generated = 0
-        self._prompt_tokens = 0
+        self._loop: DecodeLoop | None = None
+        self._abandon: Callable[[Abandon], object] = lambda _: None
 
     def statistics(self) -> ModelStatistics:
-        return ModelStatistics(
-            active_sequences=len(self._active),
-            steps=self._steps,
-            tokens_generated=self._tokens_generated,
-            prompt_tokens=self._prompt_tokens,
-            kv_tokens=sum(len(a.admit.prompt_tokens) + a.generated for a in self._active.values()),
-        )
+        return ModelStatistics(0, 0, 0, 0) if self._loop is None else self._loop.statistics()
 
     async def run(
         self, *, task_status: trio.TaskStatus[ModelHandle] = trio.TASK_STATUS_IGNORED
     ) -> None:
         engine = await self._runner.load(self._engine_factory)
-        self._engine = engine
+        loop = self._loop = DecodeLoop(engine)
         send, receive = trio.open_memory_channel[ModelCommand](INBOX_SIZE)
         try:
             async with send, receive:
                 task_status.started(ModelHandle(engine.info, engine, send.clone(), self))
-                await self._loop(engine, receive)
+                if self._runner.own_thread:
+                    await self._run_threaded(loop, receive)
+                else:
+                    await self._run_inline(loop, receive)
         finally:
-            self._engine = None
             # Unload on the engine thread: never free a context another call may be using.
             with trio.CancelScope(shield=True):
                 await self._runner.unload(engine.close)
 
-    async def _loop(self, engine: Engine, inbox: trio.MemoryReceiveChannel[ModelCommand]) -> None:
+    async def _run_inline(
+        self, loop: DecodeLoop, inbox: trio.MemoryReceiveChannel[ModelCommand]
+    ) -> None:
+        self._abandon = loop.apply
         while True:
-            if not self._active:
+            if not loop.busy:
                 try:
-                    self._apply(engine, await inbox.receive())
+                    self._deliver(loop.apply(await inbox.receive()))
                 except trio.EndOfChannel:
                     return
             while True:
                 try:
-                    self._apply(engine, inbox.receive_nowait())
+                    self._deliver(loop.apply(inbox.receive_nowait()))
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            if self._active:
-                await self._step(engine)
+            if loop.busy:
+                self._deliver(await self._runner.run(loop.step))
 
-    def _apply(self, engine: Engine, command: ModelCommand) -> None:
-        if isinstance(command, Admit):
-            capacity = engine.info.seq_capacity - len(command.prompt_tokens)
-            limit = min(command.max_tokens, capacity)
-            try:
-                cached = engine.admit(command.seq_id, command.prompt_tokens, command.sampling)
-            except Exception as exc:  # any refusal fails this request, never the actor
-                self._deliver(command, SequenceFailed(command.seq_id, str(exc)))
-                return
-            self._prompt_tokens += len(command.prompt_tokens)
-            self._active[command.seq_id] = _Active(
-                command, limit, trio.current_time(), cached=cached
-            )
-        elif isinstance(command, Cancel):
-            self._drop(engine, command.seq_id)
+    async def _run_threaded(
+        self, loop: DecodeLoop, inbox: trio.MemoryReceiveChannel[ModelCommand]
+    ) -> None:
+        thread = EngineThread(loop, self._deliver)
+        self._abandon = thread.submit
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(thread.run)
+            async for command in inbox:
+                thread.submit(command)
+            nursery.cancel_scope.cancel()
 
-    async def _step(self, engine: Engine) -> None:
-        self._steps += 1
-        try:
-            outputs = await self._runner.run(engine.step)
-        except Exception as exc:  # EngineError or a bug in the engine: fail this step only
-            log.error("engine step failed: %s; failing %d sequence(s)", exc, len(self._active))
-            for seq_id, active in list(self._active.items()):
-                engine.cancel(seq_id)
-                del self._active[seq_id]
-                self._deliver(active.admit, SequenceFailed(seq_id, str(exc)))
-            return
-        for output in outputs:
-            self._route(engine, output)
-
-    def _route(self, engine: Engine, output: SeqOutput) -> None:
-        active = self._active.get(output.seq_id)
-        if active is None:  # cancelled while the step ran
-            return
-        if output.is_eog:
-            self._finish(engine, active, "eos")
-            return
-        active.generated += 1
-        self._tokens_generated += 1
-        event = TokenGenerated(output.seq_id, output.token, output.piece, active.cached)
-        if not self._deliver(active.admit, event):
-            self._drop(engine, output.seq_id)
-        elif active.generated >= active.limit:
-            self._finish(engine, active, "length")
-
-    def _finish(self, engine: Engine, active: _Active, reason: FinishReason) -> None:
-        seq_id = active.admit.seq_id
-        self._drop(engine, seq_id)
-        self._deliver(
-            active.admit,
-            SequenceFinished(
-                seq_id=seq_id,
-                reason=reason,
-                prompt_tokens=len(active.admit.prompt_tokens),
-                completion_tokens=active.generated,
-                decode_s=trio.current_time() - active.admitted_at,
-                cached_tokens=active.cached,
-            ),
-        )
-
-    def _drop(self, engine: Engine, seq_id: int) -> None:
-        if self._active.pop(seq_id, None) is not None:
-            engine.cancel(seq_id)
-
-    def _deliver(self, admit: Admit, event: SequenceEvent) -> bool:
-        """Hands an event to the session without ever blocking; False if the session is gone."""
-        self.trace(f"session:{admit.job_id}", event)
-        return _send_nowait(admit, event)
+    def _deliver(self, out: list[Delivery]) -> None:
+        """Hands events to their sessions without ever blocking; drops a gone session's
+        sequence."""
+        for admit, event in out:
+            self.trace(f"session:{admit.job_id}", event)
+            if not _send_nowait(admit, event):
+                self._abandon(Abandon(admit))
 
 
 def _send_nowait(admit: Admit, event: SequenceEvent) -> bool:

@@ -18,7 +18,6 @@ from llm_worker_rbee.messages.inference import (
     Admit,
     Cancel,
     SequenceEvent,
-    SequenceFailed,
     SequenceFinished,
     TokenGenerated,
 )
@@ -43,6 +42,8 @@ log = logging.getLogger(__name__)
 CLEANUP_DEADLINE_S = 2.0
 OUT_BUFFER = 16
 TIMEOUT_ERROR = ErrorInfo(408, "timeout", "request_timeout", "the request ran past its deadline")
+# Where a session's events go, tagged with its choice index (one channel per HTTP request).
+Outbox = trio.MemorySendChannel[tuple[int, SessionEvent]]
 
 
 class InferenceSession:
@@ -58,8 +59,11 @@ class InferenceSession:
         model: ModelHandle,
         scheduler: SchedulerHandle,
         tracer: Tracer = no_trace,
+        *,
+        index: int = 0,
     ) -> None:
         self.request = request
+        self.index = index  # the choice this session answers
         self._model = model
         self._scheduler = scheduler
         self._trace = tracer
@@ -87,7 +91,7 @@ class InferenceSession:
             self._abort_reason = reason
             self._scope.cancel()
 
-    async def run(self, out: trio.MemorySendChannel[SessionEvent]) -> None:
+    async def run(self, out: Outbox) -> None:
         current_job.set(self.job_id)  # this task's log lines name the job
         async with out:
             try:
@@ -106,7 +110,7 @@ class InferenceSession:
                 await self._release()
                 self.final = final
                 self._trace(f"http:{self.job_id}", final)
-                await _send_final(out, final)
+                await _send_final(out, (self.index, final))
             finally:
                 await self._release()
                 self.done.set()
@@ -122,7 +126,7 @@ class InferenceSession:
             cached_tokens=self._cached_tokens,
         )
 
-    async def _serve(self, out: trio.MemorySendChannel[SessionEvent]) -> SessionEvent:
+    async def _serve(self, out: Outbox) -> SessionEvent:
         request = self.request
         reply_send, reply_recv = trio.open_memory_channel[SlotReply](2)
         async with reply_recv:
@@ -145,7 +149,7 @@ class InferenceSession:
                 reply = await reply_recv.receive()
         return await self._generate(reply.slot, out)
 
-    async def _generate(self, slot: int, out: trio.MemorySendChannel[SessionEvent]) -> Ended:
+    async def _generate(self, slot: int, out: Outbox) -> Ended:
         request = self.request
         events_send, events_recv = trio.open_memory_channel[SequenceEvent](request.max_tokens + 4)
         async with events_recv:
@@ -165,45 +169,45 @@ class InferenceSession:
             decoder = PieceDecoder()
             stops = StopMatcher(request.stop)
             pending_tokens = 0
-            async for event in events_recv:
-                if isinstance(event, TokenGenerated):
-                    self._tokens_out += 1
-                    self._cached_tokens = event.cached_tokens
-                    pending_tokens += 1
-                    text = stops.feed(decoder.feed(event.piece))
-                    if stops.matched is not None:
-                        await self._send_delta(out, text, pending_tokens)
-                        return self._ended("stop_sequence")
-                    if await self._send_delta(out, text, pending_tokens):
-                        pending_tokens = 0
-                elif isinstance(event, SequenceFinished):
-                    self._seq = None
-                    self._cached_tokens = event.cached_tokens
-                    text = stops.feed(decoder.flush())
-                    if stops.matched is None:
-                        text += stops.flush()
-                    await self._send_delta(out, text, pending_tokens)
-                    if stops.matched is not None:
-                        return self._ended("stop_sequence")
-                    return self._ended("eos" if event.reason == "eos" else "max_tokens")
-                elif isinstance(event, SequenceFailed):
-                    self._seq = None
-                    log.error("job %s failed in the engine: %s", request.job_id, event.message)
-                    error = ErrorInfo(500, "server_error", "engine_error", "generation failed")
-                    return self._ended("error", error)
-        raise AssertionError("the model actor closed a sequence without a terminal event")
+            while True:
+                # Every event already waiting goes out as one delta: when the engine runs
+                # ahead of the sockets, a write carries several tokens instead of one each.
+                text = ""
+                ended: Ended | None = None
+                for event in await _receive_waiting(events_recv):
+                    if isinstance(event, TokenGenerated):
+                        self._tokens_out += 1
+                        self._cached_tokens = event.cached_tokens
+                        pending_tokens += 1
+                        text += stops.feed(decoder.feed(event.piece))
+                        if stops.matched is not None:
+                            ended = self._ended("stop_sequence")
+                    elif isinstance(event, SequenceFinished):
+                        self._seq = None
+                        self._cached_tokens = event.cached_tokens
+                        text += stops.feed(decoder.flush())
+                        if stops.matched is None:
+                            text += stops.flush()
+                            reason: StopReason = "eos" if event.reason == "eos" else "max_tokens"
+                            ended = self._ended(reason)
+                        else:
+                            ended = self._ended("stop_sequence")
+                    else:
+                        self._seq = None
+                        log.error("job %s failed in the engine: %s", request.job_id, event.message)
+                        error = ErrorInfo(500, "server_error", "engine_error", "generation failed")
+                        ended = self._ended("error", error)
+                    if ended is not None:
+                        break
+                if text:
+                    await self._emit(out, TextDelta(text, pending_tokens))
+                    pending_tokens = 0
+                if ended is not None:
+                    return ended
 
-    async def _emit(self, out: trio.MemorySendChannel[SessionEvent], event: SessionEvent) -> None:
+    async def _emit(self, out: Outbox, event: SessionEvent) -> None:
         self._trace(f"http:{self.job_id}", event)
-        await out.send(event)
-
-    async def _send_delta(
-        self, out: trio.MemorySendChannel[SessionEvent], text: str, tokens: int
-    ) -> bool:
-        if not text:
-            return False
-        await self._emit(out, TextDelta(text, tokens))
-        return True
+        await out.send((self.index, event))
 
     async def _release(self) -> None:
         if self._released:
@@ -216,7 +220,22 @@ class InferenceSession:
             await self._scheduler.send(Leave(self.request.job_id))
 
 
-async def _send_final(out: trio.MemorySendChannel[SessionEvent], event: SessionEvent) -> None:
+async def _receive_waiting(
+    events: trio.MemoryReceiveChannel[SequenceEvent],
+) -> list[SequenceEvent]:
+    """The next event, and every one already waiting behind it."""
+    try:
+        batch = [await events.receive()]
+    except trio.EndOfChannel:
+        raise AssertionError("the model actor closed a sequence without its last event") from None
+    while True:
+        try:
+            batch.append(events.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return batch
+
+
+async def _send_final(out: Outbox, event: tuple[int, SessionEvent]) -> None:
     """The terminal event goes out even while the worker is being cancelled, briefly."""
     # A reader that is gone has nobody to tell.
     with (
@@ -224,21 +243,6 @@ async def _send_final(out: trio.MemorySendChannel[SessionEvent], event: SessionE
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
     ):
         await out.send(event)
-
-
-@dataclass
-class SessionStream:
-    """The HTTP side of a session: its events, and a way to stop it."""
-
-    events: trio.MemoryReceiveChannel[SessionEvent]
-    session: InferenceSession = field(repr=False)
-    # The first event, which the HTTP handler reads before choosing a status.
-    accepted: Accepted | None = None
-
-    def close(self) -> None:
-        """Synchronous on purpose: it runs in cancelled contexts (client disconnects)."""
-        self.session.abort("cancelled")
-        self.events.close()
 
 
 @dataclass
@@ -299,34 +303,29 @@ class SessionPool:
             task_status.started(self)
             await trio.sleep_forever()
 
-    def start(self, request: InferenceRequest) -> SessionStream:
-        if self._nursery is None:
-            raise RuntimeError("the session pool is not running")
-        send, receive = trio.open_memory_channel[SessionEvent](OUT_BUFFER)
-        session = InferenceSession(request, self._model, self._scheduler, self._trace)
-        self._live[request.job_id] = session
-        self._requests_total += 1
-        self._nursery.start_soon(self._run, session, send)
-        return SessionStream(receive, session)
+    def start(self, request: InferenceRequest) -> ChoiceStream:
+        return self.start_choices([request])
 
     def start_choices(self, requests: list[InferenceRequest]) -> ChoiceStream:
         """Starts one session per choice; their events arrive as (choice index, event)."""
         if self._nursery is None:
             raise RuntimeError("the session pool is not running")
-        merged_send, merged_receive = trio.open_memory_channel[tuple[int, SessionEvent]](
+        send, receive = trio.open_memory_channel[tuple[int, SessionEvent]](
             OUT_BUFFER * len(requests)
         )
         sessions: list[InferenceSession] = []
-        for index, request in enumerate(requests):
-            stream = self.start(request)
-            sessions.append(stream.session)
-            self._nursery.start_soon(_forward, index, stream.events, merged_send.clone())
-        merged_send.close()
-        return ChoiceStream(merged_receive, sessions)
+        with send:
+            for index, request in enumerate(requests):
+                session = InferenceSession(
+                    request, self._model, self._scheduler, self._trace, index=index
+                )
+                self._live[request.job_id] = session
+                self._requests_total += 1
+                sessions.append(session)
+                self._nursery.start_soon(self._run, session, send.clone())
+        return ChoiceStream(receive, sessions)
 
-    async def _run(
-        self, session: InferenceSession, out: trio.MemorySendChannel[SessionEvent]
-    ) -> None:
+    async def _run(self, session: InferenceSession, out: Outbox) -> None:
         try:
             await session.run(out)
         finally:
@@ -376,17 +375,3 @@ class SessionPool:
     async def wait_empty(self) -> None:
         while self._live:
             await self._changed.wait()
-
-
-async def _forward(
-    index: int,
-    events: trio.MemoryReceiveChannel[SessionEvent],
-    merged: trio.MemorySendChannel[tuple[int, SessionEvent]],
-) -> None:
-    """Moves one choice's events into the merged stream until it ends or the reader leaves."""
-    async with events, merged:
-        try:
-            async for event in events:
-                await merged.send((index, event))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the reader left; closing `events` stops the session's sends

@@ -11,6 +11,10 @@ T = TypeVar("T")
 
 
 class StepRunner(Protocol):
+    # True: the ModelActor steps the engine back to back on a thread of its own
+    # (actors/engine_thread.py) and uses `run` for nothing else; False: inline, via `run`.
+    own_thread: bool
+
     async def run(self, fn: Callable[[], T]) -> T:
         """Runs one engine step (or another short engine call)."""
         ...
@@ -32,6 +36,8 @@ class ThreadStepRunner:
     a cancel waits for the current step (tens of milliseconds) to end.
     """
 
+    own_thread = True
+
     def __init__(self) -> None:
         self._limiter = trio.CapacityLimiter(1)
 
@@ -50,6 +56,8 @@ class VirtualTimeStepRunner:
 
     Threads and trio's autojump clock do not mix, so tests and scenarios use this one.
     """
+
+    own_thread = False
 
     def __init__(self, latency: float | Callable[[], float], load_time: float = 0.0) -> None:
         self._latency = latency

@@ -44,7 +44,6 @@ class SequenceFinished:
     reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
-    decode_s: float
     cached_tokens: int = 0
 
 

@@ -1,0 +1,91 @@
+"""The ModelActor on its engine thread (ThreadStepRunner), as in production, with the fake
+engine at zero step latency. Real threads, so real time: each test is capped by fail_after
+and nothing sleeps."""
+
+from __future__ import annotations
+
+import trio
+
+from llm_worker_rbee.actors.model import ModelActor, ModelHandle
+from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
+from llm_worker_rbee.engine.runner import ThreadStepRunner
+from llm_worker_rbee.messages.inference import (
+    Admit,
+    Cancel,
+    SamplingParams,
+    SequenceEvent,
+    SequenceFinished,
+    TokenGenerated,
+)
+
+REPLY = [f" t{i}" for i in range(200)]
+
+
+def admit(
+    model: ModelHandle, seq_id: int, job: str, max_tokens: int
+) -> tuple[Admit, trio.MemoryReceiveChannel[SequenceEvent]]:
+    send, receive = trio.open_memory_channel[SequenceEvent](max_tokens + 4)
+    prompt = tuple(model.tokenize(job, add_special=True))
+    return Admit(seq_id, job, prompt, SamplingParams(), max_tokens, send), receive
+
+
+async def drain(events: trio.MemoryReceiveChannel[SequenceEvent]) -> list[SequenceEvent]:
+    got: list[SequenceEvent] = []
+    async for event in events:
+        got.append(event)
+        if not isinstance(event, TokenGenerated):
+            return got
+    return got
+
+
+async def test_sequences_run_to_their_limits_on_the_engine_thread() -> None:
+    engine = FakeEngine(FakeScript(reply=REPLY, step_latency=0.0, n_slots=3))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            model = await nursery.start(ModelActor(lambda: engine, ThreadStepRunner()).run)
+            runs = [admit(model, seq, f"job-{seq}", 50 + 25 * seq) for seq in range(3)]
+            for command, _ in runs:
+                await model.send(command)
+            results = [await drain(events) for _, events in runs]
+            nursery.cancel_scope.cancel()
+    for seq, events in enumerate(results):
+        tokens = [e for e in events if isinstance(e, TokenGenerated)]
+        assert b"".join(t.piece for t in tokens).decode() == "".join(REPLY[: 50 + 25 * seq])
+        assert events[-1] == SequenceFinished(
+            seq, "length", len(runs[seq][0].prompt_tokens), 50 + 25 * seq
+        )
+    assert not engine.has_work()
+
+
+async def test_a_gone_session_frees_its_slot_but_not_the_next_sequence_there() -> None:
+    """Tokens of steps the thread ran ahead can reach a session that already left; dropping
+    that sequence must not touch the request admitted to the same slot since."""
+    engine = FakeEngine(FakeScript(reply=REPLY, step_latency=0.0, n_slots=1))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            model = await nursery.start(ModelActor(lambda: engine, ThreadStepRunner()).run)
+            first, first_events = admit(model, 0, "first", 150)
+            await model.send(first)
+            assert isinstance(await first_events.receive(), TokenGenerated)
+            first_events.close()  # the session is gone, its sequence still runs ahead
+            await model.send(Cancel(0))
+            second, second_events = admit(model, 0, "second", 100)
+            await model.send(second)
+            events = await drain(second_events)
+            nursery.cancel_scope.cancel()
+    assert isinstance(events[-1], SequenceFinished)
+    assert events[-1].completion_tokens == 100
+    assert sum(isinstance(e, TokenGenerated) for e in events) == 100
+    assert not engine.has_work()
+
+
+async def test_shutdown_stops_the_thread_while_sequences_run() -> None:
+    engine = FakeEngine(FakeScript(reply=REPLY * 100, step_latency=0.0, n_slots=2))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            model = await nursery.start(ModelActor(lambda: engine, ThreadStepRunner()).run)
+            command, events = admit(model, 0, "long", 10_000)
+            await model.send(command)
+            assert isinstance(await events.receive(), TokenGenerated)
+            nursery.cancel_scope.cancel()
+    assert engine.closed
