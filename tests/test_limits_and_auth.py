@@ -91,3 +91,48 @@ async def test_too_many_logit_bias_entries(autojump_clock: trio.testing.MockCloc
 def test_json_depth_ignores_brackets_in_strings() -> None:
     assert json_depth(b'{"a": "[[[[{{{{", "b": [1, {"c": []}]}') == 4
     assert json_depth(b'"\\"[["') == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "key", "status"),
+    [
+        ("POST", "/health", None, 405),  # refused by routing
+        ("POST", "/v1/nothing-here", "secret", 404),
+        ("POST", "/v1/completions", "wrong", 401),  # refused by auth
+        ("POST", "/v1/tokenize", "secret", 200),
+    ],
+)
+async def test_every_answer_waits_for_the_whole_request_body(
+    autojump_clock: trio.testing.MockClock, method: str, path: str, key: str | None, status: int
+) -> None:
+    """Hypercorn hangs a keep-alive connection whose response ends before its request body
+    arrived; so no answer, refusals included, may start before the last body chunk is read."""
+    chunks = [b'{"content": ', b'"hi"}']
+    log: list[str] = []
+
+    async def receive() -> dict[str, object]:
+        if chunks:
+            if len(chunks) == 1:  # the last chunk arrives late: once all else has settled
+                await trio.testing.wait_all_tasks_blocked()
+            log.append("body chunk read")
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+        await trio.sleep_forever()
+        raise AssertionError
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            log.append(f"response {message['status']}")
+
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"17")]
+    if key is not None:
+        headers.append((b"authorization", f"Bearer {key}".encode()))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }  # fmt: skip
+    settings = Settings(worker_id="body", api_key=SecretStr("secret"))
+    async with inprocess_worker(settings) as worker:
+        await worker.app(scope, receive, send)
+    assert log == ["body chunk read", "body chunk read", f"response {status}"]

@@ -82,7 +82,7 @@ class FakeEngine:
         return [BOS, *tokens] if add_special else tokens
 
     def token_piece(self, token: int) -> bytes:
-        if token in (BOS, EOS):
+        if token < _BYTE_BASE:  # BOS, EOS and the unused id 0 have no text
             return b""
         if token < _PIECE_BASE:
             return bytes([token - _BYTE_BASE])

@@ -51,6 +51,7 @@ def create_app(services: Services) -> QuartTrio:
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.asgi_app = SessionGuard(app.asgi_app)  # type: ignore[method-assign,assignment,arg-type]
+    app.before_request(_read_whole_body)
     _register_errors(app)
     _register_auth(app, services)
     system_routes.register(app, services)
@@ -229,6 +230,17 @@ def _validation_error(exc: ValidationError) -> ApiError:
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "constrained-str"}
 
 
+async def _read_whole_body() -> None:
+    """Every answer waits for the whole request body, refusals (401, 404, 405) included.
+
+    Hypercorn (0.18) neither reuses nor closes a keep-alive connection whose response ended
+    before its request body arrived: the client's next request on it hangs. Reading the body
+    first means every response ends a complete exchange (the body is cached for the route).
+    """
+    if request.content_length or request.headers.get("Transfer-Encoding"):
+        await request.get_data(cache=True)
+
+
 # Probes and scrapes stay open so orchestration works without the key.
 OPEN_PATHS = frozenset({"/health", "/v1/ready", "/metrics"})
 
@@ -286,6 +298,8 @@ def _register_errors(app: QuartTrio) -> None:
         valid = getattr(error, "valid_methods", None)
         if status == 405 and valid:  # RFC 9110: a 405 lists what is allowed
             headers["Allow"] = ", ".join(sorted(valid))
+        if status == 413:  # the rest of the body is never read: this connection is done
+            headers["Connection"] = "close"
         return _json_error(status, error_body(message, error_type, code, None), headers)
 
     @app.errorhandler(Exception)

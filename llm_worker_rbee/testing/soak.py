@@ -31,6 +31,14 @@ class Tally:
     other_5xx: int = 0
     missing_end: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    # Request sent to 503 headers received, seconds: an overload answer must be quick.
+    overload_latency: list[float] = field(default_factory=list)
+
+    def overload_ms(self, quantile: float) -> float:
+        if not self.overload_latency:
+            return 0.0
+        ordered = sorted(self.overload_latency)
+        return 1000 * ordered[min(len(ordered) - 1, int(quantile * len(ordered)))]
 
 
 def rss_kib(pid: int) -> int:
@@ -48,10 +56,12 @@ async def client(http: httpx.AsyncClient, rng: random.Random, tally: Tally, n: i
     tally.sent += 1
     leave_after = rng.randint(1, 6) if roll < 0.3 else None
     cancel_after = rng.randint(1, 6) if 0.3 <= roll < 0.4 else None
+    sent_at = time.perf_counter()
     try:
         async with http.stream("POST", "/v1/inference", json=body) as response:
             tally.statuses[response.status_code] = tally.statuses.get(response.status_code, 0) + 1
             if response.status_code == 503:
+                tally.overload_latency.append(time.perf_counter() - sent_at)
                 tally.overload_503 += 1
                 # A polite client waits as told (jittered), rather than hammering.
                 retry = float(response.headers.get("retry-after", "1"))
@@ -127,6 +137,10 @@ def soak(name: str, worker: WorkerProcess, seconds: float, concurrency: int) -> 
     print(f"   sent {tally.sent}, accepted {tally.accepted}, 503 overload {tally.overload_503}")
     print(f"   left {tally.left}, cancelled {tally.cancelled}, statuses {tally.statuses}")
     print(
+        f"   503 overload answered in p50 {tally.overload_ms(0.5):.1f} ms, "
+        f"p99 {tally.overload_ms(0.99):.1f} ms (client-side, on the same cores)"
+    )
+    print(
         f"   accepted without a terminal event: {tally.missing_end}, other 5xx: {tally.other_5xx}"
     )
     print(f"   after: leaked slots {leaked}, queue {len(slots['queue'])}, health {state['health']}")
@@ -142,6 +156,52 @@ def soak(name: str, worker: WorkerProcess, seconds: float, concurrency: int) -> 
     return ok
 
 
+async def probe_overload(url: str, slots: int, queue: int, probes: int = 100) -> list[float]:
+    """Fills every slot and the queue with long generations, then times `probes` requests
+    sent one at a time: each must get 503 at once (no engine work, no waiting)."""
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+
+        async def hold(n: int) -> None:
+            body = {"prompt": "hold", "max_tokens": 1000, "job_id": f"hold-{n}"}
+            async with http.stream("POST", "/v1/inference", json=body) as response:
+                async for _ in response.aiter_bytes():
+                    pass
+
+        async with trio.open_nursery() as nursery:
+            for n in range(slots + queue):
+                nursery.start_soon(hold, n)
+            for _ in range(3000):  # up to 30 s for the holders to get in line
+                if len((await http.get("/v1/slots")).json()["queue"]) >= queue:
+                    break
+                await trio.sleep(0.01)
+            body = {"prompt": "one more", "max_tokens": 4}
+            for _ in range(probes):
+                sent_at = time.perf_counter()
+                response = await http.post("/v1/inference", json=body)
+                latencies.append(time.perf_counter() - sent_at)
+                assert response.status_code == 503, response.status_code
+            for n in range(slots + queue):
+                await http.delete(f"/v1/inference/hold-{n}")
+    return sorted(latencies)
+
+
+def overload_probe(slots: int, queue: int) -> bool:
+    # Replies long enough to hold every slot for the whole probe.
+    args = ["--slots", str(slots), "--max-queue", str(queue), "--reply-tokens", "1000"]
+    worker = FakeWorkerProcess([*args, "--step-latency", "0.01"]).start()
+    try:
+        latencies = trio.run(probe_overload, worker.url, slots, queue)
+    finally:
+        worker.stop()
+    p50, p99 = (1000 * latencies[int(q * (len(latencies) - 1))] for q in (0.5, 0.99))
+    print(f"== overload probe: {len(latencies)} requests against {slots} busy slots and a")
+    print(f"   full queue of {queue}, one at a time: 503 in p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    ok = p99 < 10.0
+    print(f"   {'PASS' if ok else 'FAIL'} (503 within 10 ms, request sent to response read)")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm_worker_rbee.testing.soak")
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -154,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(soak("fake engine", fake, args.seconds, args.clients))
     finally:
         fake.stop()
+    results.append(overload_probe(slots=4, queue=8))
     if not args.skip_real:
         real = WorkerProcess(["--slots", "4", "--ctx-size", "2048"]).start()
         try:
