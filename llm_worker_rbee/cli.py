@@ -74,11 +74,12 @@ def run_bench(args: Sequence[str]) -> int:
 
 def serve(settings: Settings) -> int:
     from llm_worker_rbee.engine.gpu import NvmlProbe
+    from llm_worker_rbee.engine.loading import LoadProgress
     from llm_worker_rbee.engine.memory import available_ram
     from llm_worker_rbee.engine.preflight import StartError, llama_offload_supported, plan_start
     from llm_worker_rbee.engine.runner import ThreadStepRunner
     from llm_worker_rbee.logs import configure_logging
-    from llm_worker_rbee.worker import Runtime, run_worker
+    from llm_worker_rbee.worker import LOAD_FAILED_EXIT, Runtime, run_worker
 
     configure_logging(settings.log_level, settings.log_format)
     try:  # path, file, device and memory: refused in one line before anything loads
@@ -98,11 +99,22 @@ def serve(settings: Settings) -> int:
 
     settings = plan.apply(settings)
     model_path, model_id = plan.model.path, plan.model.model_id
-    factory = partial(LlamaEngine.load, model_path, settings, model_id)
+    progress = LoadProgress()
+    factory = partial(LlamaEngine.load, model_path, settings, model_id, progress)
     from llm_worker_rbee.hive.vitals import nvml_vram
 
     vram = nvml_vram(NvmlProbe(), plan.gpu.device.uuid) if plan.gpu is not None else None
     runtime = Runtime(runner=ThreadStepRunner(), vram=vram)
-    return trio.run(
-        partial(run_worker, settings, model_id=model_id, engine_factory=factory, runtime=runtime)
+    code = trio.run(
+        partial(
+            run_worker,
+            settings,
+            model_id=model_id,
+            engine_factory=factory,
+            runtime=runtime,
+            progress=progress,
+        )
     )
+    if code == LOAD_FAILED_EXIT:  # one line, like the refusals before loading
+        die(progress.snapshot().error or "the model did not load", code=code)
+    return code

@@ -35,13 +35,16 @@ def ready_payload(services: Services, binds: list[str]) -> Payload:
 
 def reported_state(services: Services) -> str:
     """loading, ready, busy (every slot taken), degraded (the last request to reach the
-    engine failed there), draining; `stopped` only in the worker's last instants."""
+    engine failed there, or its steps keep running out of memory), draining; `stopped` only
+    in the worker's last instants."""
     state = services.lifecycle.state
     if state in (WorkerState.STARTING, WorkerState.LOADING):
         return "loading"
     if state is not WorkerState.READY:
         return state.value
     if services.sessions is not None and services.sessions.statistics().failing:
+        return "degraded"
+    if services.model is not None and services.model.statistics().memory_degraded:
         return "degraded"
     stats = services.scheduler.statistics() if services.scheduler else None
     if stats is not None and stats.slots_busy == stats.slots_total:
@@ -78,6 +81,7 @@ def heartbeat_payload(services: Services) -> Payload:
         "requests_total": pool.requests_total if pool else 0,
         "uptime_s": round(trio.current_time() - services.started_at, 3),
         "last_error": last_error,
+        "load_progress": round(services.loading.snapshot().progress, 3),
         "hive": vitals.hive,
         "hive_last_success": vitals.hive_last_success,
     }

@@ -15,12 +15,13 @@ import trio
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.actors.heartbeat import GOODBYE_TIMEOUT_S, HeartbeatActor
-from llm_worker_rbee.actors.lifecycle import LifecycleActor
-from llm_worker_rbee.actors.model import ModelActor
+from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
+from llm_worker_rbee.actors.model import ModelActor, ModelHandle
 from llm_worker_rbee.actors.scheduler import SlotScheduler
 from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.base import Engine
+from llm_worker_rbee.engine.base import Engine, LoadCancelled, ModelLoadError
+from llm_worker_rbee.engine.loading import LoadProgress
 from llm_worker_rbee.engine.runner import StepRunner
 from llm_worker_rbee.hive.client import HiveClient, hive_client_for
 from llm_worker_rbee.hive.vitals import VramReader
@@ -33,6 +34,10 @@ from llm_worker_rbee.status import WorkerReports, metrics_snapshot
 from llm_worker_rbee.tracing import Tracer, fan_out, no_trace
 
 log = logging.getLogger(__name__)
+
+# The model could not be served: the exit code of a refusal before loading (preflight) and
+# of a load that failed or ran past --load-timeout.
+LOAD_FAILED_EXIT = 3
 
 
 class Server(Protocol):
@@ -63,6 +68,9 @@ class Runtime:
     jitter: Callable[[], float] = field(default_factory=lambda: random.Random().random)
     # (used, total) bytes of the worker's GPU for the heartbeat; None on the CPU.
     vram: VramReader | None = None
+    # Called once the worker listens, before the model loads (the scenario harness starts
+    # its clients then, so they can watch the load).
+    on_listening: Callable[[Services], None] = field(default=lambda services: None)
 
 
 def hive_client(settings: Settings, runtime: Runtime) -> HiveClient | None:
@@ -78,13 +86,17 @@ async def run_worker(
     model_id: str,
     engine_factory: Callable[[], Engine],
     runtime: Runtime,
+    progress: LoadProgress | None = None,
     task_status: trio.TaskStatus[Services] = trio.TASK_STATUS_IGNORED,
 ) -> int:
-    """Runs the worker until it is told to stop. Returns the process exit code.
+    """Runs the worker until it is told to stop. Returns the process exit code: 0, or
+    LOAD_FAILED_EXIT when the model did not load (the error is in `progress`).
 
-    Start order: lifecycle (signals), HTTP (answers 503 while loading), model, scheduler,
-    sessions, heartbeat; then `ready`. Stop order is the reverse, after the drain.
+    Start order: lifecycle (signals), HTTP (answers 503 while loading), heartbeat (waits for
+    `ready` before it registers), model, scheduler, sessions; then `ready`. Stop order is the
+    reverse, after the drain. `progress` is what `engine_factory` reports its load to.
     """
+    progress = progress or LoadProgress()
     metrics = WorkerMetrics()
     tracer = fan_out(runtime.tracer, metrics.observe)
     server = runtime.server or partial(serve_http, host=settings.host, port=settings.port)
@@ -102,6 +114,7 @@ async def run_worker(
             wall_clock=runtime.wall_clock,
             new_job_id=runtime.new_job_id,
             metrics=metrics,
+            loading=progress,
         )
         metrics.snapshot = partial(metrics_snapshot, services)
         http_done = trio.Event()
@@ -118,22 +131,15 @@ async def run_worker(
 
         binds = await root.start(http)
         log.info("listening on %s", " ".join(binds))
+        runtime.on_listening(services)
         lifecycle.set_state(WorkerState.LOADING)
-        model = await root.start(ModelActor(engine_factory, runtime.runner, tracer=tracer).run)
-        scheduler = await root.start(
-            SlotScheduler(
-                settings.slots, settings.queue_limit, tracer=tracer, chooser=model.choose_slot
-            ).run
-        )
-        sessions = await root.start(SessionPool(model, scheduler, tracer=tracer).run)
-        services.model, services.scheduler, services.sessions = model, scheduler, sessions
-        lifecycle.attach_work(sessions)
+        # Before the model: a worker whose model does not load still says goodbye.
         heartbeat = HeartbeatActor(
             client=hive_client(settings, runtime),
             interval=settings.heartbeat_interval,
             lifecycle=lifecycle,
             reports=WorkerReports(services, binds),
-            cancel_job=sessions.cancel,
+            cancel_job=services.cancel_job,
             vitals=services.vitals,
             wall_clock=runtime.wall_clock,
             jitter=runtime.jitter,
@@ -142,13 +148,61 @@ async def run_worker(
             tracer=tracer,
         )
         await root.start(heartbeat.run)
-        lifecycle.set_state(WorkerState.READY)
-        log.info("ready: %s, %d slots, %d context", model_id, settings.slots, settings.ctx_size)
-        task_status.started(services)
+        model_actor = ModelActor(engine_factory, runtime.runner, tracer=tracer)
+        progress.begin(settings.load_timeout)
+        model = await _load_model(root, model_actor, progress, lifecycle)
+        if model is not None:
+            scheduler = await root.start(
+                SlotScheduler(
+                    settings.slots, settings.queue_limit, tracer=tracer, chooser=model.choose_slot
+                ).run
+            )
+            sessions = await root.start(SessionPool(model, scheduler, tracer=tracer).run)
+            services.model, services.scheduler, services.sessions = model, scheduler, sessions
+            lifecycle.attach_work(sessions)
+            lifecycle.set_state(WorkerState.READY)
+            progress.succeed()
+            log.info("ready: %s, %d slots, %d context", model_id, settings.slots, settings.ctx_size)
+            task_status.started(services)
         await http_done.wait()
         # The goodbye needs the hive connection, which the root's cancellation would close.
         with trio.move_on_after(GOODBYE_TIMEOUT_S + 1):
             await heartbeat.wait_goodbye()
         root.cancel_scope.cancel()
     log.info("stopped (%s)", lifecycle.state.value)
-    return 0
+    return LOAD_FAILED_EXIT if lifecycle.failed else 0
+
+
+async def _load_model(
+    root: trio.Nursery,
+    actor: ModelActor,
+    progress: LoadProgress,
+    lifecycle: LifecycleHandle,
+) -> ModelHandle | None:
+    """Starts the ModelActor, which loads the engine; None if the load failed (the worker
+    is then stopped as failed) or was aborted because the worker is stopping."""
+    async with trio.open_nursery() as watch:
+        watch.start_soon(_abort_load_when_stopping, lifecycle, progress)
+        try:
+            handle: ModelHandle = await root.start(actor.run)
+            return handle
+        except ModelLoadError as exc:
+            error = exc
+        except Exception as exc:  # an OS error or a bug while loading: still one clear line
+            log.exception("loading the model raised")
+            error = ModelLoadError(f"{type(exc).__name__}: {exc}")
+        finally:
+            watch.cancel_scope.cancel()
+    progress.fail(error)
+    if isinstance(error, LoadCancelled):
+        log.info("model load aborted: the worker is stopping")
+    else:
+        lifecycle.fail(f"load failed: {error}")
+    return None
+
+
+async def _abort_load_when_stopping(lifecycle: LifecycleHandle, progress: LoadProgress) -> None:
+    """A drain or stop during the load aborts it (at llama.cpp's next progress report)
+    rather than waiting for a model nobody will use."""
+    await lifecycle.wait_state_change(WorkerState.LOADING)
+    progress.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -53,6 +54,7 @@ async def assert_idle(stack: ActorStack) -> None:
     assert stack.sessions.live == 0
 
 
+@pytest.mark.behavior("INF-018", "SSE-010")
 async def test_one_request_streams_the_reply_and_frees_its_slot(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -69,6 +71,7 @@ async def test_one_request_streams_the_reply_and_frees_its_slot(
         await assert_idle(stack)
 
 
+@pytest.mark.behavior("INF-018")
 async def test_max_tokens_ends_with_max_tokens(autojump_clock: trio.testing.MockClock) -> None:
     async with actor_stack() as stack:
         events = await collect(stack.sessions.start(request("a", max_tokens=2)))
@@ -79,6 +82,7 @@ async def test_max_tokens_ends_with_max_tokens(autojump_clock: trio.testing.Mock
         await assert_idle(stack)
 
 
+@pytest.mark.behavior("INF-016", "INF-018")
 async def test_stop_string_across_tokens_is_never_sent(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -92,6 +96,7 @@ async def test_stop_string_across_tokens_is_never_sent(
         assert stack.engine.cancelled == [0]
 
 
+@pytest.mark.behavior("INF-017")
 async def test_split_utf8_is_never_emitted_half(autojump_clock: trio.testing.MockClock) -> None:
     script = FakeScript(reply=[b"\xc3", b"\xa9t\xc3", b"\xa9"])
     async with actor_stack(script) as stack:
@@ -101,6 +106,7 @@ async def test_split_utf8_is_never_emitted_half(autojump_clock: trio.testing.Moc
         assert [e.tokens for _, e in events if isinstance(e, TextDelta)] == [2, 1]
 
 
+@pytest.mark.behavior("RES-001", "RES-002")
 async def test_second_request_waits_in_line_then_runs(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -123,6 +129,7 @@ async def test_second_request_waits_in_line_then_runs(
         await assert_idle(stack)
 
 
+@pytest.mark.behavior("RES-003")
 async def test_full_queue_is_rejected_with_503(autojump_clock: trio.testing.MockClock) -> None:
     async with actor_stack(slots=1, max_queue=1) as stack:
         running = stack.sessions.start(request("a"))
@@ -139,6 +146,7 @@ async def test_full_queue_is_rejected_with_503(autojump_clock: trio.testing.Mock
         await assert_idle(stack)
 
 
+@pytest.mark.behavior("SSE-009")
 async def test_disconnect_mid_stream_frees_the_slot_within_one_step(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -165,6 +173,7 @@ async def test_disconnect_mid_stream_frees_the_slot_within_one_step(
         assert isinstance(events[0][1], Accepted) and events[0][1].queue_position is None
 
 
+@pytest.mark.behavior("SSE-009", "RES-004")
 async def test_queued_request_that_leaves_never_takes_a_slot(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -182,6 +191,7 @@ async def test_queued_request_that_leaves_never_takes_a_slot(
         await assert_idle(stack)
 
 
+@pytest.mark.behavior("RES-009")
 async def test_engine_error_fails_the_step_and_the_worker_goes_on(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -196,6 +206,7 @@ async def test_engine_error_fails_the_step_and_the_worker_goes_on(
         await assert_idle(stack)
 
 
+@pytest.mark.behavior("LIFE-004")
 async def test_abort_all_sends_a_final_cancelled_event(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

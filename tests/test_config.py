@@ -7,6 +7,7 @@ import pytest
 from llm_worker_rbee.config import SettingsError, parse_serve_args, settings_from
 
 
+@pytest.mark.behavior("CFG-001", "CFG-009", "CFG-010")
 def test_defaults() -> None:
     settings = settings_from({}, environ={})
     assert (settings.host, settings.port, settings.slots, settings.ctx_size) == (
@@ -19,6 +20,7 @@ def test_defaults() -> None:
     assert settings.model is None and settings.hive_url is None
 
 
+@pytest.mark.behavior("CFG-001")
 def test_flag_beats_environment_beats_default() -> None:
     env = {"LLM_WORKER_SLOTS": "3", "LLM_WORKER_PORT": "9001"}
     settings = settings_from({"slots": "5"}, environ=env)
@@ -27,6 +29,7 @@ def test_flag_beats_environment_beats_default() -> None:
     assert settings.ctx_size == 4096  # default
 
 
+@pytest.mark.behavior("CFG-001", "CFG-003")
 def test_serve_flags_parse() -> None:
     settings = parse_serve_args(
         [
@@ -67,6 +70,7 @@ def test_serve_flags_parse() -> None:
         ),
     ],
 )
+@pytest.mark.behavior("CFG-002", "CFG-005", "CFG-009")
 def test_bad_values_name_the_flag(flags: dict[str, str], env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as caught:
         settings_from(flags, environ=env)
@@ -74,6 +78,7 @@ def test_bad_values_name_the_flag(flags: dict[str, str], env: dict[str, str], me
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.behavior("CFG-002")
 def test_unknown_flag_is_one_line() -> None:
     with pytest.raises(SettingsError, match="unrecognized arguments: --nope"):
         parse_serve_args(["--nope"])

@@ -4,6 +4,7 @@ and nothing sleeps."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
@@ -38,6 +39,7 @@ async def drain(events: trio.MemoryReceiveChannel[SequenceEvent]) -> list[Sequen
     return got
 
 
+@pytest.mark.behavior("INF-025", "RES-007")
 async def test_sequences_run_to_their_limits_on_the_engine_thread() -> None:
     engine = FakeEngine(FakeScript(reply=REPLY, step_latency=0.0, n_slots=3))
     with trio.fail_after(30):
@@ -57,6 +59,7 @@ async def test_sequences_run_to_their_limits_on_the_engine_thread() -> None:
     assert not engine.has_work()
 
 
+@pytest.mark.behavior("RES-006")
 async def test_a_gone_session_frees_its_slot_but_not_the_next_sequence_there() -> None:
     """Tokens of steps the thread ran ahead can reach a session that already left; dropping
     that sequence must not touch the request admitted to the same slot since."""
@@ -79,6 +82,7 @@ async def test_a_gone_session_frees_its_slot_but_not_the_next_sequence_there() -
     assert not engine.has_work()
 
 
+@pytest.mark.behavior("LOAD-020", "RES-007")
 async def test_shutdown_stops_the_thread_while_sequences_run() -> None:
     engine = FakeEngine(FakeScript(reply=REPLY * 100, step_latency=0.0, n_slots=2))
     with trio.fail_after(30):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from llm_worker_rbee.testing.fuzz import run_fuzz
 
 
+@pytest.mark.behavior("HTTP-008", "HTTP-018")
 def test_schemathesis_finds_no_5xx_and_no_schema_violation() -> None:
     result = run_fuzz(examples=8, seed=7, phases="examples,fuzzing")
     assert result.generated > 0, result.output

@@ -66,12 +66,14 @@ def unix_socket(tmp_path: Path) -> Iterator[Path]:
     ],
     ids=["missing", "zero-byte", "directory", "fifo"],
 )
+@pytest.mark.behavior("LOAD-005")
 def test_not_a_model_file(tmp_path: Path, make: Any, kind: str, reason: str) -> None:
     path = make(tmp_path / "model.gguf")
     error = refusal(path)
     assert (error.kind, str(error)) == (kind, f"model {path} {reason}")
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_a_socket_is_named_as_such(unix_socket: Path) -> None:
     error = refusal(unix_socket)
     assert (error.kind, str(error)) == (
@@ -80,6 +82,7 @@ def test_a_socket_is_named_as_such(unix_socket: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests may run as root, which chmod cannot lock out: the open itself is refused.
     path = write_model(tmp_path / "model.gguf")
@@ -108,6 +111,7 @@ NOT_GGUF = [
 @pytest.mark.parametrize(
     ("content", "reason"), NOT_GGUF, ids=["garbage", "lfs-pointer", "html", "json", "ggjt"]
 )
+@pytest.mark.behavior("LOAD-005")
 def test_not_gguf(tmp_path: Path, content: bytes, reason: str) -> None:
     path = write(tmp_path / "model.gguf", content)
     error = refusal(path)
@@ -122,6 +126,7 @@ def test_not_gguf(tmp_path: Path, content: bytes, reason: str) -> None:
         (0x03000000, "is a big-endian GGUF; llama.cpp here reads little-endian files only"),
     ],
 )
+@pytest.mark.behavior("LOAD-005")
 def test_wrong_version(tmp_path: Path, version: int, reason: str) -> None:
     data = bytearray(write_model(tmp_path / "good.gguf").read_bytes())
     data[4:8] = struct.pack("<I", version)
@@ -130,11 +135,13 @@ def test_wrong_version(tmp_path: Path, version: int, reason: str) -> None:
     assert (error.kind, str(error)) == ("version", f"model {path} {reason}")
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_big_endian_file_from_the_writer(tmp_path: Path) -> None:
     path = write_model(tmp_path / "model.gguf", endianess=gguf.GGUFEndian.BIG)
     assert refusal(path).kind == "version"
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_version_2_is_read(tmp_path: Path) -> None:
     path = write(
         tmp_path / "v2.gguf",
@@ -146,6 +153,7 @@ def test_version_2_is_read(tmp_path: Path) -> None:
 # -- truncated downloads ---------------------------------------------------------------------
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_truncated_bundled_model_in_the_tensor_data(tmp_path: Path) -> None:
     full = bundled_model_path().stat().st_size
     path = bundled_prefix(tmp_path / "model.gguf", full // 2)
@@ -157,6 +165,7 @@ def test_truncated_bundled_model_in_the_tensor_data(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_truncated_bundled_model_near_the_end(tmp_path: Path) -> None:
     full = bundled_model_path().stat().st_size
     path = bundled_prefix(tmp_path / "model.gguf", full - 4096)
@@ -165,6 +174,7 @@ def test_truncated_bundled_model_near_the_end(tmp_path: Path) -> None:
     assert f"needs {full} bytes but the file has {full - 4096} (100%)" in str(error)
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_truncated_bundled_model_in_the_vocabulary(tmp_path: Path) -> None:
     path = bundled_prefix(tmp_path / "model.gguf", 1_000_000)
     error = refusal(path)
@@ -175,6 +185,7 @@ def test_truncated_bundled_model_in_the_vocabulary(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_truncated_bundled_model_in_the_tensor_table(tmp_path: Path) -> None:
     data_offset = read_gguf(bundled_model_path()).data_offset
     path = bundled_prefix(tmp_path / "model.gguf", data_offset - 3000)
@@ -183,6 +194,7 @@ def test_truncated_bundled_model_in_the_tensor_table(tmp_path: Path) -> None:
     assert "inside the tensor table ('blk." in str(error)
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_truncated_inside_the_header(tmp_path: Path) -> None:
     path = bundled_prefix(tmp_path / "model.gguf", 10)
     error = refusal(path)
@@ -192,6 +204,7 @@ def test_truncated_inside_the_header(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_every_cut_of_a_small_model_is_refused_as_truncated(tmp_path: Path) -> None:
     data = write_model(tmp_path / "good.gguf").read_bytes()
     good = read_gguf(tmp_path / "good.gguf")
@@ -238,6 +251,7 @@ def test_every_cut_of_a_small_model_is_refused_as_truncated(tmp_path: Path) -> N
     ids=["value-type", "duplicate-key", "absurd-string", "tensor-type", "duplicate-tensor",
          "dimensions", "alignment", "block-size", "no-tensors"],
 )  # fmt: skip
+@pytest.mark.behavior("LOAD-005")
 def test_corrupt_tables(
     tmp_path: Path, kv: list[tuple[str, int, bytes]], tensors: Any, reason: str
 ) -> None:
@@ -248,6 +262,7 @@ def test_corrupt_tables(
     assert (error.kind, str(error)) == ("corrupt", expected)
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_garbage_counts_are_corrupt_not_truncated(tmp_path: Path) -> None:
     # A huge kv count over random bytes: reads run far past the end, which no cut file does.
     junk = bytes((i * 7919) % 251 for i in range(4096))
@@ -262,6 +277,7 @@ def test_garbage_counts_are_corrupt_not_truncated(tmp_path: Path) -> None:
         (arch_kv()[:2], "has no llama.embedding_length in its metadata"),
     ],
 )
+@pytest.mark.behavior("LOAD-005")
 def test_missing_metadata(tmp_path: Path, kv: list[tuple[str, int, bytes]], reason: str) -> None:
     path = write(tmp_path / "model.gguf", raw_gguf(kv=kv, tensors=one_tensor(), data=bytes(512)))
     error = refusal(path)
@@ -271,6 +287,7 @@ def test_missing_metadata(tmp_path: Path, kv: list[tuple[str, int, bytes]], reas
 # -- architecture ----------------------------------------------------------------------------
 
 
+@pytest.mark.behavior("LOAD-006")
 def test_unknown_architecture(tmp_path: Path) -> None:
     path = write_model(tmp_path / "model.gguf", arch="nosucharch")
     error = refusal(path, supported_architectures())
@@ -281,6 +298,7 @@ def test_unknown_architecture(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_a_vision_projector_is_not_a_language_model(tmp_path: Path) -> None:
     path = write_model(tmp_path / "mmproj.gguf", arch="clip")
     error = refusal(path)
@@ -289,6 +307,7 @@ def test_a_vision_projector_is_not_a_language_model(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-006")
 def test_supported_architectures_come_from_the_installed_library() -> None:
     support = supported_architectures()
     assert support.source.endswith(("libllama.so", "libllama.dylib", "llama.dll"))
@@ -298,12 +317,14 @@ def test_supported_architectures_come_from_the_installed_library() -> None:
     assert len(support) > 50 and "gemma3" in support and "nosucharch" not in support
 
 
+@pytest.mark.behavior("LOAD-006")
 def test_supported_architectures_fall_back_to_the_gguf_list(tmp_path: Path) -> None:
     support = supported_architectures(tmp_path / "libllama.so")
     assert support.source.startswith("gguf ") and "MODEL_ARCH_NAMES" in support.source
     assert support.names == frozenset(gguf.MODEL_ARCH_NAMES.values())
 
 
+@pytest.mark.behavior("LOAD-006")
 def test_architecture_table_is_the_longest_run_of_names(tmp_path: Path) -> None:
     lib = tmp_path / "libllama.so"
     table = b"\x00".join(b"clip llama llama4 modern-bert rwkv6qwen2 a-b c_d e f g h".split())
@@ -331,6 +352,7 @@ def test_architecture_table_is_the_longest_run_of_names(tmp_path: Path) -> None:
 # -- what a good file says -------------------------------------------------------------------
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_reads_what_the_gguf_package_reads(tmp_path: Path) -> None:
     path = write_model(tmp_path / "model.gguf", n_head_kv=[1, 2], chat_template="{{ x }}")
     summary = check_model(path, ALL)
@@ -348,6 +370,7 @@ def test_reads_what_the_gguf_package_reads(tmp_path: Path) -> None:
     assert tokens.count == 96 and tokens.values[:2] == ("t0", "t1")
 
 
+@pytest.mark.behavior("LOAD-005")
 def test_the_bundled_model_passes() -> None:
     summary = check_model(bundled_model_path())
     assert summary.architecture == "gemma3"

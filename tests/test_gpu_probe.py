@@ -56,6 +56,7 @@ def env(visible: str | None = None) -> dict[str, str]:
         ("", []),
     ],
 )
+@pytest.mark.behavior("LOAD-008")
 def test_visible_devices(visible: str | None, shown: list[GpuDevice]) -> None:
     assert visible_devices((H100, L4), env(visible)) == shown
 
@@ -74,6 +75,7 @@ def test_visible_devices(visible: str | None, shown: list[GpuDevice]) -> None:
         ("GPU-aaaa1111", "1,0", H100, 1),
     ],
 )
+@pytest.mark.behavior("LOAD-008")
 def test_select_by_index_and_uuid(
     spec: int | str, visible: str | None, device: GpuDevice, index: int
 ) -> None:
@@ -112,6 +114,7 @@ def test_select_by_index_and_uuid(
         (0, "", "--device 0: 2 GPU(s) exist but none is visible under CUDA_VISIBLE_DEVICES=''"),
     ],
 )
+@pytest.mark.behavior("LOAD-008")
 def test_select_errors_list_what_is_visible(
     spec: int | str, visible: str | None, message: str
 ) -> None:
@@ -120,6 +123,7 @@ def test_select_errors_list_what_is_visible(
     assert str(caught.value) == message
 
 
+@pytest.mark.behavior("LOAD-007")
 def test_find_gpu_with_cuda_refuses_what_auto_explains() -> None:
     with pytest.raises(GpuError) as caught:
         find_gpu("cuda", 0, NO_DRIVER, {})
@@ -130,6 +134,7 @@ def test_find_gpu_with_cuda_refuses_what_auto_explains() -> None:
         find_gpu("cuda", 0, FakeGpuProbe(()), {})
 
 
+@pytest.mark.behavior("LOAD-007")
 def test_cpu_does_not_ask_nvml() -> None:
     class Refusing:
         def devices(self) -> Sequence[GpuDevice]:
@@ -138,11 +143,13 @@ def test_cpu_does_not_ask_nvml() -> None:
     assert find_gpu("cpu", 0, Refusing(), {}).reason == "--backend cpu"
 
 
+@pytest.mark.behavior("LOAD-009")
 def test_pinned_environment_shows_only_the_chosen_gpu() -> None:
     assert pinned_environment(select_device(1, (H100, L4), {})) == {CUDA_VISIBLE: L4.uuid}
     assert pinned_environment(None) == {CUDA_VISIBLE: ""}
 
 
+@pytest.mark.behavior("LOAD-007")
 def test_the_real_probe_lists_devices_or_names_the_missing_driver() -> None:
     try:
         devices = NvmlProbe().devices()
@@ -193,6 +200,7 @@ def refused(probe: FakeGpuProbe = TWO, **kwargs: object) -> str:
     return str(caught.value)
 
 
+@pytest.mark.behavior("LOAD-007")
 def test_auto_takes_the_gpu_and_says_why() -> None:
     offload = Offload()
     started = plan(offload=offload)
@@ -212,6 +220,7 @@ def test_auto_takes_the_gpu_and_says_why() -> None:
     assert (resolved.backend, resolved.device, resolved.n_gpu_layers) == ("cuda", 0, 19)
 
 
+@pytest.mark.behavior("LOAD-008")
 def test_second_gpu_by_uuid_with_little_vram_gets_fewer_layers() -> None:
     started = plan(device=L4.uuid)
     assert started.gpu is not None and started.gpu.device == L4
@@ -226,6 +235,7 @@ def test_second_gpu_by_uuid_with_little_vram_gets_fewer_layers() -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_gpu_layers_all_that_does_not_fit_is_refused_with_the_numbers() -> None:
     assert refused(device="1", gpu_layers="all") == (
         f"GPU 1 NVIDIA L4 ({L4.uuid}, 0.75 GiB free): --gpu-layers all: 19 of 19 layers at "
@@ -235,11 +245,13 @@ def test_gpu_layers_all_that_does_not_fit_is_refused_with_the_numbers() -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_gpu_layers_count_is_passed_through() -> None:
     started = plan(gpu_layers="5")
     assert started.n_gpu_layers == 5 and started.apply(Settings()).n_gpu_layers == 5
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_not_one_layer_fits() -> None:
     tiny = FakeGpuProbe((GpuDevice(0, H100.uuid, "NVIDIA H100", 80 * GiB, GiB // 2),))
     started = plan(tiny)
@@ -251,6 +263,7 @@ def test_not_one_layer_fits() -> None:
     assert refused(tiny, backend="cuda").startswith("--backend cuda: GPU 0 NVIDIA H100 (")
 
 
+@pytest.mark.behavior("LOAD-007")
 def test_no_driver() -> None:
     started = plan(NO_DRIVER)
     assert (started.backend, started.n_gpu_layers, started.environ) == (
@@ -264,6 +277,7 @@ def test_no_driver() -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-008")
 def test_cuda_visible_devices_is_respected() -> None:
     started = plan(visible="1", gpu_layers="3")
     assert started.gpu is not None and started.gpu.device == L4
@@ -280,6 +294,7 @@ def test_cuda_visible_devices_is_respected() -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-007")
 def test_llama_cpp_without_gpu_offload() -> None:
     started = plan(offload=Offload(False))
     assert started.backend == "cpu"
@@ -292,11 +307,13 @@ def test_llama_cpp_without_gpu_offload() -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-007")
 def test_backend_cpu_is_said_so() -> None:
     started = plan(backend="cpu")
     assert (started.backend, started.notes[1]) == ("cpu", "backend: cpu (--backend cpu)")
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_not_enough_ram() -> None:
     message = refused(NO_DRIVER, ram=256 << 20)
     assert message == (
@@ -306,6 +323,7 @@ def test_not_enough_ram() -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-012")
 def test_a_bad_model_is_refused_before_any_gpu_question(tmp_path: Path) -> None:
     class Refusing:
         def devices(self) -> Sequence[GpuDevice]:
@@ -325,6 +343,7 @@ def test_a_bad_model_is_refused_before_any_gpu_question(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-009")
 def test_plan_names_the_model() -> None:
     started = plan(NO_DRIVER)
     assert started.model.path == BUNDLED

@@ -45,6 +45,7 @@ EPOCH = 1_767_225_600.0
         (5, 10.0, 0.999, 5.005),
     ],
 )
+@pytest.mark.behavior("HIVE-011")
 def test_backoff_doubles_from_half_a_second_up_to_the_interval_less_jitter(
     attempt: int, cap: float, random: float, delay: float
 ) -> None:
@@ -103,6 +104,7 @@ def lines(hive: ScriptedHive) -> list[str]:
     return [call.line() for call in hive.calls]
 
 
+@pytest.mark.behavior("HIVE-004")
 async def test_serving_never_waits_on_a_hanging_hive(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -115,6 +117,7 @@ async def test_serving_never_waits_on_a_hanging_hive(
         assert running.vitals.hive == "unreachable"
 
 
+@pytest.mark.behavior("HIVE-014")
 async def test_goodbye_is_bounded_to_two_seconds(autojump_clock: trio.testing.MockClock) -> None:
     hive = ScriptedHive(HiveScript(down=[Outage(start=5, end=100, mode="hang")]))
     with captured_log() as log:
@@ -127,6 +130,7 @@ async def test_goodbye_is_bounded_to_two_seconds(autojump_clock: trio.testing.Mo
     assert log[-1] == "8.000 WARNING could not say goodbye to hive http://scripted-hive within 2 s"
 
 
+@pytest.mark.behavior("HIVE-014")
 async def test_no_goodbye_to_a_hive_that_never_acknowledged(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -147,6 +151,7 @@ class Raising(ScriptedHive):
         raise RuntimeError("garbage from the hive")
 
 
+@pytest.mark.behavior("HIVE-013")
 async def test_a_client_that_raises_is_a_failure_not_a_crash(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -168,6 +173,7 @@ async def test_a_client_that_raises_is_a_failure_not_a_crash(
     )
 
 
+@pytest.mark.behavior("HIVE-018")
 async def test_a_dropped_channel_is_answered_at_once_but_never_cuts_the_backoff(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -190,6 +196,7 @@ async def test_a_dropped_channel_is_answered_at_once_but_never_cuts_the_backoff(
     ]
 
 
+@pytest.mark.behavior("HIVE-016")
 async def test_commands_reach_the_lifecycle_and_the_sessions(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -217,6 +224,7 @@ async def test_commands_reach_the_lifecycle_and_the_sessions(
         assert running.lifecycle.stop_reason == "hive: drain"
 
 
+@pytest.mark.behavior("HIVE-016")
 async def test_shutdown_command_stops_at_once(autojump_clock: trio.testing.MockClock) -> None:
     async with heartbeat_actor(ScriptedHive(HiveScript())) as running:
         ack = running.actor.on_command(HiveCommand("9", "shutdown"))
@@ -239,6 +247,7 @@ async def test_shutdown_command_stops_at_once(autojump_clock: trio.testing.MockC
         ({"id": "1", "command": "cancel"}, "'cancel' needs a string 'job_id'"),
     ],
 )
+@pytest.mark.behavior("HIVE-017")
 def test_malformed_commands_are_refused_with_a_reason(message: dict[str, Any], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         HiveCommand.from_json(message)
@@ -286,6 +295,7 @@ async def get_heartbeat(app: Any) -> dict[str, Any]:
     return value
 
 
+@pytest.mark.behavior("HTTP-004", "HIVE-011")
 async def test_get_heartbeat_says_unreachable_with_the_last_success(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -302,6 +312,7 @@ async def test_get_heartbeat_says_unreachable_with_the_last_success(
         services.lifecycle.request(Stop("test"))
 
 
+@pytest.mark.behavior("HIVE-008", "HIVE-009")
 async def test_an_engine_failure_shows_as_last_error_and_degraded_until_a_success(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -23,6 +23,7 @@ def with_key() -> Settings:
     return Settings(worker_id="admin-test", api_key=KEY)
 
 
+@pytest.mark.behavior("HTTP-016", "ERR-005")
 async def test_without_a_configured_key_the_route_is_refused_and_says_why(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -49,6 +50,7 @@ async def test_without_a_configured_key_the_route_is_refused_and_says_why(
         ({"Authorization": f"Bearer {KEY}x"}, "invalid_api_key"),
     ],
 )
+@pytest.mark.behavior("HTTP-017", "ERR-005")
 async def test_a_missing_or_wrong_key_is_401_in_the_error_shape(
     autojump_clock: trio.testing.MockClock, headers: dict[str, str], code: str
 ) -> None:
@@ -63,6 +65,7 @@ async def test_a_missing_or_wrong_key_is_401_in_the_error_shape(
         assert worker.services.lifecycle.state is WorkerState.READY
 
 
+@pytest.mark.behavior("HTTP-015")
 async def test_the_bearer_key_drains_the_worker(autojump_clock: trio.testing.MockClock) -> None:
     async with inprocess_worker(with_key()) as worker:
         response = await worker.request(
@@ -75,6 +78,7 @@ async def test_the_bearer_key_drains_the_worker(autojump_clock: trio.testing.Moc
         assert lifecycle.stop_reason == "admin shutdown"
 
 
+@pytest.mark.behavior("HTTP-015")
 async def test_the_x_api_key_stops_at_once_cancelling_work(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -100,6 +104,7 @@ async def test_the_x_api_key_stops_at_once_cancelling_work(
 @pytest.mark.parametrize(
     ("body", "param"), [(b'{"mode": "later"}', "mode"), (b'{"force": true}', "force"), (b"{", None)]
 )
+@pytest.mark.behavior("HTTP-015")
 async def test_a_bad_body_is_400_and_changes_nothing(
     autojump_clock: trio.testing.MockClock, body: bytes, param: str | None
 ) -> None:
@@ -123,12 +128,14 @@ async def test_a_bad_body_is_400_and_changes_nothing(
         (None, "", None),
     ],
 )
+@pytest.mark.behavior("HTTP-017")
 def test_the_key_a_caller_presents(
     authorization: str | None, x_api_key: str | None, key: str | None
 ) -> None:
     assert presented_key(authorization, x_api_key) == key
 
 
+@pytest.mark.behavior("HTTP-004", "HIVE-002", "HIVE-007")
 async def test_heartbeat_without_a_hive_says_none(autojump_clock: trio.testing.MockClock) -> None:
     async with inprocess_worker() as worker:
         await trio.sleep(3)

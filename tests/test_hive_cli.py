@@ -16,6 +16,7 @@ import trio
 from llm_worker_rbee.cli import build_parser, main
 
 
+@pytest.mark.behavior("HIVE-001", "CFG-016")
 def test_flags_without_a_subcommand_mean_serve(capsys: pytest.CaptureFixture[str]) -> None:
     # rbee's hive starts `llm-worker-rbee --worker-id ID ... --hive-url URL`; a bad value
     # shows the flags went to `serve` (which exits before loading anything).
@@ -25,11 +26,13 @@ def test_flags_without_a_subcommand_mean_serve(capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().err.startswith("llm-worker-rbee: error: --hive-url: should be")
 
 
+@pytest.mark.behavior("HIVE-020")
 def test_hive_stub_flags() -> None:
     args = build_parser().parse_args(["hive-stub", "--port", "0", "--token", "t"])
     assert (args.command, args.host, args.port, args.token) == ("hive-stub", "127.0.0.1", 0, "t")
 
 
+@pytest.mark.behavior("HIVE-020")
 async def test_hive_stub_process_prints_what_workers_send() -> None:
     command = [sys.executable, "-m", "llm_worker_rbee", "hive-stub", "--port", "0"]
     with trio.fail_after(30):

@@ -79,16 +79,19 @@ def seen(stub: HiveStub, *kinds: str) -> list[tuple[str, str, int | None]]:
         ("wss://h", WebSocketHiveClient),
     ],
 )
+@pytest.mark.behavior("HIVE-001")
 def test_the_url_scheme_picks_the_transport(url: str, kind: type) -> None:
     assert isinstance(hive_client_for(url, token=None), kind)
 
 
 @pytest.mark.parametrize("url", ["ftp://hive", "hive:7000", "http://"])
+@pytest.mark.behavior("HIVE-001", "CFG-008")
 def test_a_hive_url_no_client_can_use_is_refused_at_start(url: str) -> None:
     with pytest.raises(SettingsError, match=r"^--hive-url: "):
         settings_from({"hive_url": url}, environ={})
 
 
+@pytest.mark.behavior("CFG-015")
 def test_secrets_come_from_the_environment_and_stay_out_of_repr() -> None:
     settings = settings_from(
         {}, environ={"LLORCH_API_TOKEN": "rbee-key", "LLM_WORKER_HIVE_TOKEN": "hive-key"}
@@ -100,6 +103,7 @@ def test_secrets_come_from_the_environment_and_stay_out_of_repr() -> None:
     assert both.api_key is not None and both.api_key.get_secret_value() == "a"
 
 
+@pytest.mark.behavior("HIVE-003")
 async def test_http_client_registers_beats_and_says_goodbye_with_the_token() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub(token="t")
@@ -123,6 +127,7 @@ async def test_http_client_registers_beats_and_says_goodbye_with_the_token() -> 
         assert stub.events[1].body == {"worker_id": "w", "slots_total": 1}
 
 
+@pytest.mark.behavior("HIVE-019")
 async def test_http_client_failures_are_replies_not_exceptions() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub(token="t")
@@ -144,6 +149,7 @@ async def test_http_client_failures_are_replies_not_exceptions() -> None:
         assert reply.detail.startswith("cannot connect")
 
 
+@pytest.mark.behavior("HIVE-015")
 async def test_ws_client_carries_payloads_up_and_acks_commands_back() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub(token="t")
@@ -203,6 +209,7 @@ async def start_stub(
     return binds[0], stopped
 
 
+@pytest.mark.behavior("HIVE-018")
 async def test_ws_client_hears_a_dropped_channel_and_reconnects_on_the_next_call() -> None:
     with trio.fail_after(CAP_S):
         listener = Listener()
@@ -233,6 +240,7 @@ def idle_autojump() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0.05)
 
 
+@pytest.mark.behavior("HIVE-018")
 async def test_ws_client_drops_a_connection_the_hive_stopped_answering_on(
     idle_autojump: trio.testing.MockClock,
 ) -> None:
@@ -250,6 +258,7 @@ async def test_ws_client_drops_a_connection_the_hive_stopped_answering_on(
     assert [e.kind for e in stub.events].count("connected") == 2
 
 
+@pytest.mark.behavior("HIVE-003")
 async def test_ws_client_with_a_bad_token_is_refused_at_the_handshake() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub(token="t")
@@ -262,6 +271,7 @@ async def test_ws_client_with_a_bad_token_is_refused_at_the_handshake() -> None:
         assert seen(stub, "ready") == []
 
 
+@pytest.mark.behavior("HIVE-017")
 async def test_ws_client_acks_a_malformed_command_with_the_reason() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub()
@@ -275,6 +285,7 @@ async def test_ws_client_acks_a_malformed_command_with_the_reason() -> None:
                 assert listener.commands == []
 
 
+@pytest.mark.behavior("HIVE-021")
 async def test_stub_http_api_lists_events_and_workers_and_sends_commands() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub()
@@ -300,6 +311,7 @@ async def test_stub_http_api_lists_events_and_workers_and_sends_commands() -> No
             assert set(forgotten.json()["error"]) == {"message", "type", "param", "code"}
 
 
+@pytest.mark.behavior("HIVE-020")
 def test_hive_events_are_plain_json() -> None:
     event = HiveEvent(1, 2.0, "http", "ready", "w", 200, True, {"worker_id": "w"})
     assert event.to_json()["body"] == {"worker_id": "w"}

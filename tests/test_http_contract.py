@@ -33,20 +33,29 @@ SHARED: dict[str, tuple[Any, Any]] = {
     "user": (5, None),
     "timeout": ("x", 0),
     "model": (5, None),
+    "min_tokens": ("x", -1),
+    "response_format": ("json", {"type": "xml"}),
 }
 OPENAI_ONLY: dict[str, tuple[Any, Any]] = {
     "stream": ("yes", None),
     "stream_options": ("x", None),
 }
+CHAT_ONLY: dict[str, tuple[Any, Any]] = {
+    "max_completion_tokens": ("x", 0),
+    "logprobs": (1, None),
+    "top_logprobs": ("x", 21),
+}
+COMPLETION_ONLY: dict[str, tuple[Any, Any]] = {"logprobs": (True, 6)}
+TABLES: dict[str, dict[str, tuple[Any, Any]]] = {
+    "/v1/chat/completions": {**SHARED, **OPENAI_ONLY, **CHAT_ONLY},
+    "/v1/completions": {**SHARED, **OPENAI_ONLY, **COMPLETION_ONLY},
+    "/v1/inference": SHARED,
+}
 CASES = [
     (path, base, param, kind, value)
     for path, base, table in (
-        (
-            "/v1/chat/completions",
-            CHAT,
-            {**SHARED, **OPENAI_ONLY, "max_completion_tokens": ("x", 0)},
-        ),
-        ("/v1/completions", COMPLETION, {**SHARED, **OPENAI_ONLY}),
+        ("/v1/chat/completions", CHAT, TABLES["/v1/chat/completions"]),
+        ("/v1/completions", COMPLETION, TABLES["/v1/completions"]),
         ("/v1/inference", INFERENCE, SHARED),
     )
     for param, (wrong, out_of_range) in table.items()
@@ -60,6 +69,7 @@ CASES = [
     CASES,
     ids=[f"{c[0].removeprefix('/v1/')}-{c[2]}-{c[3]}" for c in CASES],
 )
+@pytest.mark.behavior("HTTP-018", "HTTP-021", "RES-011", "ERR-001", "OAI-001", "OAI-002")
 async def test_bad_value_is_400_naming_the_param(
     autojump_clock: trio.testing.MockClock,
     path: str,
@@ -84,13 +94,12 @@ async def test_bad_value_is_400_naming_the_param(
     ("path", "base"),
     [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION), ("/v1/inference", INFERENCE)],
 )
+@pytest.mark.behavior("HTTP-022", "OAI-001", "OAI-004")
 async def test_null_means_the_default_for_every_optional_param(
     autojump_clock: trio.testing.MockClock, path: str, base: dict[str, Any]
 ) -> None:
     """OpenAI accepts explicit nulls for optional parameters, and so do clients that send them."""
-    nulls = dict.fromkeys(SHARED, None)
-    if path != "/v1/inference":
-        nulls.update(dict.fromkeys(OPENAI_ONLY, None))
+    nulls = dict.fromkeys(TABLES[path], None)
     async with inprocess_worker() as worker:
         response = await worker.request("POST", path, {**base, **nulls, "max_tokens": 4})
         assert response.status == 200, response.body
@@ -118,6 +127,7 @@ async def test_null_means_the_default_for_every_optional_param(
         ("/v1/detokenize", {"tokens": [10**9]}, "tokens"),
     ],
 )
+@pytest.mark.behavior("HTTP-014", "HTTP-021", "HTTP-024", "INF-003", "ERR-002")
 async def test_required_fields(
     autojump_clock: trio.testing.MockClock, path: str, body: dict[str, Any], param: str
 ) -> None:
@@ -127,6 +137,7 @@ async def test_required_fields(
         assert response.json()["error"]["param"] == param
 
 
+@pytest.mark.behavior("ERR-003", "OAI-003", "OAI-004")
 async def test_refused_openai_params_name_themselves(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -145,6 +156,7 @@ async def test_refused_openai_params_name_themselves(
         assert response.status == 200
 
 
+@pytest.mark.behavior("HTTP-013", "HTTP-014")
 async def test_tokenize_round_trip(autojump_clock: trio.testing.MockClock) -> None:
     async with inprocess_worker() as worker:
         tokens = await worker.request(
@@ -157,6 +169,7 @@ async def test_tokenize_round_trip(autojump_clock: trio.testing.MockClock) -> No
         assert text.json() == {"content": "héllo"}
 
 
+@pytest.mark.behavior("HTTP-008")
 async def test_openapi_describes_every_route(autojump_clock: trio.testing.MockClock) -> None:
     async with inprocess_worker() as worker:
         response = await worker.request("GET", "/openapi.json")

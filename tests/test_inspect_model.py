@@ -30,6 +30,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 # -- inspect-model ---------------------------------------------------------------------------
 
 
+@pytest.mark.behavior("LOAD-021")
 def test_text_report_of_the_bundled_model(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "inspect-model", str(BUNDLED))
     assert (code, err) == (0, "")
@@ -50,6 +51,7 @@ def test_text_report_of_the_bundled_model(capsys: pytest.CaptureFixture[str]) ->
     ]
 
 
+@pytest.mark.behavior("LOAD-021")
 def test_json_report_follows_ctx_size_and_slots(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
         capsys, "inspect-model", str(BUNDLED), "--json", "--ctx-size", "8192", "--slots", "2"
@@ -73,6 +75,7 @@ def test_json_report_follows_ctx_size_and_slots(capsys: pytest.CaptureFixture[st
     assert report["tensor_types"]["Q8_0"] == 179_824_640
 
 
+@pytest.mark.behavior("LOAD-021")
 def test_chat_template_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_model(tmp_path / "tiny.gguf", chat_template="{{ messages }}")
     code, out, _ = run(capsys, "inspect-model", str(tmp_path), "--json")
@@ -81,6 +84,7 @@ def test_chat_template_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert report["path"] == str(tmp_path / "tiny.gguf")
 
 
+@pytest.mark.behavior("LOAD-021")
 def test_unsupported_architecture_is_reported_not_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,6 +94,7 @@ def test_unsupported_architecture_is_reported_not_refused(
     assert "architecture    nosucharch (NOT supported by the installed llama.cpp)" in out
 
 
+@pytest.mark.behavior("LOAD-021")
 def test_inspect_refuses_a_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "m.gguf"
     path.write_bytes(b"")
@@ -100,6 +105,7 @@ def test_inspect_refuses_a_broken_file(tmp_path: Path, capsys: pytest.CaptureFix
     )
 
 
+@pytest.mark.behavior("LOAD-021")
 def test_inspect_bad_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "inspect-model", str(BUNDLED), "--slots", "0") == (
         2,
@@ -111,6 +117,7 @@ def test_inspect_bad_flag(capsys: pytest.CaptureFixture[str]) -> None:
 # -- serve refuses before anything loads -----------------------------------------------------
 
 
+@pytest.mark.behavior("LOAD-012")
 def test_serve_refuses_an_unknown_architecture(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -124,6 +131,7 @@ def test_serve_refuses_an_unknown_architecture(
     assert err.count("\n") == 1
 
 
+@pytest.mark.behavior("LOAD-012")
 def test_serve_refuses_a_ref_that_is_not_in_the_models_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -163,6 +171,7 @@ def _garbage(path: Path) -> Path:
     ],
     ids=["truncated", "socket", "garbage"],
 )  # fmt: skip
+@pytest.mark.behavior("LOAD-012")
 def test_serve_process_exits_3_with_one_line(
     tmp_path: Path, make: Callable[[Path], Path], reason: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -13,6 +14,7 @@ from llm_worker_rbee.testing.stack import actor_stack
 from tests.test_actors import collect, request
 
 
+@pytest.mark.behavior("LIFE-002", "LIFE-004")
 async def test_drain_lets_in_flight_work_finish(autojump_clock: trio.testing.MockClock) -> None:
     async with actor_stack(FakeScript(reply=["x"] * 8, step_latency=0.25)) as stack:
         actor = LifecycleActor(drain_timeout=30, handle_signals=False)
@@ -33,6 +35,7 @@ async def test_drain_lets_in_flight_work_finish(autojump_clock: trio.testing.Moc
         assert lifecycle.state is WorkerState.STOPPED
 
 
+@pytest.mark.behavior("LIFE-004")
 async def test_drain_timeout_cancels_the_rest_with_a_final_event(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -57,6 +60,7 @@ async def test_drain_timeout_cancels_the_rest_with_a_final_event(
         assert stack.scheduler.statistics().slots_busy == 0 and stack.engine.active == []
 
 
+@pytest.mark.behavior("LIFE-005")
 async def test_stop_during_drain_cancels_at_once(autojump_clock: trio.testing.MockClock) -> None:
     async with actor_stack(FakeScript(reply=["x"] * 1000, step_latency=0.25)) as stack:
         actor = LifecycleActor(drain_timeout=30, handle_signals=False)

@@ -29,6 +29,7 @@ def keyed() -> Settings:
         ({"X-Api-Key": KEY}, 200, None),
     ],
 )
+@pytest.mark.behavior("HTTP-017")
 async def test_api_key_on_work_routes(
     autojump_clock: trio.testing.MockClock,
     headers: dict[str, str],
@@ -50,18 +51,21 @@ async def test_api_key_on_work_routes(
                 assert response.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.behavior("HTTP-017")
 async def test_open_routes_need_no_key(autojump_clock: trio.testing.MockClock) -> None:
     async with inprocess_worker(keyed()) as worker:
         assert (await worker.request("GET", "/health")).status == 200
         assert (await worker.request("GET", "/metrics")).status == 200
 
 
+@pytest.mark.behavior("HTTP-017")
 async def test_no_key_configured_means_open(autojump_clock: trio.testing.MockClock) -> None:
     async with inprocess_worker() as worker:
         response = await worker.request("GET", "/v1/models")
         assert response.status == 200
 
 
+@pytest.mark.behavior("RES-011", "CFG-013", "ERR-007")
 async def test_body_too_large_is_413(autojump_clock: trio.testing.MockClock) -> None:
     settings = Settings(worker_id="limits", max_body_bytes=2048)
     async with inprocess_worker(settings) as worker:
@@ -72,6 +76,7 @@ async def test_body_too_large_is_413(autojump_clock: trio.testing.MockClock) -> 
         assert ok.status == 200
 
 
+@pytest.mark.behavior("RES-011", "ERR-004")
 async def test_deep_json_is_400_not_a_crash(autojump_clock: trio.testing.MockClock) -> None:
     async with inprocess_worker() as worker:
         deep = b'{"prompt": "x", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
@@ -80,6 +85,7 @@ async def test_deep_json_is_400_not_a_crash(autojump_clock: trio.testing.MockClo
         assert response.json()["error"]["code"] == "json_too_deep"
 
 
+@pytest.mark.behavior("RES-011")
 async def test_too_many_logit_bias_entries(autojump_clock: trio.testing.MockClock) -> None:
     async with inprocess_worker() as worker:
         bias = {str(i): 1 for i in range(1100)}
@@ -88,6 +94,7 @@ async def test_too_many_logit_bias_entries(autojump_clock: trio.testing.MockCloc
         assert response.status == 400 and response.json()["error"]["param"] == "logit_bias"
 
 
+@pytest.mark.behavior("RES-011")
 def test_json_depth_ignores_brackets_in_strings() -> None:
     assert json_depth(b'{"a": "[[[[{{{{", "b": [1, {"c": []}]}') == 4
     assert json_depth(b'"\\"[["') == 0

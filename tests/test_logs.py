@@ -6,11 +6,13 @@ import io
 import json
 import logging
 
+import pytest
 import trio
 
 from llm_worker_rbee.logs import configure_logging, current_job
 
 
+@pytest.mark.behavior("CFG-011")
 def test_json_lines_carry_the_job_id_set_in_the_task() -> None:
     out = io.StringIO()
     configure_logging("info", "json", stream=out)
@@ -36,6 +38,7 @@ def test_json_lines_carry_the_job_id_set_in_the_task() -> None:
     assert {"ts", "level", "logger", "job_id", "message"} <= set(lines[0])
 
 
+@pytest.mark.behavior("CFG-011")
 def test_text_lines_show_the_job_id() -> None:
     out = io.StringIO()
     configure_logging("info", "text", stream=out)

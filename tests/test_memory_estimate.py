@@ -115,6 +115,7 @@ def within(estimated: int, reported: int, tolerance: float = 0.15) -> bool:
 
 @pytest.mark.real_model
 @pytest.mark.parametrize(("ctx_size", "slots", "batch"), CONTEXTS)
+@pytest.mark.behavior("LOAD-011")
 def test_estimate_matches_what_llama_cpp_allocates(
     gemma: ModelShape,
     llama_reports: dict[tuple[int, int, int], Reported],
@@ -143,6 +144,7 @@ def test_estimate_matches_what_llama_cpp_allocates(
 # -- the arithmetic --------------------------------------------------------------------------
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_gemma_shape_from_its_gguf(gemma: ModelShape) -> None:
     assert (gemma.architecture, gemma.n_layer, gemma.n_embd, gemma.n_vocab) == (
         "gemma3",
@@ -161,11 +163,13 @@ def test_gemma_shape_from_its_gguf(gemma: ModelShape) -> None:
     ("ctx_size", "slots", "per_slot"),
     [(4096, 4, 1024), (4000, 3, 1536), (100, 4, 256), (1000, 1, 1024), (300, 1, 512)],
 )
+@pytest.mark.behavior("LOAD-010")
 def test_cells_round_up_to_256_per_slot(ctx_size: int, slots: int, per_slot: int) -> None:
     # As llama.cpp: n_ctx 4000 with 3 sequences becomes 4608 cells, 1536 each.
     assert ContextShape(ctx_size, slots).cells_per_slot == per_slot
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_kv_cache_sizes(gemma: ModelShape) -> None:
     # 18 layers x 4096 cells x 1 KV head x (256 + 256) x 2 bytes (f16) = 72 MiB
     assert estimate(gemma, ContextShape(4096, 4)).kv_total == 72 * MiB
@@ -176,6 +180,7 @@ def test_kv_cache_sizes(gemma: ModelShape) -> None:
     assert estimate(gemma, small).kv_total == (24 + 60) * MiB
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_compute_follows_the_micro_batch(gemma: ModelShape) -> None:
     def compute(ctx: int, batch: int) -> int:
         return estimate(gemma, ContextShape(ctx, 1, batch)).compute_cpu
@@ -190,6 +195,7 @@ def test_compute_follows_the_micro_batch(gemma: ModelShape) -> None:
     assert many.output_cpu == 64 * 4 * 262_144
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_layers_split_between_gpu_and_cpu(gemma: ModelShape) -> None:
     context = ContextShape(4096, 4)
     cpu = estimate(gemma, context, 0)
@@ -207,6 +213,7 @@ def test_layers_split_between_gpu_and_cpu(gemma: ModelShape) -> None:
     assert estimate(gemma, context, 999) == full and estimate(gemma, context, -1) == cpu
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_untied_output_moves_to_the_gpu(tmp_path: Path) -> None:
     shape = ModelShape.from_gguf(read_gguf(write_model(tmp_path / "m.gguf")))
     tied = ModelShape.from_gguf(read_gguf(write_model(tmp_path / "t.gguf", tied=True)))
@@ -217,6 +224,7 @@ def test_untied_output_moves_to_the_gpu(tmp_path: Path) -> None:
     assert estimate(tied, context, 3).weights_cpu == 96 * 64 * 4
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_per_layer_kv_heads(tmp_path: Path) -> None:
     shape = ModelShape.from_gguf(read_gguf(write_model(tmp_path / "m.gguf", n_head_kv=[1, 3])))
     assert shape.n_head_kv == (1, 3) and shape.head_k == 16
@@ -224,6 +232,7 @@ def test_per_layer_kv_heads(tmp_path: Path) -> None:
     assert need.kv_total == 256 * (1 + 3) * (16 + 16) * 2
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_auto_offloads_the_most_layers_that_fit(gemma: ModelShape) -> None:
     context = ContextShape(4096, 4)
     seven = estimate(gemma, context, 7).gpu_total
@@ -238,6 +247,7 @@ def test_auto_offloads_the_most_layers_that_fit(gemma: ModelShape) -> None:
     assert nothing.reason == "not one layer fits: one needs 0.69 GiB, 0.10 GiB free"
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_all_or_a_count_that_does_not_fit_is_refused(gemma: ModelShape) -> None:
     context = ContextShape(32768, 1)
     with pytest.raises(MemoryBudgetError) as caught:
@@ -252,6 +262,7 @@ def test_all_or_a_count_that_does_not_fit_is_refused(gemma: ModelShape) -> None:
     assert plan_offload(gemma, context, 40, 80 << 30).n_gpu_layers == 19
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_ram_check(gemma: ModelShape) -> None:
     context = ContextShape(4096, 4)
     need = estimate(gemma, context, 0)
@@ -260,6 +271,7 @@ def test_ram_check(gemma: ModelShape) -> None:
         check_ram(need, 256 * MiB, context)
 
 
+@pytest.mark.behavior("LOAD-010")
 def test_available_ram_reads_meminfo_and_the_cgroup_limit(tmp_path: Path) -> None:
     proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
     proc.mkdir()

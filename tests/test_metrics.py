@@ -22,6 +22,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+@pytest.mark.behavior("HTTP-007", "RES-012")
 async def test_latencies_tokens_and_gauges(autojump_clock: trio.testing.MockClock) -> None:
     settings = Settings(worker_id="m", slots=1, max_queue=1)
     script = FakeScript(reply=["a", "b", "c", "d"], step_latency=0.125)
@@ -53,6 +54,7 @@ async def test_latencies_tokens_and_gauges(autojump_clock: trio.testing.MockCloc
     assert after[(f"{m}kv_cache_usage_perc", ())] == 0
 
 
+@pytest.mark.behavior("RES-012")
 def test_observe_times_equals_that_many_single_observations() -> None:
     registry_a, registry_b = CollectorRegistry(), CollectorRegistry()
     buckets = (0.01, 0.1, 1.0)

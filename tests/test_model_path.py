@@ -41,11 +41,13 @@ def touch(path: Path) -> Path:
 # -- --model ---------------------------------------------------------------------------------
 
 
+@pytest.mark.behavior("LOAD-002")
 def test_absolute_file(tmp_path: Path) -> None:
     path = touch(tmp_path / "m.gguf")
     assert resolve(path) == ResolvedModel(path, "m", f"--model {path}")
 
 
+@pytest.mark.behavior("LOAD-002")
 def test_relative_file_and_the_hive_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = touch(tmp_path / "models" / "m.gguf")
     monkeypatch.chdir(tmp_path)
@@ -53,18 +55,21 @@ def test_relative_file_and_the_hive_name(tmp_path: Path, monkeypatch: pytest.Mon
     assert (found.path, found.model_id) == (path, "hf:org/repo")
 
 
+@pytest.mark.behavior("LOAD-002")
 def test_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     path = touch(tmp_path / "m.gguf")
     assert resolve(Path("~/m.gguf")).path == path
 
 
+@pytest.mark.behavior("LOAD-002")
 def test_directory_with_one_gguf(tmp_path: Path) -> None:
     path = touch(tmp_path / "m.gguf")
     touch(tmp_path / "README.md")
     assert resolve(tmp_path).path == path
 
 
+@pytest.mark.behavior("LOAD-004")
 def test_directory_without_gguf(tmp_path: Path) -> None:
     touch(tmp_path / "README.md")
     assert (
@@ -72,6 +77,7 @@ def test_directory_without_gguf(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-004")
 def test_directory_with_several(tmp_path: Path) -> None:
     for name in "abcdefg":
         touch(tmp_path / f"{name}.gguf")
@@ -81,6 +87,7 @@ def test_directory_with_several(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-004")
 def test_missing_file(tmp_path: Path) -> None:
     assert (
         refused(tmp_path / "m.gguf")
@@ -92,6 +99,7 @@ def test_missing_file(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.behavior("LOAD-004")
 def test_dangling_link(tmp_path: Path) -> None:
     (tmp_path / "m.gguf").symlink_to(tmp_path / "gone.gguf")
     assert refused(tmp_path / "m.gguf") == (
@@ -112,12 +120,14 @@ def test_dangling_link(tmp_path: Path) -> None:
         ("file:family/7b", "family/7b/only.gguf"),
     ],
 )
+@pytest.mark.behavior("LOAD-003")
 def test_refs_resolve_inside_the_models_dir(tmp_path: Path, ref: str, where: str) -> None:
     path = touch(tmp_path / where)
     found = resolve(ref=ref, models_dir=tmp_path)
     assert found == ResolvedModel(path, ref, f"{ref} in {tmp_path}")
 
 
+@pytest.mark.behavior("LOAD-004")
 def test_ref_that_is_not_there(tmp_path: Path) -> None:
     assert refused(ref="hf:org/repo/m.gguf", models_dir=tmp_path) == (
         f"--model-ref 'hf:org/repo/m.gguf' (in --models-dir {tmp_path}): no file at "
@@ -137,6 +147,7 @@ def test_ref_that_is_not_there(tmp_path: Path) -> None:
         ("file:", "must be relative to"),
     ],
 )
+@pytest.mark.behavior("LOAD-003")
 def test_names_that_escape_are_refused(tmp_path: Path, ref: str, problem: str) -> None:
     touch(tmp_path / "outside.gguf")
     models = tmp_path / "models"
@@ -145,18 +156,21 @@ def test_names_that_escape_are_refused(tmp_path: Path, ref: str, problem: str) -
     assert message.startswith(f"--model-ref {ref!r}: the name {problem} --models-dir {models}")
 
 
+@pytest.mark.behavior("LOAD-003")
 def test_hf_ref_needs_org_and_repo(tmp_path: Path) -> None:
     assert refused(ref="hf:repo", models_dir=tmp_path) == (
         "--model-ref 'hf:repo': expected hf:ORG/REPO or hf:ORG/REPO/FILE.gguf"
     )
 
 
+@pytest.mark.behavior("LOAD-003")
 def test_models_dir_must_exist(tmp_path: Path) -> None:
     assert refused(ref="file:m.gguf", models_dir=tmp_path / "none") == (
         f"--model-ref 'file:m.gguf': --models-dir {tmp_path / 'none'} is not a directory"
     )
 
 
+@pytest.mark.behavior("LOAD-001")
 def test_default_models_dir_is_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_models_dir() == tmp_path / "llm-worker-rbee" / "models"
@@ -164,6 +178,7 @@ def test_default_models_dir_is_the_cache(tmp_path: Path, monkeypatch: pytest.Mon
     assert resolve(ref="file:m.gguf").path == path
 
 
+@pytest.mark.behavior("LOAD-003")
 def test_ref_without_a_scheme(tmp_path: Path) -> None:
     assert refused(ref="llama-3-8b", models_dir=tmp_path) == (
         "--model-ref 'llama-3-8b': no --model given and the ref names no file; use "
@@ -175,9 +190,11 @@ def test_ref_without_a_scheme(tmp_path: Path) -> None:
 # -- the bundled default ---------------------------------------------------------------------
 
 
+@pytest.mark.behavior("LOAD-001")
 def test_nothing_given_is_the_bundled_model() -> None:
     assert resolve() == ResolvedModel(BUNDLED, BUNDLED_MODEL_ID, "the bundled model")
 
 
+@pytest.mark.behavior("LOAD-001")
 def test_the_bundled_id_as_ref_is_the_bundled_model() -> None:
     assert resolve(ref=BUNDLED_MODEL_ID).path == BUNDLED

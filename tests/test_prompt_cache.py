@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 import trio
 import trio.testing
 
@@ -26,6 +27,7 @@ def slot_of(events: list[tuple[float, SessionEvent]]) -> int:
     return slot
 
 
+@pytest.mark.behavior("RES-005")
 async def test_the_scheduler_grants_the_slot_its_chooser_picks() -> None:
     asked: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
 
@@ -44,6 +46,7 @@ async def test_the_scheduler_grants_the_slot_its_chooser_picks() -> None:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.behavior("RES-005")
 async def test_a_chooser_that_picks_a_busy_slot_is_overruled() -> None:
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(SlotScheduler(2, 4, chooser=lambda p, f: 7).run)
@@ -54,6 +57,7 @@ async def test_a_chooser_that_picks_a_busy_slot_is_overruled() -> None:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.behavior("INF-021", "INF-027")
 async def test_a_repeated_prompt_reports_its_cached_tokens(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -67,6 +71,7 @@ async def test_a_repeated_prompt_reports_its_cached_tokens(
     assert longer.cached_tokens == 11
 
 
+@pytest.mark.behavior("INF-027")
 async def test_a_prompt_goes_to_the_slot_that_holds_its_prefix(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -80,6 +85,7 @@ async def test_a_prompt_goes_to_the_slot_that_holds_its_prefix(
             assert ended(events).cached_tokens == len(prompt) - 1
 
 
+@pytest.mark.behavior("INF-027")
 async def test_a_reply_cut_by_a_stop_string_still_reports_cached_tokens(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

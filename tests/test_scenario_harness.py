@@ -19,6 +19,8 @@ def test_there_are_at_least_25_scenarios() -> None:
 
 
 @pytest.mark.parametrize("path", scenario_paths([SCENARIOS]), ids=lambda p: p.stem)
+@pytest.mark.behavior("CFG-018")
+@pytest.mark.no_cover  # 20 runs of what the scenarios cover once: only slower under coverage
 def test_trace_is_byte_identical_across_runs(path: Path) -> None:
     hashes = {run_scenario(path).trace_hash for _ in range(RUNS)}
     assert len(hashes) == 1
@@ -48,6 +50,7 @@ def test_a_slot_leak_fails_a_named_scenario_saying_what_was_expected_when(
     )
 
 
+@pytest.mark.behavior("SSE-010")
 def test_a_missing_final_event_fails_with_the_request_and_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -24,6 +24,7 @@ def feed_all(matcher: StopMatcher, pieces: list[str]) -> str:
         (["a", "END", "b"], ["END"], "a", "END"),
     ],
 )
+@pytest.mark.behavior("INF-016")
 def test_stop_matcher(
     pieces: list[str], stops: list[str], released: str, matched: str | None
 ) -> None:
@@ -32,12 +33,14 @@ def test_stop_matcher(
     assert matcher.matched == matched
 
 
+@pytest.mark.behavior("INF-016")
 def test_stop_matcher_holds_back_possible_prefix() -> None:
     matcher = StopMatcher(["</s>"])
     assert matcher.feed("abc</") == "abc"
     assert matcher.feed("x") == "</x"
 
 
+@pytest.mark.behavior("INF-017")
 def test_piece_decoder_never_emits_half_a_character() -> None:
     decoder = PieceDecoder()
     pieces = [b"\xc3", b"\xa9t\xc3", b"\xa9", b"\xf0\x9f", b"\x98", b"\x80"]
@@ -46,6 +49,7 @@ def test_piece_decoder_never_emits_half_a_character() -> None:
     assert decoder.flush() == ""
 
 
+@pytest.mark.behavior("INF-017")
 def test_piece_decoder_flushes_a_dangling_byte_as_replacement() -> None:
     decoder = PieceDecoder()
     assert decoder.feed(b"a\xe2\x82") == "a"

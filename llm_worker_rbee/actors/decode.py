@@ -9,9 +9,12 @@ engine thread in production.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from llm_worker_rbee.engine.base import Engine, SeqOutput
+from llm_worker_rbee.actors.memory_pressure import MemoryPressure
+from llm_worker_rbee.engine.base import Engine, EngineOutOfMemory, SeqOutput
 from llm_worker_rbee.messages.inference import (
     Admit,
     Cancel,
@@ -47,6 +50,8 @@ class ModelStatistics:
     prompt_tokens: int
     # KV cells the active sequences fill (prompt + generated), for the cache-usage gauge.
     kv_tokens: int = 0
+    # Steps keep running out of memory (actors/memory_pressure.py): heartbeat `degraded`.
+    memory_degraded: bool = False
 
 
 @dataclass
@@ -61,8 +66,9 @@ class DecodeLoop:
     """Not thread-safe: one thread calls `apply` and `step`. `statistics()` may be read from
     any thread: it is a frozen snapshot replaced after each call."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine
+        self._memory = MemoryPressure(clock)
         self._active: dict[int, _Active] = {}
         self._steps = 0
         self._tokens_generated = 0
@@ -97,10 +103,14 @@ class DecodeLoop:
             outputs = self._engine.step()
         except Exception as exc:  # EngineError or a bug in the engine
             log.error("engine step failed: %s; failing %d sequence(s)", exc, len(self._active))
+            memory = isinstance(exc, EngineOutOfMemory)
+            if memory:
+                self._memory.out_of_memory()
             for seq_id, active in list(self._active.items()):
                 self._drop(seq_id)
-                out.append((active.admit, SequenceFailed(seq_id, str(exc))))
+                out.append((active.admit, SequenceFailed(seq_id, str(exc), memory)))
         else:
+            self._memory.succeeded()
             for output in outputs:
                 self._route(output, out)
         self._refresh()
@@ -126,7 +136,9 @@ class DecodeLoop:
             return
         active.generated += 1
         self._tokens_generated += 1
-        event = TokenGenerated(output.seq_id, output.token, output.piece, active.cached)
+        event = TokenGenerated(
+            output.seq_id, output.token, output.piece, active.cached, output.logprobs
+        )
         out.append((active.admit, event))
         if active.generated >= active.limit:
             self._finish(active, "length", out)
@@ -154,4 +166,5 @@ class DecodeLoop:
             tokens_generated=self._tokens_generated,
             prompt_tokens=self._prompt_tokens,
             kv_tokens=sum(len(a.admit.prompt_tokens) + a.generated for a in self._active.values()),
+            memory_degraded=self._memory.degraded,
         )

@@ -224,7 +224,9 @@ class HeartbeatActor:
         vitals.hive = "unreachable"
 
     async def _say_goodbye(self) -> None:
-        if not self._registered:
+        # A worker whose model did not load was never registered, but the hive that
+        # started it is waiting for its ready: the goodbye tells it why it will not come.
+        if not self._registered and not self._lifecycle.failed:
             return
         reason = self._lifecycle.stop_reason or "stopped"
         payload = self._reports.gone(reason)

@@ -47,8 +47,17 @@ class LifecycleHandle:
         """Why the worker stopped ("SIGTERM", "hive: drain", ...); None until it has."""
         return self._actor.stop_reason
 
+    @property
+    def failed(self) -> bool:
+        """The worker stopped because it could not serve (its model did not load)."""
+        return self._actor.failed
+
     def set_state(self, state: WorkerState) -> None:
         self._actor.set_state(state)
+
+    def fail(self, reason: str) -> None:
+        """The worker cannot serve: stopped at once, with `reason` as the stop reason."""
+        self._actor.fail(reason)
 
     def attach_work(self, work: Work) -> None:
         self._actor.work = work
@@ -93,6 +102,7 @@ class LifecycleActor:
         self.work: Work | None = None
         self.stopped = trio.Event()
         self.stop_reason: str | None = None
+        self.failed = False
         self._changed = trio.Event()
         self._drain_scope: trio.CancelScope | None = None
 
@@ -108,6 +118,14 @@ class LifecycleActor:
         self._changed = trio.Event()
         if state is WorkerState.STOPPED:
             self.stopped.set()
+
+    def fail(self, reason: str) -> None:
+        if self.state is WorkerState.STOPPED:
+            return
+        log.error("stopping: %s", reason)
+        self.failed = True
+        self.stop_reason = reason
+        self.set_state(WorkerState.STOPPED)
 
     async def wait_state_change(self, last: WorkerState) -> WorkerState:
         while self.state is last:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -72,7 +73,9 @@ class ModelActor:
         self, *, task_status: trio.TaskStatus[ModelHandle] = trio.TASK_STATUS_IGNORED
     ) -> None:
         engine = await self._runner.load(self._engine_factory)
-        loop = self._loop = DecodeLoop(engine)
+        # Inline, steps run in trio's (possibly virtual) time; on the thread, in real time.
+        clock = time.monotonic if self._runner.own_thread else trio.current_time
+        loop = self._loop = DecodeLoop(engine, clock)
         send, receive = trio.open_memory_channel[ModelCommand](INBOX_SIZE)
         try:
             async with send, receive:

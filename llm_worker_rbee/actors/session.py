@@ -20,6 +20,7 @@ from llm_worker_rbee.messages.inference import (
     SequenceEvent,
     SequenceFinished,
     TokenGenerated,
+    TokenLogprobs,
 )
 from llm_worker_rbee.messages.session import (
     Accepted,
@@ -42,6 +43,14 @@ log = logging.getLogger(__name__)
 CLEANUP_DEADLINE_S = 2.0
 OUT_BUFFER = 16
 TIMEOUT_ERROR = ErrorInfo(408, "timeout", "request_timeout", "the request ran past its deadline")
+ENGINE_ERROR = ErrorInfo(500, "server_error", "engine_error", "generation failed")
+OUT_OF_MEMORY = ErrorInfo(
+    503,
+    "resource_exhausted",
+    "resource_exhausted",
+    "the worker ran out of memory for this request; retry later",
+    retry_after=1,
+)
 # Where a session's events go, tagged with its choice index (one channel per HTTP request).
 Outbox = trio.MemorySendChannel[tuple[int, SessionEvent]]
 
@@ -169,6 +178,7 @@ class InferenceSession:
             decoder = PieceDecoder()
             stops = StopMatcher(request.stop)
             pending_tokens = 0
+            pending_logprobs: list[TokenLogprobs] = []  # of the pending tokens, when asked
             while True:
                 # Every event already waiting goes out as one delta: when the engine runs
                 # ahead of the sockets, a write carries several tokens instead of one each.
@@ -179,6 +189,8 @@ class InferenceSession:
                         self._tokens_out += 1
                         self._cached_tokens = event.cached_tokens
                         pending_tokens += 1
+                        if event.logprobs is not None:
+                            pending_logprobs.append(event.logprobs)
                         text += stops.feed(decoder.feed(event.piece))
                         if stops.matched is not None:
                             ended = self._ended("stop_sequence")
@@ -195,13 +207,16 @@ class InferenceSession:
                     else:
                         self._seq = None
                         log.error("job %s failed in the engine: %s", request.job_id, event.message)
-                        error = ErrorInfo(500, "server_error", "engine_error", "generation failed")
+                        error = OUT_OF_MEMORY if event.out_of_memory else ENGINE_ERROR
                         ended = self._ended("error", error)
                     if ended is not None:
                         break
-                if text:
-                    await self._emit(out, TextDelta(text, pending_tokens))
+                # At the end, tokens with no text of their own still bring their logprobs.
+                if text or (ended is not None and pending_logprobs):
+                    delta = TextDelta(text, pending_tokens, tuple(pending_logprobs))
+                    await self._emit(out, delta)
                     pending_tokens = 0
+                    pending_logprobs.clear()
                 if ended is not None:
                     return ended
 
@@ -362,7 +377,9 @@ class SessionPool:
         if not isinstance(final, Ended):
             return
         error = final.error
-        if error is not None and error.status >= 500 and error.status != 503:
+        if error == OUT_OF_MEMORY:  # degraded only once it repeats (ModelStatistics)
+            self._last_error = (error, trio.current_time())
+        elif error is not None and error.status >= 500 and error.status != 503:
             self._last_error = (error, trio.current_time())
             self._failing = True
         elif final.stop_reason in ("eos", "max_tokens", "stop_sequence"):

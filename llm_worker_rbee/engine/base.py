@@ -6,11 +6,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from llm_worker_rbee.messages.inference import SamplingParams
+from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprobs
 
 
 class EngineError(Exception):
     """A step failed; every sequence that was in the step has to be failed."""
+
+
+class EngineOutOfMemory(EngineError):
+    """A step failed for memory (no KV cells, or an allocation llama.cpp could not make).
+
+    The requests in the step end with 503 `resource_exhausted`; the worker goes on serving.
+    """
+
+
+class ModelLoadError(Exception):
+    """The model could not be loaded: llama.cpp refused the file or the context."""
+
+    code = "load_failed"  # the error code /v1/loading/progress reports
+
+
+class LoadTimeout(ModelLoadError):
+    """The load ran past `--load-timeout` and was aborted."""
+
+    code = "load_timeout"
+
+
+class LoadCancelled(ModelLoadError):
+    """The worker was told to stop while it was loading; the load was aborted."""
+
+    code = "load_cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +46,8 @@ class SeqOutput:
     token: int
     piece: bytes
     is_eog: bool
+    # Only for sequences whose sampling asked for logprobs.
+    logprobs: TokenLogprobs | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +75,13 @@ class Engine(Protocol):
     def tokenize(self, text: str, *, add_special: bool) -> list[int]: ...
 
     def token_piece(self, token: int) -> bytes: ...
+
+    def check_grammar(self, grammar: str) -> None:
+        """Raises ValueError if the engine cannot use `grammar` (GBNF, root rule `root`).
+
+        Called on the trio thread, possibly while a step runs: it must only read.
+        """
+        ...
 
     def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
         """Which of the `free` slots a new `prompt` should get (the scheduler asks).

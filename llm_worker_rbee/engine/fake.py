@@ -10,8 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from llm_worker_rbee.engine.base import EngineError, ModelInfo, SeqOutput
-from llm_worker_rbee.messages.inference import SamplingParams
+from llm_worker_rbee.engine.base import (
+    EngineError,
+    EngineOutOfMemory,
+    ModelInfo,
+    ModelLoadError,
+    SeqOutput,
+)
+from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
+from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprob, TokenLogprobs
 
 BOS = 1
 EOS = 2
@@ -29,6 +36,9 @@ class FakeScript:
         step_latency: virtual seconds one step takes.
         prefill_chunk: prompt tokens one step processes per sequence.
         fail_at_steps: step numbers (1-based) that raise EngineError.
+        oom_at_steps: step numbers (1-based) that raise EngineOutOfMemory.
+        load_error: the load fails with this message once the weights are in (as when
+            llama.cpp cannot create the context).
         n_ctx: total context; each of `n_slots` sequences gets n_ctx // n_slots.
         prompt_cache: a slot keeps the prompt it decoded; the next prompt admitted there
             skips the shared prefix, and `choose_slot` prefers the longest match (as the
@@ -40,6 +50,8 @@ class FakeScript:
     step_latency: float = 0.01
     prefill_chunk: int = 512
     fail_at_steps: frozenset[int] = frozenset()
+    oom_at_steps: frozenset[int] = frozenset()
+    load_error: str | None = None
     n_ctx: int = 4096
     n_slots: int = 4
     prompt_cache: bool = False
@@ -49,8 +61,17 @@ class FakeScript:
 class _Seq:
     prompt: list[int]
     pieces: list[bytes]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
     fed: int = 0
     generated: int = 0
+
+    def next_piece(self) -> bytes | None:
+        """The scripted piece, then (until min_tokens) the script again; None: the end."""
+        if self.generated < len(self.pieces):
+            return self.pieces[self.generated]
+        if self.generated < self.sampling.min_tokens:
+            return self.pieces[self.generated % len(self.pieces)] if self.pieces else b" "
+        return None
 
 
 class FakeEngine:
@@ -61,6 +82,8 @@ class FakeEngine:
         self._pieces: list[bytes] = []
         self.steps = 0
         self.cancelled: list[int] = []
+        self.admitted: list[SamplingParams] = []  # every admission's sampling, in order
+        self.closed = False
         self._held: dict[int, list[int]] = {}
         self._info = ModelInfo(
             model_id="fake-model",
@@ -103,6 +126,11 @@ class FakeEngine:
                 break
         return [p.encode("utf-8") if isinstance(p, str) else p for p in chosen]
 
+    def check_grammar(self, grammar: str) -> None:
+        """The fake does not enforce grammars; it only wants the root rule there."""
+        if "root" not in grammar:
+            raise ValueError("the grammar has no root rule")
+
     def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
         if not self.script.prompt_cache:
             return free[0]
@@ -115,8 +143,12 @@ class FakeEngine:
         if self.script.prompt_cache:
             cached = min(_shared(self._held.pop(seq_id, []), prompt), len(prompt) - 1)
         self._seqs[seq_id] = _Seq(
-            prompt=list(prompt), pieces=self._reply_for(prompt), fed=max(cached, 0)
+            prompt=list(prompt),
+            pieces=self._reply_for(prompt),
+            sampling=sampling,
+            fed=max(cached, 0),
         )
+        self.admitted.append(sampling)
         return max(cached, 0)
 
     def cancel(self, seq_id: int) -> None:
@@ -141,6 +173,8 @@ class FakeEngine:
         self.steps += 1
         if self.steps in self.script.fail_at_steps:
             raise EngineError(f"scripted failure at step {self.steps}")
+        if self.steps in self.script.oom_at_steps:
+            raise EngineOutOfMemory(f"scripted out of memory at step {self.steps}")
         outputs: list[SeqOutput] = []
         for seq_id in sorted(self._seqs):
             seq = self._seqs[seq_id]
@@ -148,17 +182,45 @@ class FakeEngine:
                 seq.fed = min(len(seq.prompt), seq.fed + self.script.prefill_chunk)
                 if seq.fed < len(seq.prompt):
                     continue
-            if seq.generated < len(seq.pieces):
-                piece = seq.pieces[seq.generated]
-                token, eog = self._piece_id(piece), False
-            else:
-                piece, token, eog = b"", EOS, True
+            piece = seq.next_piece()
+            if piece is None:
+                outputs.append(SeqOutput(seq_id=seq_id, token=EOS, piece=b"", is_eog=True))
+                continue
+            token = self._piece_id(piece)
+            k = seq.sampling.logprobs
+            logprobs = None if k is None else fake_logprobs(token, piece, seq.generated, k)
             seq.generated += 1
-            outputs.append(SeqOutput(seq_id=seq_id, token=token, piece=piece, is_eog=eog))
+            outputs.append(SeqOutput(seq_id, token, piece, False, logprobs))
         return outputs
 
     def close(self) -> None:
-        self._seqs.clear()
+        """Drops every sequence; idempotent, like the llama engine's."""
+        if self.closed:
+            return
+        self.closed = True
+        for seq_id in list(self._seqs):
+            self.cancel(seq_id)
+
+    def load(self, progress: LoadProgress) -> FakeEngine:
+        """The rest of a load once the weights are in: context and warm-up stages, or the
+        scripted `load_error`. Weight progress is the runner's (VirtualTimeLoader)."""
+        progress.enter(LoadStage.CREATING_CONTEXT)
+        if self.script.load_error is not None:
+            raise ModelLoadError(self.script.load_error)
+        progress.enter(LoadStage.WARMING_UP)
+        return self
+
+
+def fake_logprobs(token: int, piece: bytes, index: int, k: int) -> TokenLogprobs:
+    """Deterministic logprobs for the `index`-th generated token: it is the likeliest, at
+    -0.25, -0.5, -0.75, -1 in turn; the alternatives are the bytes "a", "b", ... one nat
+    apart below it."""
+    chosen = TokenLogprob(token, piece, -((index % 4) + 1) / 4)
+    others = [
+        TokenLogprob(_BYTE_BASE + ord("a") + j, bytes([ord("a") + j]), chosen.logprob - 1 - j)
+        for j in range(max(k - 1, 0))
+    ]
+    return TokenLogprobs(chosen, tuple([chosen, *others][:k]))
 
 
 def _shared(a: Sequence[int], b: Sequence[int]) -> int:

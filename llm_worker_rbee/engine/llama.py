@@ -1,7 +1,8 @@
 """The llama.cpp engine on llama-cpp-python's low-level API: one llama_decode per step.
 
 Each active sequence has its own llama.cpp sequence id (its slot) and its own sampler chain;
-sampling runs in C over the full vocabulary, never in Python.
+sampling runs in C over the full vocabulary, never in a Python loop (grammars, min_tokens and
+logprobs: `sampling.py`).
 
 Prompt cache: a slot keeps its KV cells after its sequence ends. The next sequence admitted
 to that slot keeps the part of them that matches its prompt (the longest common prefix) and
@@ -16,12 +17,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 from llama_cpp import _logger as llama_logger
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.base import EngineError, ModelInfo, SeqOutput
+from llm_worker_rbee.engine.base import (
+    EngineError,
+    EngineOutOfMemory,
+    ModelInfo,
+    ModelLoadError,
+    SeqOutput,
+)
+from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
+from llm_worker_rbee.engine.sampling import SeqSampler, build_chains
 from llm_worker_rbee.messages.inference import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -29,12 +39,20 @@ log = logging.getLogger(__name__)
 # A shared prefix shorter than this (a BOS and a template header) is not worth taking
 # another conversation's cache for: such prompts go to the least recently used free slot.
 MIN_REUSE_TOKENS = 8
-# How many recent tokens the repetition/presence/frequency penalties look at.
-PENALTY_LAST_N = 64
 
 
-class ModelLoadError(Exception):
-    """llama.cpp could not open the model or create a context."""
+# llama_decode's answers that mean memory: 1, no KV cells free for the batch (the cache is
+# left as it was); -2, an allocation failed (GGML_STATUS_ALLOC_FAILED, or the cache could not
+# prepare the batch). -3 is a failed compute (GGML_STATUS_FAILED): an engine error.
+DECODE_OUT_OF_MEMORY = {1: "no KV cells free for the batch", -2: "an allocation failed"}
+
+
+def decode_error(status: int) -> EngineError:
+    """The exception for a llama_decode that returned `status` (not 0)."""
+    reason = DECODE_OUT_OF_MEMORY.get(status)
+    if reason is not None:
+        return EngineOutOfMemory(f"llama_decode returned {status}: {reason}")
+    return EngineError(f"llama_decode returned {status}")
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -49,7 +67,7 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 @dataclass
 class _Seq:
     prompt: list[int]
-    sampler: ctypes.c_void_p
+    sampler: SeqSampler
     # Tokens whose KV cells this sequence holds, position i = tokens[i]. Starts with the
     # reused prefix, grows by prompt chunks, then by each sampled token once it is decoded.
     tokens: list[int]
@@ -122,25 +140,62 @@ class LlamaEngine:
             eos_text=self._special_text(llama_cpp.llama_vocab_eos(self._vocab)),
         )
         self.n_seq_max = n_seq
+        self._closed = False
 
     @classmethod
-    def load(cls, path: Path, settings: Settings, model_id: str) -> LlamaEngine:
-        """Opens the model and a context for `settings.slots` sequences.
+    def load(
+        cls,
+        path: Path,
+        settings: Settings,
+        model_id: str,
+        progress: LoadProgress | None = None,
+    ) -> LlamaEngine:
+        """Opens the model, a context for `settings.slots` sequences, and warms it up.
+
+        `progress` hears each stage and how much of the weights are in; when it says stop
+        (past --load-timeout, or the worker is stopping) llama.cpp aborts the load.
 
         Raises:
-            ModelLoadError: llama.cpp refused the file or the context.
+            ModelLoadError: llama.cpp refused the file or the context, or the warm-up failed.
+            LoadTimeout, LoadCancelled: the load was aborted.
         """
+        progress = progress or LoadProgress()
         llama_logger.set_verbose(settings.log_level == "debug")
         llama_cpp.llama_backend_init()
+        progress.enter(LoadStage.LOADING_WEIGHTS)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = settings.n_gpu_layers
         model_params.main_gpu = settings.device
         # No repacked CPU weights: their kernels take one path for a lone row and another
         # for blocks of rows, so a sequence's logits would depend on who shares its step.
         model_params.use_extra_bufts = False
+        # Referenced until the load returns: llama.cpp calls it from inside; False aborts.
+        callback = llama_cpp.llama_progress_callback(lambda done, _: progress.weights(done))
+        model_params.progress_callback = callback
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not model:
+            progress.check()  # an abort says why
             raise ModelLoadError(f"llama.cpp could not load {path}")
+        try:
+            progress.enter(LoadStage.CREATING_CONTEXT)
+            engine = cls._with_context(model, path, settings, model_id)
+        except BaseException:
+            llama_cpp.llama_model_free(model)
+            raise
+        try:
+            progress.enter(LoadStage.WARMING_UP)
+            engine.warm_up()
+            progress.check()
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    @classmethod
+    def _with_context(
+        cls, model: llama_cpp.llama_model_p, path: Path, settings: Settings, model_id: str
+    ) -> LlamaEngine:
+        """The engine on a new context for `model`; the caller frees `model` if this raises."""
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = settings.ctx_size
         params.n_batch = settings.batch_size
@@ -161,9 +216,30 @@ class LlamaEngine:
         params.no_perf = True
         ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
-            llama_cpp.llama_model_free(model)
             raise ModelLoadError(f"llama.cpp could not create a context for {path}")
-        return cls(model, ctx, model_id, settings.batch_size)
+        try:
+            return cls(model, ctx, model_id, settings.batch_size)
+        except BaseException:
+            llama_cpp.llama_free(ctx)
+            raise
+
+    def warm_up(self) -> None:
+        """One decode of a BOS token in slot 0, whose cells are then dropped, so the first
+        request does not pay for llama.cpp's first decode (graph and buffer set-up).
+
+        Raises:
+            ModelLoadError: the decode failed; a worker that cannot decode one token is
+                not ready.
+        """
+        bos = llama_cpp.llama_vocab_bos(self._vocab)
+        batch = self._batch
+        batch.clear()
+        batch.add(bos if bos >= 0 else 0, 0, 0, True)
+        status = llama_cpp.llama_decode(self._ctx, batch.raw)
+        batch.clear()
+        llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        if status != 0:
+            raise ModelLoadError(f"the warm-up decode failed: {decode_error(status)}")
 
     @property
     def info(self) -> ModelInfo:
@@ -206,54 +282,39 @@ class LlamaEngine:
             self._eog_tokens = [t for t in range(self._info.n_vocab) if is_eog(self._vocab, t)]
         return self._eog_tokens
 
-    def _sampler(self, sampling: SamplingParams, prompt: Sequence[int]) -> ctypes.c_void_p:
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        bias = list(sampling.logit_bias)
-        if sampling.ignore_eos:
-            bias += [(t, float("-inf")) for t in self._eog()]
-        if bias:
-            array = (llama_cpp.llama_logit_bias * len(bias))()
-            for i, (token, value) in enumerate(bias):
-                array[i].token = token  # type: ignore[assignment]
-                array[i].bias = value
-            add(
-                chain, llama_cpp.llama_sampler_init_logit_bias(self._info.n_vocab, len(bias), array)
-            )
-        penalised = (
-            sampling.repeat_penalty != 1.0
-            or sampling.presence_penalty != 0.0
-            or sampling.frequency_penalty != 0.0
+    def _sampler(self, sampling: SamplingParams, prompt: Sequence[int]) -> SeqSampler:
+        n_vocab = self._info.n_vocab
+        # Only what needs them pays for the end-of-generation list (a pass over the vocabulary).
+        eog = self._eog() if sampling.ignore_eos or sampling.min_tokens > 0 else []
+        grammar = None
+        if sampling.grammar is not None:
+            grammar = self._grammar(sampling.grammar)
+            if not grammar:
+                raise ValueError("llama.cpp could not parse the grammar")
+        return SeqSampler(
+            build_chains(sampling, prompt, n_vocab, eog),
+            sampling,
+            n_vocab=n_vocab,
+            eog=eog,
+            eos=llama_cpp.llama_vocab_eos(self._vocab),
+            grammar=grammar,
+            describe=self._logprob_piece,
         )
-        if penalised:
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_penalties(
-                    self._info.n_vocab,
-                    PENALTY_LAST_N,
-                    sampling.repeat_penalty,
-                    sampling.frequency_penalty,
-                    sampling.presence_penalty,
-                ),
-            )
-        if sampling.temperature <= 0.0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            if sampling.top_k > 0:
-                add(chain, llama_cpp.llama_sampler_init_top_k(sampling.top_k))
-            add(chain, llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1))
-            add(chain, llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1))
-            add(chain, llama_cpp.llama_sampler_init_temp(sampling.temperature))
-            seed = (
-                llama_cpp.LLAMA_DEFAULT_SEED
-                if sampling.seed is None
-                else sampling.seed & 0xFFFFFFFF
-            )
-            add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        if penalised:  # penalties look at the prompt too, as llama-server's do
-            for token in prompt[-PENALTY_LAST_N:]:
-                llama_cpp.llama_sampler_accept(chain, token)
-        return chain  # type: ignore[no-any-return]
+
+    def _grammar(self, grammar: str) -> Any:
+        """llama.cpp's grammar sampler for `grammar` (root rule `root`); NULL if it fails."""
+        return llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+
+    def check_grammar(self, grammar: str) -> None:
+        """Raises ValueError if llama.cpp cannot parse `grammar`. Reads the vocabulary only."""
+        sampler = self._grammar(grammar)
+        if not sampler:
+            raise ValueError("llama.cpp could not parse the grammar")
+        llama_cpp.llama_sampler_free(sampler)
+
+    def _logprob_piece(self, token: int) -> bytes:
+        """A token as logprobs show it: its text, or for a control token its name."""
+        return self.token_piece(token) or self._special_text(token).encode()
 
     def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
         """The free slot whose cells share the longest prefix with `prompt`.
@@ -317,7 +378,7 @@ class LlamaEngine:
         seq = self._seqs.pop(seq_id, None)
         if seq is None:
             return
-        llama_cpp.llama_sampler_free(seq.sampler)
+        seq.sampler.close()
         self._last_used[seq_id] = seq.order
         if seq.broken:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
@@ -368,19 +429,25 @@ class LlamaEngine:
         if status != 0:
             for seq, _ in fed:
                 seq.broken = True
-            raise EngineError(f"llama_decode returned {status}")
+            raise decode_error(status)
         for seq, tokens in fed:
             seq.tokens.extend(tokens)
         outputs: list[SeqOutput] = []
         for seq_id, index in batch.outputs:
             seq = self._seqs[seq_id]
-            token = llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, index)
+            token, logprobs = seq.sampler.sample(self._ctx, index)
             seq.last = token
             eog = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
-            outputs.append(SeqOutput(seq_id, token, b"" if eog else self.token_piece(token), eog))
+            piece = b"" if eog else self.token_piece(token)
+            outputs.append(SeqOutput(seq_id, token, piece, eog, logprobs))
         return outputs
 
     def close(self) -> None:
+        """Frees the sampler chains, the batch, the context, then the model (each needs the
+        next). A second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         for seq_id in list(self._seqs):
             self.cancel(seq_id)
         llama_cpp.llama_batch_free(self._batch.raw)

@@ -140,7 +140,8 @@ def plan_start(
     )
 
 
-def llama_offload_supported(pin: Mapping[str, str]) -> bool:
+# Asked only once a GPU was found (tests pass a fake): it runs on GPU machines only.
+def llama_offload_supported(pin: Mapping[str, str]) -> bool:  # pragma: no cover
     """Pins CUDA to the chosen GPU in this process, then asks llama.cpp if it can offload.
 
     The environment must be set first: llama.cpp starts CUDA on this first question, and

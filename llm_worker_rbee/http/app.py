@@ -39,6 +39,7 @@ _SESSIONS_KEY = "llm_worker_rbee.sessions"
 def create_app(services: Services) -> QuartTrio:
     from llm_worker_rbee.http import (
         admin_routes,
+        loading_routes,
         openai_routes,
         openapi,
         rbee_routes,
@@ -55,6 +56,7 @@ def create_app(services: Services) -> QuartTrio:
     _register_errors(app)
     _register_auth(app, services)
     system_routes.register(app, services)
+    loading_routes.register(app, services)
     openai_routes.register(app, services)
     rbee_routes.register(app, services)
     token_routes.register(app, services)

@@ -30,6 +30,8 @@ class ApiError(Exception):
 
     @classmethod
     def from_info(cls, info: ErrorInfo, headers: dict[str, str] | None = None) -> ApiError:
+        if headers is None and info.retry_after is not None:
+            headers = {"Retry-After": str(info.retry_after)}
         return cls(
             info.status,
             info.message,

@@ -20,6 +20,7 @@ from llm_worker_rbee.http.app import (
     parse_body,
 )
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
+from llm_worker_rbee.http.logprobs import CompletionLogprobs, chat_logprobs
 from llm_worker_rbee.http.schemas import (
     ChatCompletionBody,
     CompletionBody,
@@ -29,6 +30,7 @@ from llm_worker_rbee.http.schemas import (
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_choice, sse_data
 from llm_worker_rbee.http.translate import build_request
+from llm_worker_rbee.messages.inference import TokenLogprobs
 from llm_worker_rbee.messages.session import Ended, InferenceRequest, TextDelta
 from llm_worker_rbee.prompts import ChatMessage, TemplateError, render_chat
 
@@ -84,6 +86,12 @@ def register(app: QuartTrio, services: Services) -> None:
         model, _ = services.serving()
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         n = check_common(body, len(prompts))
+        if body.logprobs is not None and body.echo:
+            raise bad_request(
+                "logprobs with echo (the prompt's logprobs) is not supported",
+                param="logprobs",
+                code="unsupported_parameter",
+            )
         job_id = job_id_for(services)
         for prompt in prompts:
             log_prompt(services, prompt)
@@ -97,12 +105,21 @@ def register(app: QuartTrio, services: Services) -> None:
                 add_special=True,
                 max_tokens=body.max_tokens or COMPLETIONS_DEFAULT_MAX_TOKENS,
                 deadline=deadline,
+                logprobs=body.logprobs,
             )
             for p, prompt in enumerate(prompts)
             for i in range(n)
         ]
         echo = [prompt for prompt in prompts for _ in range(n)] if body.echo else None
-        reply = _Reply("cmpl", "text_completion", services, job_id, chat=False, echo=echo)
+        reply = _Reply(
+            "cmpl",
+            "text_completion",
+            services,
+            job_id,
+            chat=False,
+            echo=echo,
+            logprobs=body.logprobs is not None,
+        )
         prompt_of = [p for p in range(len(prompts)) for _ in range(n)]
         return await reply.respond(services, requests, body, prompt_of)
 
@@ -111,6 +128,9 @@ def register(app: QuartTrio, services: Services) -> None:
         body = await parse_body(ChatCompletionBody)
         model, _ = services.serving()
         n = check_common(body, 1)
+        if body.top_logprobs and not body.logprobs:
+            raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
+        logprobs = (body.top_logprobs or 0) if body.logprobs else None
         info = model.info
         messages = [ChatMessage(m.role, m.text()) for m in body.messages]
         try:
@@ -131,10 +151,13 @@ def register(app: QuartTrio, services: Services) -> None:
                 deadline=deadline,
                 prompt_param="messages",
                 extra_stops=prompt.extra_stops,
+                logprobs=logprobs,
             )
             for i in range(n)
         ]
-        reply = _Reply("chatcmpl", "chat.completion", services, job_id, chat=True)
+        reply = _Reply(
+            "chatcmpl", "chat.completion", services, job_id, chat=True, logprobs=bool(body.logprobs)
+        )
         return await reply.respond(services, requests, body, [0] * n)
 
 
@@ -156,8 +179,12 @@ class _Reply:
         *,
         chat: bool,
         echo: list[str] | None = None,
+        logprobs: bool = False,
     ) -> None:
         self.id = f"{prefix}-{uuid.uuid4().hex}"
+        self.logprobs = logprobs
+        # Completions' text offsets run on across a choice's chunks: one renderer per choice.
+        self._completion_logprobs: dict[int, CompletionLogprobs] = {}
         self.object = obj
         self.chunk_object = "chat.completion.chunk" if chat else "text_completion"
         self.model_id = services.model_id
@@ -194,14 +221,28 @@ class _Reply:
             "system_fingerprint": FINGERPRINT,
         }
 
+    def _logprobs(self, index: int, entries: tuple[TokenLogprobs, ...]) -> dict[str, Any] | None:
+        """`choices[].logprobs` for the tokens `entries` (the next ones of choice `index`)."""
+        if not self.logprobs:
+            return None
+        if self.chat:
+            return chat_logprobs(entries)
+        renderer = self._completion_logprobs.get(index)
+        if renderer is None:
+            start = len(self.echo[index]) if self.echo else 0
+            renderer = self._completion_logprobs[index] = CompletionLogprobs(start)
+        return renderer.render(entries)
+
     async def _whole(self, stream: ChoiceStream, prompt_of: list[int]) -> Response:
         count = len(stream.sessions)
         parts: list[list[str]] = [[] for _ in range(count)]
+        entries: list[list[TokenLogprobs]] = [[] for _ in range(count)]
         ended: list[Ended | None] = [None] * count
         try:
             async for index, event in stream.events:
                 if isinstance(event, TextDelta):
                     parts[index].append(event.text)
+                    entries[index].extend(event.logprobs)
                 elif isinstance(event, Ended):
                     ended[index] = event
                     error = ended_error(event)
@@ -217,7 +258,7 @@ class _Reply:
             text = (self.echo[index] if self.echo else "") + "".join(texts)
             choice: dict[str, Any] = {
                 "index": index,
-                "logprobs": None,
+                "logprobs": self._logprobs(index, tuple(entries[index])),
                 "finish_reason": finish_reason(end),
             }
             if self.chat:
@@ -230,9 +271,15 @@ class _Reply:
         body["usage"] = usage(done, prompt_of)
         return Response(json.dumps(body, ensure_ascii=False), content_type="application/json")
 
-    def _chunk(self, index: int, delta: dict[str, Any] | str, finish: str | None) -> bytes:
+    def _chunk(
+        self,
+        index: int,
+        delta: dict[str, Any] | str,
+        finish: str | None,
+        logprobs: dict[str, Any] | None = None,
+    ) -> bytes:
         chunk = self._envelope(self.chunk_object)
-        choice: dict[str, Any] = {"index": index, "logprobs": None, "finish_reason": finish}
+        choice: dict[str, Any] = {"index": index, "logprobs": logprobs, "finish_reason": finish}
         choice["delta" if self.chat else "text"] = delta
         chunk["choices"] = [choice]
         return sse_data(chunk)
@@ -255,7 +302,7 @@ class _Reply:
             index, event = item
             if isinstance(event, TextDelta):
                 delta: dict[str, Any] | str = {"content": event.text} if self.chat else event.text
-                yield self._chunk(index, delta, None)
+                yield self._chunk(index, delta, None, self._logprobs(index, event.logprobs))
             elif isinstance(event, Ended):
                 error = ended_error(event)
                 if error is not None:

@@ -12,6 +12,7 @@ from quart_trio import QuartTrio
 from llm_worker_rbee import __version__
 from llm_worker_rbee.http import responses as r
 from llm_worker_rbee.http.admin_routes import ShutdownAccepted, ShutdownBody
+from llm_worker_rbee.http.loading_routes import LoadingEvent, Ready
 from llm_worker_rbee.http.schemas import ChatCompletionBody, CompletionBody, InferenceBody
 from llm_worker_rbee.http.token_routes import DetokenizeBody, TokenizeBody
 
@@ -32,6 +33,20 @@ _BODY_ERRORS = (400, 404, 408, 409, 413, 503)
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get", "/health", "200 when ready, 503 while loading or draining", r.Health, errors=(503,)
+    ),
+    Operation(
+        "get",
+        "/v1/ready",
+        "200 when ready, 503 (same body) while loading or after",
+        Ready,
+        errors=(503,),
+    ),
+    Operation(
+        "get",
+        "/v1/loading/progress",
+        "the model's load: progress events, then ready or failed",
+        None,
+        stream=LoadingEvent,
     ),
     Operation("get", "/heartbeat", "the heartbeat payload sent to the hive", r.Heartbeat),
     Operation("get", "/v1/models", "the served model", r.ModelList),

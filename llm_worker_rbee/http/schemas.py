@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 # StrictFloat takes ints too (1 == 1.0) but never bools or numeric strings; unlike a union,
 # it carries its range into the JSON schema that /openapi.json publishes.
@@ -21,6 +30,32 @@ class _Body(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: StrictBool = False
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: StrictStr | None = None
+    # Absent: any JSON value. `schema` would shadow a BaseModel attribute, hence the alias.
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    # Accepted; the schema is always enforced.
+    strict: StrictBool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's response_format; json_object and json_schema are enforced by a grammar."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+    # llama.cpp's extension: `{"type": "json_object", "schema": {...}}`.
+    object_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _schema_for_json_schema(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object")
+        return self
 
 
 class SamplingFields(_Body):
@@ -45,6 +80,9 @@ class SamplingFields(_Body):
         | None
     ) = None
     ignore_eos: StrictBool | None = None
+    # vLLM extension: no end-of-generation before this many tokens.
+    min_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
+    response_format: ResponseFormat | None = None
     user: StrictStr | None = None
     # rbee extension: seconds this request may take, time in the queue included.
     timeout: Annotated[Number, Field(gt=0)] | None = None
@@ -71,12 +109,17 @@ class Message(BaseModel):
 class ChatCompletionBody(SamplingFields):
     messages: Annotated[list[Message], Field(min_length=1, max_length=4096)]
     max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    logprobs: StrictBool | None = None
+    # Alternatives per token; needs `logprobs: true`.
+    top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
 
 
 class CompletionBody(SamplingFields):
     # A list of prompts gets one choice per prompt (times n); each choice needs a slot.
     prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=128)]
     echo: StrictBool | None = None
+    # The sampled token's logprob and this many alternatives per token.
+    logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None = None
 
 
 class InferenceBody(SamplingFields):
@@ -99,9 +142,6 @@ REFUSED: dict[str, str] = {
     "prediction": "predicted outputs are not supported",
     "suffix": "suffix (insertion) is not supported",
     "best_of": "best_of is not supported",
-    "logprobs": "logprobs are not supported yet",
-    "top_logprobs": "logprobs are not supported yet",
-    "response_format": "response_format is not supported yet",
     "web_search_options": "web search is not supported",
 }
 
@@ -110,8 +150,6 @@ def refused_param(extra: dict[str, Any] | None) -> tuple[str, str] | None:
     """The first refused OpenAI parameter present with a non-default value, if any."""
     for name, value in (extra or {}).items():
         if name in REFUSED and value not in (None, False, [], {}):
-            if name == "response_format" and value == {"type": "text"}:
-                continue
             if name == "best_of" and value == 1:
                 continue
             return name, REFUSED[name]

@@ -14,6 +14,7 @@ from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
 from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.loading import LoadProgress
 from llm_worker_rbee.hive.vitals import Vitals
 from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.messages.lifecycle import WorkerState
@@ -34,6 +35,12 @@ class Services:
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
     # What the HeartbeatActor knows (hive reachability, VRAM), for GET /heartbeat.
     vitals: Vitals = field(default_factory=Vitals)
+    # How far the model's load has come, for /v1/ready, /v1/loading/progress, heartbeats.
+    loading: LoadProgress = field(default_factory=LoadProgress)
+
+    def cancel_job(self, job_id: str) -> bool:
+        """SessionPool.cancel once the sessions exist (the hive may ask before)."""
+        return self.sessions is not None and self.sessions.cancel(job_id)
 
     def serving(self) -> tuple[ModelHandle, SessionPool]:
         """The handles a request needs, or 503 while the worker is not ready for work.

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from llm_worker_rbee.actors.model import ModelHandle
+from llm_worker_rbee.engine.base import Engine
+from llm_worker_rbee.grammar import GrammarError, json_object_grammar, schema_grammar
 from llm_worker_rbee.http.errors import ApiError, bad_request
-from llm_worker_rbee.http.schemas import SamplingFields
+from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.messages.session import InferenceRequest
 
 DEFAULTS = SamplingParams()
 
 
-def sampling_from(body: SamplingFields, n_vocab: int) -> SamplingParams:
+def sampling_from(
+    body: SamplingFields, n_vocab: int, *, grammar: str | None = None, logprobs: int | None = None
+) -> SamplingParams:
     bias: list[tuple[int, float]] = []
     for key, value in (body.logit_bias or {}).items():
         try:
@@ -36,7 +40,32 @@ def sampling_from(body: SamplingFields, n_vocab: int) -> SamplingParams:
         seed=body.seed,
         logit_bias=tuple(bias),
         ignore_eos=bool(body.ignore_eos),
+        grammar=grammar,
+        min_tokens=body.min_tokens or 0,
+        logprobs=logprobs,
     )
+
+
+def grammar_for(response_format: ResponseFormat | None, engine: Engine) -> str | None:
+    """The grammar enforcing `response_format`, checked by the engine; None for text.
+
+    Raises:
+        ApiError: 400 naming response_format for a schema that cannot be enforced.
+    """
+    if response_format is None or response_format.type == "text":
+        return None
+    try:
+        if response_format.type == "json_schema":
+            assert response_format.json_schema is not None  # the body's validator saw to it
+            grammar = schema_grammar(response_format.json_schema.json_schema or {})
+        elif response_format.object_schema is not None:
+            grammar = schema_grammar(response_format.object_schema)
+        else:
+            grammar = json_object_grammar()
+        engine.check_grammar(grammar)
+    except (GrammarError, ValueError) as exc:
+        raise bad_request(str(exc), param="response_format") from None
+    return grammar
 
 
 def _or(value: float | None, default: float) -> float:
@@ -60,12 +89,22 @@ def build_request(
     deadline: float | None = None,
     prompt_param: str = "prompt",
     extra_stops: tuple[str, ...] = (),
+    logprobs: int | None = None,
 ) -> InferenceRequest:
-    """Tokenizes and checks the prompt against the per-sequence context.
+    """Tokenizes and checks the prompt against the per-sequence context; builds the
+    grammar `response_format` asks for. `logprobs`: None, or how many alternatives per token
+    to report.
 
     Raises:
-        ApiError: 400 for an empty prompt or one that does not fit the context.
+        ApiError: 400 for an empty prompt, one that does not fit the context, a schema that
+            cannot be enforced, or min_tokens above max_tokens.
     """
+    if body.min_tokens and max_tokens is not None and body.min_tokens > max_tokens:
+        raise bad_request(
+            f"min_tokens ({body.min_tokens}) is more than max_tokens ({max_tokens})",
+            param="min_tokens",
+        )
+    grammar = grammar_for(body.response_format, model.engine)
     tokens = model.tokenize(prompt, add_special=add_special)
     if not tokens:
         raise bad_request("the prompt is empty", param=prompt_param, code="empty_prompt")
@@ -82,7 +121,7 @@ def build_request(
     return InferenceRequest(
         job_id=job_id,
         prompt_tokens=tuple(tokens),
-        sampling=sampling_from(body, model.info.n_vocab),
+        sampling=sampling_from(body, model.info.n_vocab, grammar=grammar, logprobs=logprobs),
         max_tokens=room if max_tokens is None else min(max_tokens, room),
         stop=stops_of(body) + extra_stops,
         deadline=deadline,

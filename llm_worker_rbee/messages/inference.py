@@ -24,6 +24,31 @@ class SamplingParams:
     seed: int | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()
     ignore_eos: bool = False
+    # GBNF (root rule `root`) the output must match; end-of-generation is only sampled once
+    # the grammar is complete.
+    grammar: str | None = None
+    # End-of-generation tokens cannot be sampled before this many tokens were generated.
+    min_tokens: int = 0
+    # None: no logprobs; k: the sampled token's logprob and the k most likely alternatives.
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A token and its log-probability under the model's raw distribution (the logits
+    before logit bias, penalties, temperature or truncation)."""
+
+    token: int
+    piece: bytes
+    logprob: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprobs:
+    """For one generated token: its own logprob and the most likely alternatives."""
+
+    chosen: TokenLogprob
+    top: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +59,8 @@ class TokenGenerated:
     # Prompt tokens this sequence reused from its slot's KV cache (the same on every event
     # of a sequence, so a session that ends early on a stop string still knows it).
     cached_tokens: int = 0
+    # Only when the request asked for logprobs.
+    logprobs: TokenLogprobs | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +78,8 @@ class SequenceFinished:
 class SequenceFailed:
     seq_id: int
     message: str
+    # The step failed for memory (EngineOutOfMemory): 503 resource_exhausted, not a 500.
+    out_of_memory: bool = False
 
 
 SequenceEvent = TokenGenerated | SequenceFinished | SequenceFailed

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from llm_worker_rbee.messages.inference import SamplingParams
+from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprobs
 
 StopReason = Literal["max_tokens", "eos", "stop_sequence", "cancelled", "timeout", "error"]
 
@@ -22,6 +22,8 @@ class ErrorInfo:
     code: str
     message: str
     param: str | None = None
+    # Seconds for a Retry-After header when the error ends a request before its response.
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class Started:
 class TextDelta:
     text: str
     tokens: int
+    # One entry per token this delta covers, when the request asked for logprobs.
+    logprobs: tuple[TokenLogprobs, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
+from llm_worker_rbee.engine.loading import LoadProgress
 from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.hive.scripted import (
     HiveExpect,
@@ -35,8 +36,10 @@ from llm_worker_rbee.hive.scripted import (
     check_hive,
 )
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.testing.asgi import ASGIApp, Exchange, asgi_request
+from llm_worker_rbee.status import reported_state
+from llm_worker_rbee.testing.asgi import ASGIApp, Exchange, SseEvent, asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer
+from llm_worker_rbee.testing.virtual_load import VirtualTimeLoader
 from llm_worker_rbee.tracing import TraceRecorder
 from llm_worker_rbee.worker import Runtime, run_worker
 
@@ -59,12 +62,16 @@ class EngineSpec(_Strict):
     replies: dict[str, list[str]] = {}
     prefill_chunk: int = Field(default=512, ge=1)
     fail_at_steps: list[int] = []
+    oom_at_steps: list[int] = []
+    # The load fails with this message once the weights are in (after `load_time`).
+    load_error: str | None = None
 
 
 class RequestSpec(_Strict):
     id: str
     at: float = 0.0
-    api: Literal["inference", "completions", "chat"] = "inference"
+    # loading: GET /v1/loading/progress (the other fields but `leave_at` do not apply)
+    api: Literal["inference", "completions", "chat", "loading"] = "inference"
     stream: bool = True
     body: dict[str, Any] = {}
     headers: dict[str, str] = {}
@@ -96,6 +103,8 @@ class RequestExpect(_Strict):
     job_id: str | None = None
     retry_after: str | None = None
     min_pings: int | None = None
+    # Every event of a /v1/loading/progress stream, as "T EVENT STAGE PROGRESS".
+    load_events: list[str] | None = None
 
 
 class StateExpect(_Strict):
@@ -105,6 +114,10 @@ class StateExpect(_Strict):
     engine_active: int | None = None
     health: int | None = None
     state: str | None = None
+    ready: int | None = None  # status of GET /v1/ready
+    load_stage: str | None = None  # its `stage`
+    load_progress: float | None = None  # its `progress`
+    heartbeat_state: str | None = None  # the heartbeat payload's `state`
 
 
 class Expect(_Strict):
@@ -234,6 +247,8 @@ def _script(scenario: Scenario, settings: Settings) -> FakeScript:
         step_latency=spec.step_latency,
         prefill_chunk=spec.prefill_chunk,
         fail_at_steps=frozenset(spec.fail_at_steps),
+        oom_at_steps=frozenset(spec.oom_at_steps),
+        load_error=spec.load_error,
         n_ctx=settings.ctx_size,
         n_slots=settings.slots,
     )
@@ -260,8 +275,20 @@ async def _drive(scenario: Scenario, recorder: TraceRecorder, observed: _Observe
     engine = FakeEngine(script)
     server = InProcessServer()
     ids = count(1)
+    progress = LoadProgress(clock=trio.current_time)
+    listening = trio.Event()
+    started: list[Services] = []
+
+    def on_listening(services: Services) -> None:
+        started.append(services)
+        listening.set()
+
     runtime = Runtime(
-        runner=VirtualTimeStepRunner(lambda: script.step_latency, scenario.engine.load_time),
+        runner=VirtualTimeLoader(
+            VirtualTimeStepRunner(lambda: script.step_latency),
+            progress,
+            scenario.engine.load_time,
+        ),
         server=server,
         handle_signals=False,
         tracer=recorder,
@@ -269,21 +296,26 @@ async def _drive(scenario: Scenario, recorder: TraceRecorder, observed: _Observe
         new_job_id=lambda: f"job-{next(ids)}",
         hive_client=hive,
         jitter=(scenario.hive or HiveScript()).jitter_source(),
+        on_listening=on_listening,
     )
 
     async with trio.open_nursery() as root:
 
-        async def worker(*, task_status: trio.TaskStatus[Services]) -> None:
+        async def worker() -> None:
             observed.exit_code = await run_worker(
                 settings,
                 model_id="fake-model",
-                engine_factory=lambda: engine,
+                engine_factory=lambda: engine.load(progress),
                 runtime=runtime,
-                task_status=task_status,
+                progress=progress,
             )
             observed.stopped_at = trio.current_time()
 
-        services: Services = await root.start(worker)
+        # The timeline starts once the worker listens: with a `load_time`, clients see the
+        # load; without one the model is in before anything at t=0 runs.
+        root.start_soon(worker)
+        await listening.wait()
+        services = started[0]
         assert server.app is not None
         app = server.app
         # One timeline, in (time, kind, file) order: requests, then actions, then state checks.
@@ -315,6 +347,9 @@ async def _drive(scenario: Scenario, recorder: TraceRecorder, observed: _Observe
 async def _client(
     app: ASGIApp, spec: RequestSpec, recorder: TraceRecorder, observed: _Observed
 ) -> None:
+    if spec.api == "loading":
+        await _watch_loading(app, spec, recorder, observed)
+        return
     path = {
         "inference": "/v1/inference",
         "completions": "/v1/completions",
@@ -344,6 +379,15 @@ async def _client(
     recorder(f"client:{spec.id}", ClientAction(spec.id, f"done {exchange.status}"))
 
 
+async def _watch_loading(
+    app: ASGIApp, spec: RequestSpec, recorder: TraceRecorder, observed: _Observed
+) -> None:
+    recorder(f"client:{spec.id}", ClientAction(spec.id, "GET /v1/loading/progress"))
+    exchange = await asgi_request(app, "GET", "/v1/loading/progress", leave_at=spec.leave_at)
+    observed.exchanges[spec.id] = exchange
+    recorder(f"client:{spec.id}", ClientAction(spec.id, f"done {exchange.status}"))
+
+
 async def _act(
     app: ASGIApp,
     services: Services,
@@ -367,12 +411,17 @@ async def _look(
     await trio.testing.wait_all_tasks_blocked()
     stats = services.scheduler.statistics() if services.scheduler else None
     health = await asgi_request(app, "GET", "/health")
+    ready = await asgi_request(app, "GET", "/v1/ready")
     seen = {
         "slots_busy": stats.slots_busy if stats else None,
         "queue_depth": stats.queue_depth if stats else None,
         "engine_active": len(engine.active),
         "health": health.status,
         "state": services.lifecycle.state.value,
+        "ready": ready.status,
+        "load_stage": ready.json()["stage"],
+        "load_progress": ready.json()["progress"],
+        "heartbeat_state": reported_state(services),
     }
     observed.states.append((check, seen))
 
@@ -429,6 +478,8 @@ def _summarise(exchange: Exchange) -> _Summary:
         elif event.name == "token":
             summary.text += data["t"]
             summary.token_times.append(event.at)
+        elif event.name in ("progress", "ready"):
+            continue  # /v1/loading/progress: see `load_events`
         elif event.name == "end":
             summary.stop_reason = data["stop_reason"]
             summary.tokens = data["tokens_out"]
@@ -479,6 +530,9 @@ def _check(scenario: Scenario, observed: _Observed) -> list[str]:
             "job_id": summary.job_id,
             "retry_after": exchange.headers.get("retry-after"),
             "min_pings": len(exchange.pings),
+            "load_events": [
+                _load_event(event) for event in exchange.events if event.name in _LOAD_EVENTS
+            ],
         }
         end = got["ended_at"]
         when = "never ended" if end is None else f"ended at t={end:.3f}"
@@ -505,6 +559,14 @@ def _check(scenario: Scenario, observed: _Observed) -> list[str]:
     if worker.hive is not None:
         failures += check_hive(worker.hive, observed.hive, observed.hive_log)
     return failures
+
+
+_LOAD_EVENTS = ("progress", "ready", "failed")
+
+
+def _load_event(event: SseEvent) -> str:
+    data = event.json()
+    return f"{event.at:.3f} {event.name} {data.get('stage')} {data.get('progress')}"
 
 
 def _same(have: Any, want: Any) -> bool:

@@ -89,6 +89,7 @@ def text_of(http: httpx.Client, prompt: str, max_tokens: int, **extra: Any) -> s
 
 
 @pytest.mark.parametrize("cut", [{"top_k": 1}, {"top_p": 1e-6}, {"min_p": 1.0}])
+@pytest.mark.behavior("INF-007")
 def test_a_cut_to_one_candidate_samples_like_greedy(
     http: httpx.Client, cut: dict[str, Any]
 ) -> None:
@@ -97,6 +98,7 @@ def test_a_cut_to_one_candidate_samples_like_greedy(
     assert hot == greedy
 
 
+@pytest.mark.behavior("INF-008")
 def test_a_seed_repeats_and_seeds_differ(http: httpx.Client) -> None:
     def sample(seed: int) -> str:
         return text_of(http, STORY, 24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
@@ -106,6 +108,7 @@ def test_a_seed_repeats_and_seeds_differ(http: httpx.Client) -> None:
     assert len({first, *(sample(seed) for seed in (12, 13, 14))}) > 1
 
 
+@pytest.mark.behavior("INF-009")
 def test_logit_bias_bans_and_forces_tokens(http: httpx.Client, vocab: Vocab) -> None:
     first = text_of(http, PROMPT, 1)
     (token,) = vocab.tokenize(first)
@@ -120,6 +123,7 @@ def test_logit_bias_bans_and_forces_tokens(http: httpx.Client, vocab: Vocab) -> 
     "penalty",
     [{"repeat_penalty": 2.0}, {"frequency_penalty": 2.0}, {"presence_penalty": 2.0}],
 )
+@pytest.mark.behavior("INF-007")
 def test_penalties_cut_repetition(http: httpx.Client, penalty: dict[str, Any]) -> None:
     prompt = "apple apple apple apple apple apple apple apple apple apple"
     plain = text_of(http, prompt, 16)
@@ -127,6 +131,7 @@ def test_penalties_cut_repetition(http: httpx.Client, penalty: dict[str, Any]) -
     assert penalised.count("apple") < plain.count("apple")
 
 
+@pytest.mark.behavior("INF-027")
 def test_a_repeated_prompt_comes_from_the_cache(http: httpx.Client) -> None:
     prompt = f"{STORY} a fisherman and his three daughters. Every morning"
     first = complete(http, prompt, 12)
@@ -138,6 +143,7 @@ def test_a_repeated_prompt_comes_from_the_cache(http: httpx.Client) -> None:
     assert first["usage"]["prompt_tokens_details"]["cached_tokens"] < usage["prompt_tokens"] - 1
 
 
+@pytest.mark.behavior("INF-027")
 def test_a_cancelled_stream_leaves_correct_cells_behind(http: httpx.Client) -> None:
     prompt = "The first ten prime numbers are"
     reference = text_of(http, prompt, 24, ignore_eos=True)
@@ -218,6 +224,7 @@ async def _together(
     return results
 
 
+@pytest.mark.behavior("INF-025", "RES-001")
 async def test_four_concurrent_streams_all_complete(worker4: WorkerProcess) -> None:
     with trio.fail_after(300):
         texts = await _together(worker4.url, [(p, {"temperature": 0}) for p in (STORY, *OTHERS)])
@@ -228,6 +235,7 @@ async def test_four_concurrent_streams_all_complete(worker4: WorkerProcess) -> N
 @pytest.mark.parametrize(
     "sampling", [{"temperature": 0}, {"temperature": 0.8, "seed": 5}], ids=["greedy", "seeded"]
 )
+@pytest.mark.behavior("INF-026")
 async def test_same_answer_alone_or_beside_three_others(
     worker4: WorkerProcess, sampling: dict[str, Any], late: bool
 ) -> None:

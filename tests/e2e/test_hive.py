@@ -41,6 +41,7 @@ HEARTBEAT_FIELDS = {
     "requests_total",
     "uptime_s",
     "last_error",
+    "load_progress",
     "hive",
     "hive_last_success",
 }
@@ -98,6 +99,7 @@ def check_registration(stub: HiveStub, worker: WorkerProcess, worker_id: str) ->
     assert [b.body["uptime_s"] for b in beats] == sorted(b.body["uptime_s"] for b in beats)
 
 
+@pytest.mark.behavior("HIVE-019")
 async def test_http_hive_registration_heartbeats_restart_and_admin_shutdown() -> None:
     with trio.fail_after(120):
         first = HiveStub(token=TOKEN)
@@ -171,6 +173,7 @@ async def stream_events(
                     started.set()
 
 
+@pytest.mark.behavior("HIVE-016")
 async def test_websocket_hive_commands_restart_and_drain() -> None:
     with trio.fail_after(120):
         first = HiveStub(token=TOKEN)

@@ -24,6 +24,7 @@ def sse_events(lines: list[str]) -> list[tuple[str | None, str]]:
     return events
 
 
+@pytest.mark.behavior("HTTP-011", "SSE-001", "SSE-002")
 def test_rbee_inference_stream(http: httpx.Client) -> None:
     body = {"prompt": "Once upon a time", "max_tokens": 6, "job_id": "job-e2e-1"}
     with http.stream("POST", "/v1/inference", json=body) as response:
@@ -67,6 +68,7 @@ def test_rbee_inference_stream(http: httpx.Client) -> None:
         ("/v1/inference", b"\xff\xfe", None, "invalid_json"),
     ],
 )
+@pytest.mark.behavior("HTTP-018", "HTTP-021", "ERR-002", "OAI-003")
 def test_bad_input_is_400_in_the_error_shape(
     http: httpx.Client, path: str, content: bytes, param: str | None, code: str
 ) -> None:
@@ -78,6 +80,7 @@ def test_bad_input_is_400_in_the_error_shape(
     assert "Traceback" not in response.text
 
 
+@pytest.mark.behavior("HTTP-019", "ERR-006")
 def test_unknown_route_and_wrong_method_use_the_error_shape(http: httpx.Client) -> None:
     missing = http.get("/v1/nothing-here")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
@@ -85,6 +88,7 @@ def test_unknown_route_and_wrong_method_use_the_error_shape(http: httpx.Client) 
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
 
 
+@pytest.mark.behavior("INF-005")
 def test_prompt_longer_than_the_context_is_400(http: httpx.Client) -> None:
     response = http.post("/v1/completions", json={"prompt": "word " * 3000, "max_tokens": 1})
     assert response.status_code == 400
@@ -106,6 +110,7 @@ def wait_for_idle(http: httpx.Client, limit: float) -> float:
 
 
 @pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.behavior("SSE-009")
 def test_client_that_disconnects_frees_its_slot(worker_url: str, stream: bool) -> None:
     body = {"prompt": "Count: 1, 2, 3,", "max_tokens": 900, "ignore_eos": True, "stream": stream}
     with httpx.Client(base_url=worker_url, timeout=60) as http:
@@ -128,6 +133,7 @@ def test_client_that_disconnects_frees_its_slot(worker_url: str, stream: bool) -
             assert started["queue_position"] is None
 
 
+@pytest.mark.behavior("ERR-008")
 def test_non_streaming_request_that_times_out_leaves_the_worker_idle(worker_url: str) -> None:
     body = {"prompt": "Count: 1, 2, 3,", "max_tokens": 900, "ignore_eos": True, "timeout": 0.5}
     with httpx.Client(base_url=worker_url, timeout=60) as http:
@@ -137,6 +143,7 @@ def test_non_streaming_request_that_times_out_leaves_the_worker_idle(worker_url:
         assert wait_for_idle(http, limit=2.0) < 0.5
 
 
+@pytest.mark.behavior("HTTP-012")
 def test_cancel_by_job_id_ends_the_stream_and_leaves_the_worker_idle(worker_url: str) -> None:
     body = {"prompt": "Count: 1, 2, 3,", "max_tokens": 900, "ignore_eos": True, "job_id": "e2e-x"}
     with httpx.Client(base_url=worker_url, timeout=60) as http:
@@ -154,6 +161,7 @@ def test_cancel_by_job_id_ends_the_stream_and_leaves_the_worker_idle(worker_url:
         assert http.delete("/v1/inference/never-was").status_code == 404
 
 
+@pytest.mark.behavior("HTTP-023")
 def test_job_id_header_on_openai_stream(http: httpx.Client) -> None:
     headers = {"X-Request-Id": "e2e-openai-1"}
     body = {"prompt": "Hi", "max_tokens": 2, "stream": True}

@@ -14,6 +14,7 @@ PROMPT = "The capital of France is"
 MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Name a colour."}]
 
 
+@pytest.mark.behavior("HTTP-001", "HTTP-005")
 def test_health_and_models(http: httpx.Client, model_id: str) -> None:
     assert http.get("/health").json() == {"status": "ok", "state": "ready"}
     data = http.get("/v1/models").json()["data"]
@@ -21,6 +22,7 @@ def test_health_and_models(http: httpx.Client, model_id: str) -> None:
     assert data[0]["meta"]["n_ctx"] == 2048 and data[0]["meta"]["slots"] == 2
 
 
+@pytest.mark.behavior("HTTP-010", "INF-020", "OAI-001", "OAI-005")
 def test_chat_completion(client: openai.OpenAI, model_id: str) -> None:
     reply = client.chat.completions.create(
         model=model_id,
@@ -39,6 +41,7 @@ def test_chat_completion(client: openai.OpenAI, model_id: str) -> None:
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
+@pytest.mark.behavior("SSE-004")
 def test_chat_stream_matches_the_whole_reply(client: openai.OpenAI, model_id: str) -> None:
     kwargs = {"model": model_id, "messages": MESSAGES, "max_tokens": 16, "temperature": 0}
     whole = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
@@ -51,6 +54,7 @@ def test_chat_stream_matches_the_whole_reply(client: openai.OpenAI, model_id: st
     assert [c.choices[0].finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
 
 
+@pytest.mark.behavior("HTTP-009", "INF-019", "INF-020")
 def test_completion_stops_at_max_tokens(client: openai.OpenAI, model_id: str) -> None:
     reply = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=8, temperature=0)
     assert reply.id.startswith("cmpl-") and reply.object == "text_completion"
@@ -59,6 +63,7 @@ def test_completion_stops_at_max_tokens(client: openai.OpenAI, model_id: str) ->
     assert reply.choices[0].text.strip()
 
 
+@pytest.mark.behavior("SSE-005")
 def test_completion_stream_with_usage(client: openai.OpenAI, model_id: str) -> None:
     whole = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=10, temperature=0)
     chunks = list(
@@ -78,18 +83,21 @@ def test_completion_stream_with_usage(client: openai.OpenAI, model_id: str) -> N
     assert chunks[-2].choices[0].finish_reason == "length"
 
 
+@pytest.mark.behavior("INF-024", "ERR-006")
 def test_unknown_model_is_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         client.completions.create(model="no-such-model", prompt=PROMPT, max_tokens=1)
     assert caught.value.body["code"] == "model_not_found"  # type: ignore[index]
 
 
+@pytest.mark.behavior("OAI-005")
 def test_bad_parameter_is_400_naming_it(client: openai.OpenAI, model_id: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=model_id, prompt=PROMPT, max_tokens=1, temperature=5)
     assert caught.value.body["param"] == "temperature"  # type: ignore[index]
 
 
+@pytest.mark.behavior("INF-021", "INF-022")
 def test_n_gives_that_many_choices(client: openai.OpenAI, model_id: str) -> None:
     reply = client.chat.completions.create(
         model=model_id,
@@ -111,6 +119,7 @@ def test_n_gives_that_many_choices(client: openai.OpenAI, model_id: str) -> None
     assert 2 <= reply.usage.completion_tokens <= 12
 
 
+@pytest.mark.behavior("INF-022", "INF-023")
 def test_prompt_list_gives_one_choice_per_prompt_and_echo(
     client: openai.OpenAI, model_id: str
 ) -> None:
@@ -123,6 +132,7 @@ def test_prompt_list_gives_one_choice_per_prompt_and_echo(
         assert choice.text.startswith(prompt) and len(choice.text) > len(prompt)
 
 
+@pytest.mark.behavior("INF-016")
 def test_stop_string_cuts_the_text(client: openai.OpenAI, model_id: str) -> None:
     whole = client.completions.create(model=model_id, prompt=PROMPT, max_tokens=12, temperature=0)
     text = whole.choices[0].text
@@ -135,6 +145,7 @@ def test_stop_string_cuts_the_text(client: openai.OpenAI, model_id: str) -> None
     assert cut_at not in stopped.choices[0].text
 
 
+@pytest.mark.behavior("INF-008")
 def test_seed_repeats_a_sampled_reply(client: openai.OpenAI, model_id: str) -> None:
     kwargs: dict[str, object] = {
         "model": model_id,
@@ -148,6 +159,7 @@ def test_seed_repeats_a_sampled_reply(client: openai.OpenAI, model_id: str) -> N
     assert first.choices[0].text == second.choices[0].text
 
 
+@pytest.mark.behavior("INF-024")
 def test_alias_is_accepted_as_the_model(client: openai.OpenAI) -> None:
     reply = client.completions.create(model="my-alias", prompt=PROMPT, max_tokens=1)
     assert reply.choices[0].finish_reason == "length"
@@ -156,6 +168,7 @@ def test_alias_is_accepted_as_the_model(client: openai.OpenAI) -> None:
 # The openai client's async SSE reader stops at [DONE] without closing httpx's byte
 # iterator, which Python reports when it is collected; that is the client's, not ours.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.behavior("SSE-005", "OAI-005")
 async def test_async_client_stream_and_whole(worker_url: str, model_id: str) -> None:
     client = openai.AsyncOpenAI(base_url=f"{worker_url}/v1", api_key="unused", max_retries=0)
     kwargs: dict[str, object] = {

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.real_model
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.behavior("CFG-016", "LIFE-007")
 def test_signal_while_idle_exits_0_within_2_s(signum: int) -> None:
     worker = WorkerProcess(["--slots", "1", "--ctx-size", "512"]).start()
     try:
@@ -25,6 +26,7 @@ def test_signal_while_idle_exits_0_within_2_s(signum: int) -> None:
     assert "draining" in worker.log() and "Traceback" not in worker.log()
 
 
+@pytest.mark.behavior("CFG-002")
 def test_bad_flag_exits_2_with_one_line() -> None:
     worker = WorkerProcess(["--slots", "zero"])
     with pytest.raises(RuntimeError):
