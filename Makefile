@@ -27,8 +27,11 @@ install-test: $(VENV)/.installed-test
 serve: $(VENV)/.installed
 	$(VENV)/bin/llm-worker-rbee serve $(ARGS)
 
+# Line coverage of the package (worker subprocesses included: [tool.coverage.run] patch), and
+# the behaviour inventory against the code and the tests (docs/BEHAVIORS.md).
 test: $(VENV)/.installed-test
-	$(PY) -m pytest
+	$(PY) -m pytest --cov=llm_worker_rbee --cov-report=term --cov-fail-under=90
+	$(VENV)/bin/llm-worker-rbee behaviors check
 
 # Benchmarks (about 10 minutes on 2 cores; not part of `make test`): see docs/PERFORMANCE.md.
 bench: $(VENV)/.installed-bench

@@ -12,6 +12,8 @@ from functools import partial
 import trio
 
 from llm_worker_rbee import __version__
+from llm_worker_rbee.behaviors import add_behaviors_parser
+from llm_worker_rbee.behaviors import run as run_behaviors
 from llm_worker_rbee.config import Settings, SettingsError, add_setting_flags, die, settings_from
 from llm_worker_rbee.engine.model_report import add_arguments as add_inspect_arguments
 from llm_worker_rbee.engine.model_report import run as inspect_model
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect_arguments(inspect)
     # Listed here for --help; main() hands everything after `bench` to bench's own parser.
     commands.add_parser("bench", help="benchmarks beside llama.cpp's servers (source checkout)")
+    add_behaviors_parser(commands)
     return parser
 
 
@@ -58,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return inspect_model(args)
     if args.command == "hive-stub":
         return run_hive_stub(args)
+    if args.command == "behaviors":
+        return run_behaviors(args)
     return 2
 
 

@@ -1,0 +1,346 @@
+"""Routes, request handling and stream plumbing not pinned elsewhere, in-process on the fake
+engine in virtual time (docs/BEHAVIORS.md names each behaviour)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import pytest
+import trio
+import trio.testing
+from quart_trio import QuartTrio
+from werkzeug.exceptions import Gone, ServiceUnavailable
+
+from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
+from llm_worker_rbee.actors.model import ModelActor, ModelHandle
+from llm_worker_rbee.actors.session import ChoiceStream, _receive_waiting
+from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
+from llm_worker_rbee.http.app import create_app
+from llm_worker_rbee.http.errors import ApiError
+from llm_worker_rbee.http.schemas import CompletionBody
+from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.sse import LOST, SessionBody, next_choice
+from llm_worker_rbee.http.translate import build_request
+from llm_worker_rbee.messages.inference import SequenceEvent, TokenGenerated
+from llm_worker_rbee.messages.lifecycle import LifecycleCommand
+from llm_worker_rbee.messages.session import SessionEvent, TextDelta
+from llm_worker_rbee.testing.asgi import asgi_request
+from llm_worker_rbee.testing.inprocess import inprocess_worker
+
+
+def long_script(tokens: int = 200) -> FakeScript:
+    return FakeScript(reply=["x"] * tokens, step_latency=0.125)
+
+
+def bare_app() -> QuartTrio:
+    """The worker's app with no worker behind it: for routes added by a test."""
+    actor = LifecycleActor(drain_timeout=0.0, handle_signals=False)
+    send, _ = trio.open_memory_channel[LifecycleCommand](1)
+    services = Services(
+        settings=Settings(worker_id="bare"),
+        lifecycle=LifecycleHandle(send, actor),
+        model_id="bare",
+        started_at=0.0,
+    )
+    return create_app(services)
+
+
+@pytest.mark.behavior("HTTP-005")
+async def test_models_lists_the_served_model_with_its_context(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    settings = Settings(worker_id="m", model_ref="hf:org/repo", ctx_size=2048, slots=2)
+    async with inprocess_worker(settings) as worker:
+        response = await worker.request("GET", "/v1/models")
+    assert response.status == 200
+    assert response.json() == {
+        "object": "list",
+        "data": [
+            {
+                "id": "fake-model",
+                "object": "model",
+                "created": 0,
+                "owned_by": "llm-worker-rbee",
+                "meta": {
+                    "n_ctx": 2048,
+                    "n_ctx_per_slot": 1024,
+                    "n_ctx_train": 2048,
+                    "n_vocab": 259,
+                    "slots": 2,
+                    "model_ref": "hf:org/repo",
+                },
+            }
+        ],
+    }
+
+
+@pytest.mark.behavior("HTTP-006")
+async def test_slots_lists_each_slot_and_the_queue(autojump_clock: trio.testing.MockClock) -> None:
+    settings = Settings(worker_id="s", slots=1)
+    async with inprocess_worker(settings, long_script(8)) as worker:
+        assert (await worker.request("GET", "/v1/slots")).json() == {
+            "slots": [{"id": 0, "busy": False, "job_id": None}],
+            "queue": [],
+        }
+        async with trio.open_nursery() as nursery:
+            for job in ("a", "b"):
+                body = {"prompt": "hi", "job_id": job}
+                nursery.start_soon(worker.request, "POST", "/v1/inference", body)
+                await trio.testing.wait_all_tasks_blocked()
+            seen = (await worker.request("GET", "/v1/slots")).json()
+            assert seen == {"slots": [{"id": 0, "busy": True, "job_id": "a"}], "queue": ["b"]}
+
+
+@pytest.mark.behavior("HTTP-019", "ERR-007")
+async def test_a_wrong_method_lists_the_allowed_ones(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with inprocess_worker() as worker:
+        response = await worker.request("GET", "/v1/completions")
+    assert response.status == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in response.headers["allow"].split(", ")
+
+
+@pytest.mark.behavior("HTTP-020", "ERR-009")
+async def test_an_unexpected_exception_is_a_500_in_the_error_shape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = bare_app()
+
+    @app.get("/boom")
+    async def boom() -> str:
+        raise RuntimeError("a bug with a secret in it")
+
+    with caplog.at_level(logging.ERROR, logger="llm_worker_rbee.http.app"):
+        response = await asgi_request(app, "GET", "/boom")
+    assert response.status == 500
+    assert response.json() == {
+        "error": {
+            "message": "internal error",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
+    assert b"secret" not in response.body
+    assert "unhandled error on GET /boom" in caplog.text and "RuntimeError" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [(ServiceUnavailable, 503, "server_error"), (Gone, 410, "invalid_request_error")],
+)
+@pytest.mark.behavior("ERR-007")
+async def test_other_http_errors_keep_their_status(
+    error: type[Exception], status: int, kind: str
+) -> None:
+    app = bare_app()
+
+    @app.get("/framework")
+    async def framework() -> str:
+        raise error()
+
+    response = await asgi_request(app, "GET", "/framework")
+    assert response.status == status
+    assert (response.json()["error"]["code"], response.json()["error"]["type"]) == (
+        "http_error",
+        kind,
+    )
+
+
+@pytest.mark.behavior("HTTP-024")
+async def test_a_job_id_with_unsafe_characters_is_400(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with inprocess_worker() as worker:
+        header = await worker.request(
+            "POST", "/v1/completions", {"prompt": "hi"}, {"X-Request-Id": "two words"}
+        )
+        body = await worker.request("POST", "/v1/inference", {"prompt": "hi", "job_id": "a/b"})
+    assert header.status == 400
+    assert (header.json()["error"]["code"], header.json()["error"]["param"]) == (
+        "invalid_job_id",
+        "X-Request-Id",
+    )
+    assert body.status == 400
+    assert (body.json()["error"]["code"], body.json()["error"]["param"]) == (
+        "invalid_value",
+        "job_id",
+    )
+
+
+@pytest.mark.behavior("HTTP-025", "ERR-007")
+async def test_a_live_duplicate_job_id_is_409(autojump_clock: trio.testing.MockClock) -> None:
+    async with inprocess_worker(None, long_script(8)) as worker:
+        first: list[Any] = []
+
+        async def run_first() -> None:
+            body = {"prompt": "hi", "job_id": "dup"}
+            first.append(await worker.request("POST", "/v1/inference", body))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_first)
+            await trio.testing.wait_all_tasks_blocked()
+            again = await worker.request("POST", "/v1/inference", {"prompt": "hi", "job_id": "dup"})
+            assert again.status == 409
+            assert again.json()["error"]["code"] == "duplicate_job_id"
+    end = [e.json() for e in first[0].events if e.name == "end"]
+    assert end[0]["stop_reason"] == "eos" and end[0]["tokens_out"] == 8
+
+
+@pytest.mark.behavior("INF-003")
+async def test_message_content_parts_are_joined(autojump_clock: trio.testing.MockClock) -> None:
+    script = FakeScript(replies={"Hello": ["joined"]}, reply=["split"])
+    async with inprocess_worker(None, script) as worker:
+        parts = [{"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]
+        body = {"messages": [{"role": "user", "content": parts, "name": "ignored"}]}
+        response = await worker.request("POST", "/v1/chat/completions", body)
+    assert response.status == 200
+    assert response.json()["choices"][0]["message"]["content"] == "joined"
+
+
+@pytest.mark.behavior("INF-004")
+async def test_a_prompt_of_no_tokens_is_400_empty_prompt() -> None:
+    class Wordless(FakeEngine):
+        def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+            return []
+
+    engine = Wordless()
+    send, _ = trio.open_memory_channel[Any](1)
+    model = ModelHandle(engine.info, engine, send, cast(ModelActor, None))
+    with pytest.raises(ApiError) as caught:
+        build_request(
+            model, CompletionBody(prompt=""), "", job_id="j", add_special=True, max_tokens=4
+        )
+    assert (caught.value.status, caught.value.code, caught.value.param) == (
+        400,
+        "empty_prompt",
+        "prompt",
+    )
+
+
+@pytest.mark.behavior("INF-006")
+async def test_max_tokens_defaults_and_is_clamped_to_the_context(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    settings = Settings(worker_id="clamp", ctx_size=128, slots=2)  # 64 tokens a slot
+    async with inprocess_worker(settings, long_script(500)) as worker:
+        completion = await worker.request("POST", "/v1/completions", {"prompt": "hi"})
+        chat = await worker.request(
+            "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}
+        )
+        rbee = await worker.request("POST", "/v1/inference", {"prompt": "hi", "max_tokens": 999})
+    assert completion.json()["usage"]["completion_tokens"] == 16
+    usage = chat.json()["usage"]
+    assert usage["completion_tokens"] == 64 - usage["prompt_tokens"]
+    end = next(e.json() for e in rbee.events if e.name == "end")
+    assert (end["stop_reason"], end["tokens_in"], end["tokens_out"]) == ("max_tokens", 3, 61)
+
+
+@pytest.mark.parametrize("key", ["abc", "259", "-1"])
+@pytest.mark.behavior("INF-009")
+async def test_logit_bias_keys_must_be_token_ids_in_the_vocabulary(
+    autojump_clock: trio.testing.MockClock, key: str
+) -> None:
+    async with inprocess_worker() as worker:
+        refused = await worker.request(
+            "POST", "/v1/completions", {"prompt": "hi", "logit_bias": {key: 1}}
+        )
+        accepted = await worker.request(
+            "POST", "/v1/completions", {"prompt": "hi", "logit_bias": {"258": -100}}
+        )
+    assert refused.status == 400 and refused.json()["error"]["param"] == "logit_bias"
+    assert accepted.status == 200
+    assert worker.engine.admitted[-1].logit_bias == ((258, -100.0),)
+
+
+@pytest.mark.behavior("INF-022", "ERR-001")
+async def test_more_choices_than_slots_is_400(autojump_clock: trio.testing.MockClock) -> None:
+    async with inprocess_worker(Settings(worker_id="n", slots=2)) as worker:
+        many = await worker.request("POST", "/v1/completions", {"prompt": "hi", "n": 3})
+        prompts = await worker.request("POST", "/v1/completions", {"prompt": ["a", "b", "c"]})
+        fits = await worker.request("POST", "/v1/completions", {"prompt": ["a", "b"]})
+    assert (many.status, many.json()["error"]["param"]) == (400, "n")
+    assert many.json()["error"]["code"] == "invalid_value"
+    assert (prompts.status, prompts.json()["error"]["param"]) == (400, "prompt")
+    assert fits.status == 200 and len(fits.json()["choices"]) == 2
+
+
+@pytest.mark.behavior("INF-022")
+async def test_cancelling_the_job_cancels_every_choice(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with inprocess_worker(Settings(worker_id="c", slots=2), long_script()) as worker:
+        seen: list[Any] = []
+
+        async def stream() -> None:
+            body = {"prompt": "hi", "n": 2, "stream": True, "max_tokens": 100}
+            headers = {"X-Request-Id": "many"}
+            seen.append(await worker.request("POST", "/v1/completions", body, headers))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream)
+            await trio.sleep(1)
+            assert worker.services.scheduler is not None
+            assert sorted(worker.services.scheduler.statistics().slot_jobs) == ["many", "many.1"]
+            assert (await worker.request("DELETE", "/v1/inference/many")).status == 204
+        await trio.sleep(1)
+        assert worker.services.scheduler.statistics().slots_busy == 0
+        assert worker.engine.active == []
+    data = [e.json() for e in seen[0].events if e.data != "[DONE]"]
+    assert data[-1]["error"]["code"] == "cancelled"
+    assert seen[0].events[-1].data == "[DONE]"
+
+
+@pytest.mark.behavior("SSE-008")
+async def test_waiting_frames_go_out_in_one_write() -> None:
+    send, receive = trio.open_memory_channel[tuple[int, SessionEvent]](8)
+    stream = ChoiceStream(receive, [])
+    for text in ("a", "b", "c"):
+        send.send_nowait((0, TextDelta(text, 1)))
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for _, event in stream.events:
+            assert isinstance(event, TextDelta)
+            yield event.text.encode()
+
+    body = SessionBody(stream, frames())
+    assert await body.__anext__() == b"abc"  # three frames waiting: one write
+    send.send_nowait((0, TextDelta("d", 1)))
+    assert await body.__anext__() == b"d"
+    await body.aclose()
+
+    tokens, waiting = trio.open_memory_channel[SequenceEvent](8)
+    for token in (5, 6, 7):
+        tokens.send_nowait(TokenGenerated(0, token, b"t"))
+    assert len(await _receive_waiting(waiting)) == 3  # one text delta for all three
+
+
+@pytest.mark.behavior("SSE-010")
+async def test_a_stream_that_loses_its_session_ends_with_an_error() -> None:
+    send, receive = trio.open_memory_channel[tuple[int, SessionEvent]](1)
+    send.close()  # the session ended without its final event
+    index, event = await next_choice(ChoiceStream(receive, []), keepalive=1.0) or (1, None)
+    assert (index, event) == (0, LOST)
+    assert LOST.error is not None and LOST.error.code == "internal_error"
+
+
+@pytest.mark.parametrize("log_prompts", [True, False])
+@pytest.mark.behavior("CFG-012")
+async def test_prompts_reach_the_log_only_with_log_prompts(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, log_prompts: bool
+) -> None:
+    settings = Settings(worker_id="log", log_prompts=log_prompts)
+    with caplog.at_level(logging.DEBUG, logger="llm_worker_rbee.http.app"):
+        async with inprocess_worker(settings) as worker:
+            await worker.request("POST", "/v1/completions", {"prompt": "very private words"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "llm_worker_rbee.http.app"]
+    if log_prompts:
+        assert "prompt: 'very private words'" in lines
+    else:
+        assert "prompt of 18 characters" in lines
+        assert not any("private" in line for line in lines)

@@ -1,0 +1,61 @@
+"""What only the HeartbeatActor knows: the GPU's memory from NVML, refreshed as it beats."""
+
+from __future__ import annotations
+
+from itertools import count
+
+import pytest
+import trio
+import trio.testing
+
+from llm_worker_rbee.actors.heartbeat import HeartbeatActor
+from llm_worker_rbee.actors.lifecycle import LifecycleActor
+from llm_worker_rbee.engine.gpu import FakeGpuProbe, GpuDevice
+from llm_worker_rbee.hive.vitals import Vitals, nvml_vram
+
+GIB = 1 << 30
+GPUS = (
+    GpuDevice(0, "GPU-aaaa", "L4", 24 * GIB, 20 * GIB),
+    GpuDevice(1, "GPU-bbbb", "L4", 24 * GIB, 4 * GIB),
+)
+
+
+@pytest.mark.behavior("HIVE-010")
+def test_vram_comes_from_the_chosen_gpu() -> None:
+    assert nvml_vram(FakeGpuProbe(GPUS), "GPU-bbbb")() == (20 * GIB, 24 * GIB)
+    assert nvml_vram(FakeGpuProbe(GPUS), "GPU-gone")() is None
+    assert nvml_vram(FakeGpuProbe(driver_error="driver gone"), "GPU-aaaa")() is None
+
+
+@pytest.mark.behavior("HIVE-010")
+async def test_the_heartbeat_refreshes_vram_every_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    used = count(1)
+    vitals = Vitals()
+    reads_send, reads = trio.open_memory_channel[int](4)
+
+    def read() -> tuple[int, int]:  # on a thread, as NVML is
+        n = next(used)
+        trio.from_thread.run_sync(reads_send.send_nowait, n)
+        return n, 100
+
+    async with trio.open_nursery() as nursery:
+        lifecycle = await nursery.start(LifecycleActor(drain_timeout=1, handle_signals=False).run)
+        actor = HeartbeatActor(
+            client=None,
+            interval=10.0,
+            lifecycle=lifecycle,
+            reports=None,  # type: ignore[arg-type]  # no hive: nothing is reported
+            cancel_job=lambda job: False,
+            vitals=vitals,
+            wall_clock=trio.current_time,
+            jitter=lambda: 0.0,
+            vram=read,
+        )
+        await nursery.start(actor.run)
+        assert await reads.receive() == 1
+        assert await reads.receive() == 2  # the next refresh, one interval later
+        assert trio.current_time() >= 10.0
+        assert (vitals.vram_used_bytes, vitals.vram_total_bytes, vitals.hive) == (1, 100, "none")
+        nursery.cancel_scope.cancel()
