@@ -13,19 +13,16 @@ import trio.testing
 from quart_trio import QuartTrio
 from werkzeug.exceptions import Gone, ServiceUnavailable
 
-from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
 from llm_worker_rbee.actors.session import ChoiceStream, _receive_waiting
+from llm_worker_rbee.behaviors import worker_app
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-from llm_worker_rbee.http.app import create_app
 from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.http.schemas import CompletionBody
-from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import LOST, SessionBody, next_choice
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.inference import SequenceEvent, TokenGenerated
-from llm_worker_rbee.messages.lifecycle import LifecycleCommand
 from llm_worker_rbee.messages.session import SessionEvent, TextDelta
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import inprocess_worker
@@ -37,15 +34,7 @@ def long_script(tokens: int = 200) -> FakeScript:
 
 def bare_app() -> QuartTrio:
     """The worker's app with no worker behind it: for routes added by a test."""
-    actor = LifecycleActor(drain_timeout=0.0, handle_signals=False)
-    send, _ = trio.open_memory_channel[LifecycleCommand](1)
-    services = Services(
-        settings=Settings(worker_id="bare"),
-        lifecycle=LifecycleHandle(send, actor),
-        model_id="bare",
-        started_at=0.0,
-    )
-    return create_app(services)
+    return cast(QuartTrio, worker_app())
 
 
 @pytest.mark.behavior("HTTP-005")

@@ -8,6 +8,7 @@ import trio.testing
 from pydantic import SecretStr
 
 from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.http.app import json_depth
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 
@@ -100,6 +101,7 @@ def test_json_depth_ignores_brackets_in_strings() -> None:
     assert json_depth(b'"\\"[["') == 0
 
 
+@pytest.mark.behavior("HTTP-027")
 @pytest.mark.parametrize(
     ("method", "path", "key", "status"),
     [
@@ -143,3 +145,23 @@ async def test_every_answer_waits_for_the_whole_request_body(
     async with inprocess_worker(settings) as worker:
         await worker.app(scope, receive, send)
     assert log == ["body chunk read", "body chunk read", f"response {status}"]
+
+
+@pytest.mark.behavior("RES-003")
+async def test_a_full_worker_refuses_before_reading_the_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The 503 comes before validation (a bad body still gets 503) and is counted."""
+    settings = Settings(worker_id="full", slots=1, max_queue=0)
+    script = FakeScript(reply=["x"] * 50)
+    async with inprocess_worker(settings, script) as worker, trio.open_nursery() as nursery:
+        nursery.start_soon(worker.request, "POST", "/v1/inference", {"prompt": "hold"})
+        await trio.testing.wait_all_tasks_blocked()
+        body = {"prompt": "x", "temperature": "hot"}
+        refused = await worker.request("POST", "/v1/completions", body)
+        assert refused.status == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "all_slots_busy"
+        metrics = (await worker.request("GET", "/metrics")).body.decode()
+        assert 'llm_worker:request_rejected_total{code="all_slots_busy"} 1.0' in metrics
+        nursery.cancel_scope.cancel()

@@ -51,6 +51,18 @@ OUT_OF_MEMORY = ErrorInfo(
     "the worker ran out of memory for this request; retry later",
     retry_after=1,
 )
+
+
+def overloaded(queue_depth: int) -> ErrorInfo:
+    """The 503 for a request that finds every slot busy and the queue full."""
+    return ErrorInfo(
+        status=503,
+        type="overloaded",
+        code="all_slots_busy",
+        message=f"all slots are busy and {queue_depth} requests wait",
+    )
+
+
 # Where a session's events go, tagged with its choice index (one channel per HTTP request).
 Outbox = trio.MemorySendChannel[tuple[int, SessionEvent]]
 
@@ -144,14 +156,7 @@ class InferenceSession:
             )
             reply = await reply_recv.receive()
             if isinstance(reply, QueueFull):
-                return Rejected(
-                    ErrorInfo(
-                        status=503,
-                        type="overloaded",
-                        code="all_slots_busy",
-                        message=f"all slots are busy and {reply.queue_depth} requests wait",
-                    )
-                )
+                return Rejected(overloaded(reply.queue_depth))
             position = reply.position if isinstance(reply, Queued) else None
             await self._emit(out, Accepted(request.job_id, position))
             while not isinstance(reply, Granted):

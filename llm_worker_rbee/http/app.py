@@ -15,7 +15,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.actors.session import ChoiceStream, overloaded
 from llm_worker_rbee.http.admin_routes import require_api_key
 from llm_worker_rbee.http.errors import CANCELLED, ApiError, bad_request, ended_error, error_body
 from llm_worker_rbee.http.schemas import JOB_ID_PATTERN
@@ -243,6 +243,8 @@ async def _read_whole_body() -> None:
         await request.get_data(cache=True)
 
 
+# Routes that take a slot, refused at once when there is none to be had.
+WORK_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/inference"})
 # Probes and scrapes stay open so orchestration works without the key.
 OPEN_PATHS = frozenset({"/health", "/v1/ready", "/metrics"})
 
@@ -253,6 +255,22 @@ def _register_auth(app: QuartTrio, services: Services) -> None:
         """With an API key configured, every route but the open ones needs it."""
         if services.settings.api_key is not None and request.path not in OPEN_PATHS:
             require_api_key(services)
+
+    @app.before_request
+    async def _refuse_when_full() -> None:
+        """Overload is answered before the body is parsed or tokenized: a worker with every
+        slot busy and a full queue says 503 in the time it takes to read the request. The
+        SlotScheduler still decides for every request that gets past this."""
+        if request.method != "POST" or request.path not in WORK_PATHS:
+            return
+        scheduler = services.scheduler
+        if scheduler is None:
+            return
+        stats = scheduler.statistics()
+        if stats.slots_busy >= stats.slots_total and stats.queue_depth >= stats.max_queue:
+            error = overloaded(stats.queue_depth)
+            services.metrics.observe("http:", Rejected(error))
+            raise ApiError.from_info(error, headers={"Retry-After": "1"})
 
 
 MAX_JSON_DEPTH = 32
