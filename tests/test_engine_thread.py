@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
+from llm_worker_rbee.actors.decode import Abandon, DecodeLoop
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.engine.runner import ThreadStepRunner
@@ -93,3 +94,24 @@ async def test_shutdown_stops_the_thread_while_sequences_run() -> None:
             assert isinstance(await events.receive(), TokenGenerated)
             nursery.cancel_scope.cancel()
     assert engine.closed
+
+
+@pytest.mark.behavior("RES-006")
+def test_abandon_drops_only_the_sequence_it_names() -> None:
+    """The deterministic core of the test above: a stale Abandon (its session gone, the slot
+    since given to another request) must not touch the slot's new sequence."""
+    engine = FakeEngine(FakeScript(reply=REPLY, step_latency=0.0, n_slots=1))
+    loop = DecodeLoop(engine)
+    events = trio.open_memory_channel[SequenceEvent](16)[0]
+    first = Admit(0, "first", (1, 70), SamplingParams(), 8, events)
+    second = Admit(0, "second", (1, 71), SamplingParams(), 8, events)
+    loop.apply(first)
+    loop.step()
+    loop.apply(Cancel(0))
+    loop.apply(second)
+    loop.apply(Abandon(first))  # late: the first session's channel closed steps ago
+    assert loop.busy
+    assert [admit.job_id for admit, _ in loop.step()] == ["second"]
+    loop.apply(Abandon(second))
+    assert not loop.busy
+    assert not engine.has_work()

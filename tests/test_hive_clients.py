@@ -7,7 +7,6 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ import trio.testing
 from llm_worker_rbee.config import SettingsError, settings_from
 from llm_worker_rbee.hive.client import HiveClient, hive_client_for
 from llm_worker_rbee.hive.http_client import HttpHiveClient
-from llm_worker_rbee.hive.stub import HiveEvent, HiveStub, serve_stub
+from llm_worker_rbee.hive.stub import HiveEvent, HiveStub, running_stub, serve_stub
 from llm_worker_rbee.hive.ws_client import WebSocketHiveClient
 from llm_worker_rbee.messages.hive import CommandAck, HiveCommand, HiveOutcome, HiveReply
 
@@ -36,19 +35,6 @@ class Listener:
 
     def on_connection_lost(self) -> None:
         self.lost.set()
-
-
-@asynccontextmanager
-async def stub_at(stub: HiveStub, port: int = 0) -> AsyncIterator[str]:
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(serve_stub, stub, host="127.0.0.1", port=port, shutdown_trigger=stop.wait)
-        )
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
 
 
 @asynccontextmanager
@@ -108,7 +94,7 @@ async def test_http_client_registers_beats_and_says_goodbye_with_the_token() -> 
     with trio.fail_after(CAP_S):
         stub = HiveStub(token="t")
         async with (
-            stub_at(stub) as url,
+            running_stub(stub) as url,
             running(HttpHiveClient(url, token="t"), Listener()) as hive,
         ):
             assert await hive.heartbeat({"worker_id": "w"}) == HiveReply(
@@ -131,7 +117,7 @@ async def test_http_client_registers_beats_and_says_goodbye_with_the_token() -> 
 async def test_http_client_failures_are_replies_not_exceptions() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub(token="t")
-        async with stub_at(stub) as url:
+        async with running_stub(stub) as url:
             async with running(HttpHiveClient(url, token="wrong"), Listener()) as hive:
                 assert await hive.ready({"worker_id": "w"}) == HiveReply(
                     HiveOutcome.FAILED, "HTTP 401"
@@ -154,7 +140,7 @@ async def test_ws_client_carries_payloads_up_and_acks_commands_back() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub(token="t")
         listener = Listener()
-        async with stub_at(stub) as url:
+        async with running_stub(stub) as url:
             ws_url = url.replace("http://", "ws://")
             async with running(WebSocketHiveClient(ws_url, token="t"), listener) as hive:
                 assert (await hive.heartbeat({"worker_id": "w"})).outcome is HiveOutcome.NOT_FOUND
@@ -245,7 +231,7 @@ async def test_ws_client_drops_a_connection_the_hive_stopped_answering_on(
     idle_autojump: trio.testing.MockClock,
 ) -> None:
     stub = HiveStub()
-    async with stub_at(stub) as url:
+    async with running_stub(stub) as url:
         client = WebSocketHiveClient(url.replace("http://", "ws://"))
         async with running(client, Listener()) as hive:
             assert await hive.ready({"worker_id": "w"}) == OK
@@ -262,7 +248,7 @@ async def test_ws_client_drops_a_connection_the_hive_stopped_answering_on(
 async def test_ws_client_with_a_bad_token_is_refused_at_the_handshake() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub(token="t")
-        async with stub_at(stub) as url:
+        async with running_stub(stub) as url:
             client = WebSocketHiveClient(url.replace("http://", "ws://"), token="nope")
             async with running(client, Listener()) as hive:
                 reply = await hive.ready({"worker_id": "w"})
@@ -276,7 +262,7 @@ async def test_ws_client_acks_a_malformed_command_with_the_reason() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub()
         listener = Listener()
-        async with stub_at(stub) as url:
+        async with running_stub(stub) as url:
             client = WebSocketHiveClient(url.replace("http://", "ws://"))
             async with running(client, listener) as hive:
                 assert await hive.ready({"worker_id": "w"}) == OK
@@ -289,7 +275,7 @@ async def test_ws_client_acks_a_malformed_command_with_the_reason() -> None:
 async def test_stub_http_api_lists_events_and_workers_and_sends_commands() -> None:
     with trio.fail_after(CAP_S):
         stub = HiveStub()
-        async with stub_at(stub) as url, httpx.AsyncClient(base_url=url) as http:
+        async with running_stub(stub) as url, httpx.AsyncClient(base_url=url) as http:
             client = WebSocketHiveClient(url.replace("http://", "ws://"))
             async with running(client, Listener()) as hive:
                 assert await hive.ready({"worker_id": "w", "slots_total": 2}) == OK

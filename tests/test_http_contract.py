@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from llm_worker_rbee.http.openapi import OPERATIONS
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
@@ -184,3 +185,5 @@ async def test_openapi_describes_every_route(autojump_clock: trio.testing.MockCl
         }
         described = {(path, method) for path, ops in doc["paths"].items() for method in ops}
         assert routes == described
+    # One row per operation: a second row for a route would silently replace the first.
+    assert len({(op.method, op.path) for op in OPERATIONS}) == len(OPERATIONS)

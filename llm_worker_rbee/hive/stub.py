@@ -21,7 +21,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from itertools import count
@@ -341,6 +342,21 @@ async def serve_stub(
     await serve_http(
         stub.app(), host=host, port=port, shutdown_trigger=stop, task_status=task_status
     )
+
+
+@asynccontextmanager
+async def running_stub(stub: HiveStub, port: int = 0) -> AsyncIterator[str]:
+    """The stub served on 127.0.0.1 (port 0: any free one); yields its URL, and leaving
+    stops it, its WebSockets closed first."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(serve_stub, stub, host="127.0.0.1", port=port, shutdown_trigger=stop.wait)
+        )
+        try:
+            yield binds[0]
+        finally:
+            stop.set()
 
 
 def add_hive_stub_parser(commands: argparse._SubParsersAction[Any]) -> None:

@@ -102,15 +102,6 @@ OPERATIONS: tuple[Operation, ...] = (
         success=202,
     ),
     Operation("get", "/metrics", "Prometheus text format", None),
-    Operation(
-        "post",
-        "/v1/admin/shutdown",
-        "drain or stop the worker (needs the API key)",
-        ShutdownAccepted,
-        ShutdownBody,
-        errors=(400, 401, 403),
-        success=202,
-    ),
     Operation("get", "/openapi.json", "this document", None),
 )
 

@@ -117,16 +117,9 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
 
 
-class CompletionChunk(BaseModel):
-    """One `data:` line of a completions stream, ended by `data: [DONE]`."""
-
-    id: str
-    object: Literal["text_completion"]
-    created: int
-    model: str
-    system_fingerprint: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
+class CompletionChunk(Completion):
+    """One `data:` line of a completions stream, ended by `data: [DONE]` (OpenAI gives
+    chunks the same shape and `object` as a whole completion)."""
 
 
 class StreamError(BaseModel):

@@ -8,16 +8,14 @@ WebSocket control channel. Each goes through registration, heartbeats, a hive re
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import trio
 
-from llm_worker_rbee.hive.stub import HiveEvent, HiveStub, serve_stub
+from llm_worker_rbee.hive.stub import HiveEvent, HiveStub, running_stub
 from llm_worker_rbee.testing.process import WorkerProcess
 
 pytestmark = pytest.mark.real_model
@@ -45,20 +43,6 @@ HEARTBEAT_FIELDS = {
     "hive",
     "hive_last_success",
 }
-
-
-@asynccontextmanager
-async def running_stub(stub: HiveStub, port: int = 0) -> AsyncIterator[str]:
-    """The stub served on 127.0.0.1; leaving stops it (its WebSockets closed first)."""
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(serve_stub, stub, host="127.0.0.1", port=port, shutdown_trigger=stop.wait)
-        )
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
 
 
 async def start_worker(worker_id: str, hive_url: str) -> WorkerProcess:
