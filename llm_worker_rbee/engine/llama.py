@@ -400,8 +400,11 @@ class LlamaEngine:
         batch = self._batch
         batch.clear()
         fed: list[tuple[_Seq, Sequence[int]]] = []
-        # Running streams first, one token each, so a long prompt never stalls them.
-        for seq_id, seq in self._seqs.items():
+        # Running streams first, one token each, so a long prompt never stalls them. In slot
+        # order: with a KV stream per slot, llama.cpp splits a batch into one ubatch per run
+        # of consecutive sequence ids (each a pass over all the weights), so [3, 0, 1, 2]
+        # would cost two passes where [0, 1, 2, 3] costs one.
+        for seq_id, seq in sorted(self._seqs.items()):
             if seq.last is not None and not seq.prefilling:
                 batch.add(seq.last, len(seq.tokens), seq_id, True)
                 fed.append((seq, (seq.last,)))
