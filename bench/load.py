@@ -128,7 +128,9 @@ async def run_load(
 
 
 async def warm_up(url: str, *, eog: list[int]) -> None:
-    """One short request, so model pages and first-call costs are not in the figures."""
-    body = {**completion_body(0, eog=eog), "max_tokens": 8}
+    """One short request, so model pages and first-call costs are not in the figures. Its
+    prompt is one no measured request has (they count up from 0 in each round), so none of
+    them finds its prompt in a slot's cache."""
+    body = {**completion_body(-1, eog=eog), "max_tokens": 8}
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         await _stream(client, body)

@@ -401,14 +401,25 @@ class LlamaEngine:
         batch.clear()
         fed: list[tuple[_Seq, Sequence[int]]] = []
         # Running streams first, one token each, so a long prompt never stalls them. In slot
-        # order: with a KV stream per slot, llama.cpp splits a batch into one ubatch per run
-        # of consecutive sequence ids (each a pass over all the weights), so [3, 0, 1, 2]
-        # would cost two passes where [0, 1, 2, 3] costs one.
-        for seq_id, seq in sorted(self._seqs.items()):
-            if seq.last is not None and not seq.prefilling:
-                batch.add(seq.last, len(seq.tokens), seq_id, True)
-                fed.append((seq, (seq.last,)))
-        outputs = self._decode(fed)
+        # order, gaps filled: with a KV stream per slot, llama.cpp splits a batch into one
+        # ubatch per run of consecutive sequence ids, each a pass over all the weights.
+        running = {
+            i: (s, s.last) for i, s in self._seqs.items() if s.last is not None and not s.prefilling
+        }
+        fillers: list[tuple[int, int]] = []
+        for seq_id in range(min(running, default=0), max(running, default=-1) + 1):
+            if seq_id in running:
+                seq, last = running[seq_id]
+                batch.add(last, len(seq.tokens), seq_id, True)
+                fed.append((seq, (last,)))
+            elif (filler := self._filler(seq_id)) is not None:
+                batch.add(0, filler, seq_id, False)
+                fillers.append((seq_id, filler))
+        try:
+            outputs = self._decode(fed)
+        finally:
+            for seq_id, pos in fillers:
+                self._unfill(seq_id, pos)
         budget = self._n_batch - len(fed)
         for seq_id, seq in sorted(self._seqs.items(), key=lambda item: item[1].order):
             if budget <= 0:
@@ -422,6 +433,22 @@ class LlamaEngine:
                 outputs += self._decode([(seq, chunk)])
                 budget -= len(chunk)
         return outputs
+
+    def _filler(self, seq_id: int) -> int | None:
+        """Where a free slot between two streams can take a stand-in token (no logits, so it
+        costs one row of the layers, not the vocabulary's), or None: the slot is prefilling
+        (its chunk comes later in this step) or has no cell left."""
+        if seq_id in self._seqs:
+            return None
+        pos = int(llama_cpp.llama_memory_seq_pos_max(self._memory, seq_id)) + 1
+        return pos if pos < self._info.seq_capacity else None
+
+    def _unfill(self, seq_id: int, pos: int) -> None:
+        """Drops a stand-in's cell; the slot's cached prompt before it stays."""
+        if not llama_cpp.llama_memory_seq_rm(self._memory, seq_id, pos, -1):
+            log.warning("slot %d: could not drop a stand-in token; its cache is cleared", seq_id)
+            llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
+            self._held.pop(seq_id, None)
 
     def _decode(self, fed: list[tuple[_Seq, Sequence[int]]]) -> list[SeqOutput]:
         """Decodes the batch as filled for `fed`, then samples where logits were asked for."""

@@ -1,7 +1,12 @@
-"""The real engine's batch: running streams reach llama.cpp in slot order."""
+"""The real engine's batch: running streams reach llama.cpp as one run of sequence ids.
+
+With a KV stream per slot, llama.cpp splits a batch wherever the next sequence id is not
+the previous one plus one, and each part is a pass over all the weights.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp
@@ -14,31 +19,68 @@ from llm_worker_rbee.messages.inference import SamplingParams
 
 pytestmark = pytest.mark.real_model
 
+GREEDY = SamplingParams(temperature=0)
+
+
+@pytest.fixture
+def engine() -> Iterator[LlamaEngine]:
+    settings = Settings(backend="cpu", ctx_size=1024, slots=4, batch_size=64, threads=2)
+    engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
+    yield engine
+    engine.close()
+
+
+def record_decodes(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[int, int, bool]]]:
+    """Each llama_decode from now on, as its (sequence id, position, logits) rows."""
+    decoded: list[list[tuple[int, int, bool]]] = []
+    real_decode = llama_cpp.llama_decode
+
+    def recording(ctx: Any, batch: Any) -> int:
+        rows = range(batch.n_tokens)
+        decoded.append([(batch.seq_id[i][0], batch.pos[i], bool(batch.logits[i])) for i in rows])
+        return int(real_decode(ctx, batch))
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", recording)
+    return decoded
+
+
+def start(engine: LlamaEngine, seq_ids: tuple[int, ...]) -> None:
+    """Admits a prompt in each slot and steps until every prompt is decoded."""
+    for seq_id in seq_ids:
+        engine.admit(seq_id, engine.tokenize(f"Slot {seq_id} counts:", add_special=True), GREEDY)
+    while len(engine.step()) < len(seq_ids):  # one decode per prompt, then the streams
+        pass
+
 
 @pytest.mark.behavior("INF-025")
 def test_streams_admitted_out_of_order_are_decoded_in_slot_order(
-    monkeypatch: pytest.MonkeyPatch,
+    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # With a KV stream per slot llama.cpp splits a batch wherever the next sequence id is not
-    # the previous one plus one: [3, 0, 1, 2] would be two passes over the weights.
-    settings = Settings(backend="cpu", ctx_size=1024, slots=4, batch_size=64, threads=2)
-    engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
-    try:
-        for seq_id in (3, 0, 1, 2):
-            prompt = engine.tokenize(f"Slot {seq_id} counts:", add_special=True)
-            engine.admit(seq_id, prompt, SamplingParams(temperature=0))
-        while len(engine.step()) < 4:  # the prompts, one decode each, then the first stream step
-            pass
-        decoded: list[list[int]] = []
-        real_decode = llama_cpp.llama_decode
+    start(engine, (3, 0, 1, 2))
+    decoded = record_decodes(monkeypatch)
+    outputs = engine.step()
+    assert [[seq_id for seq_id, _, _ in rows] for rows in decoded] == [[0, 1, 2, 3]]
+    assert [o.seq_id for o in outputs] == [0, 1, 2, 3]
 
-        def recording(ctx: Any, batch: Any) -> int:
-            decoded.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
-            return int(real_decode(ctx, batch))
 
-        monkeypatch.setattr(llama_cpp, "llama_decode", recording)
-        outputs = engine.step()
-        assert decoded == [[0, 1, 2, 3]]
-        assert [o.seq_id for o in outputs] == [0, 1, 2, 3]
-    finally:
-        engine.close()
+@pytest.mark.behavior("INF-025", "INF-027")
+def test_a_free_slot_between_streams_takes_a_stand_in_and_keeps_its_cache(
+    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = engine.tokenize("The cache of slot one holds this prompt", add_special=True)
+    engine.admit(1, prompt, GREEDY)
+    engine.step()
+    engine.cancel(1)  # slot 1 is free and holds the prompt and one token in its cells
+    held_end = llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(engine._ctx), 1)
+    start(engine, (0, 2))
+    decoded = record_decodes(monkeypatch)
+    outputs = engine.step()
+    # One run 0, 1, 2: slot 1's stand-in goes after its cells and asks for no logits.
+    assert [[(s, logits) for s, _, logits in rows] for rows in decoded] == [
+        [(0, True), (1, False), (2, True)]
+    ]
+    assert decoded[0][1][1] == held_end + 1
+    assert [o.seq_id for o in outputs] == [0, 2]
+    memory = llama_cpp.llama_get_memory(engine._ctx)
+    assert llama_cpp.llama_memory_seq_pos_max(memory, 1) == held_end
+    assert engine.admit(1, prompt, GREEDY) == len(prompt) - 1  # the cache is still whole
