@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         "--rounds",
         type=int,
         default=ROUNDS,
-        help="times each level of the bare loop and this worker is measured, in turn (medians)",
+        help="times each level of the bare loop, this worker and llama-cpp-python's server is "
+        "measured, in turn (the table gives medians)",
     )
     parser.add_argument("--json", type=Path, help="also write every figure here")
     return parser
@@ -95,10 +96,6 @@ def _measure(
     if errors:
         _log(f"{served.name}: {len(errors)} failed, e.g. {errors[0]}")
     return load, served.peak_rss_mb()
-
-
-def tps(result: PipelineResult) -> float:
-    return result.tps
 
 
 def _rows(name: str, results: dict[int, Rounds]) -> list[Row]:
@@ -221,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fake = start_fake_worker()
     try:
         # Runs of a second or two: the median of as many as the rounds.
-        runs = sorted((trio.run(run_pipeline, fake.url) for _ in range(args.rounds)), key=tps)
+        runs = [trio.run(run_pipeline, fake.url) for _ in range(args.rounds)]
+        runs.sort(key=lambda run: run.tps)
         pipeline = runs[len(runs) // 2]
     finally:
         fake.stop()
