@@ -84,3 +84,26 @@ def test_a_free_slot_between_streams_takes_a_stand_in_and_keeps_its_cache(
     memory = llama_cpp.llama_get_memory(engine._ctx)
     assert llama_cpp.llama_memory_seq_pos_max(memory, 1) == held_end
     assert engine.admit(1, prompt, GREEDY) == len(prompt) - 1  # the cache is still whole
+
+
+@pytest.mark.behavior("INF-025")
+def test_a_free_slot_with_no_cell_left_takes_no_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stand-in in a full slot would find no KV cell and fail the whole step.
+    settings = Settings(backend="cpu", ctx_size=768, slots=3, batch_size=256, threads=2)
+    engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
+    try:
+        capacity = engine.info.seq_capacity
+        prompt = engine.tokenize("word " * capacity, add_special=True)[:capacity]
+        engine.admit(1, prompt, GREEDY)
+        engine.step()
+        engine.cancel(1)  # slot 1 is free, every one of its cells taken
+        start(engine, (0, 2))
+        decoded = record_decodes(monkeypatch)
+        outputs = engine.step()
+        # The streams alone (llama.cpp then splits them in two passes), and the step succeeds.
+        assert [[(s, logits) for s, _, logits in rows] for rows in decoded] == [
+            [(0, True), (2, True)]
+        ]
+        assert [o.seq_id for o in outputs] == [0, 2]
+    finally:
+        engine.close()
