@@ -104,7 +104,10 @@ def test_n_gives_that_many_choices(client: openai.OpenAI, model_id: str) -> None
         messages=MESSAGES,
         max_tokens=6,
         n=2,
-        temperature=1.0,  # type: ignore[arg-type]
+        temperature=1.0,
+        # Seeded: unseeded, a choice now and then samples the chat stop string at once and is
+        # rightly empty (about 1 in 80 here), which made this test fail by chance.
+        seed=3,  # type: ignore[arg-type]
     )
     assert [c.index for c in reply.choices] == [0, 1]
     assert all(c.message.content for c in reply.choices)
