@@ -42,8 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# rbee's hive finds a worker binary by asking it this; it wants exactly `release`.
+BUILD_INFO = "release"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if list(argv) == ["--build-info"]:
+        print(BUILD_INFO)
+        return 0
     if argv[:1] and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
         argv = ["serve", *argv]  # rbee's hive starts `llm-worker-rbee --worker-id ID ...`
     if argv[:1] == ["bench"]:
@@ -53,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             settings = settings_from(args)
         except SettingsError as exc:
-            die(str(exc))
+            die(str(exc), code=exc.exit_code)
         return serve(settings)
     if args.command == "scenario":
         return run_scenarios(args.paths, args.trace)

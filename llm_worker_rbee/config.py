@@ -6,11 +6,13 @@ import argparse
 import ipaddress
 import os
 import socket
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -42,6 +44,16 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     hive_url: str | None = None
+    # rbee's queen (`--queen-url`, given by rbee's hive): the worker-contract heartbeat target.
+    queen_url: str | None = None
+    # The URL the hive and queen are told to reach this worker at; None: the bound address
+    # (an unspecified one such as 0.0.0.0 replaced by this machine's name).
+    advertise_url: str | None = None
+    # rbee's `--local-mode`: loopback only and no API key (refused when one is set).
+    local_mode: bool = False
+    # A job posted to /v1/jobs (or rbee's two-call /v1/inference) whose stream nobody opens
+    # within this many seconds is cancelled and its slot freed.
+    job_pickup_timeout: float = Field(default=30.0, gt=0)
     ctx_size: int = Field(default=4096, ge=64, le=1 << 20)
     slots: int = Field(default=4, ge=1, le=256)
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
@@ -69,6 +81,37 @@ class Settings(BaseModel):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+    @field_validator("queen_url")
+    @classmethod
+    def _queen_url(cls, value: str | None) -> str | None:
+        if value is not None and (problem := http_url_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _advertise_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        problem = http_url_problem(value)
+        host = urlsplit(value).hostname or ""
+        if problem is None and _unspecified(host):
+            problem = f"{host} is where the worker listens, not an address others can reach"
+        if problem is not None:
+            raise ValueError(problem)
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_local_mode(self) -> Settings:
+        if self.local_mode and self.api_key is not None:
+            raise ValueError(
+                "--local-mode serves without an API key, but LLM_WORKER_API_KEY "
+                "(or LLORCH_API_TOKEN) is set: unset it or drop --local-mode"
+            )
+        if self.local_mode and not _loopback(self.host):
+            raise ValueError(f"--local-mode binds to loopback only, not --host {self.host}")
+        return self
 
     @model_validator(mode="after")
     def _check_ctx_per_slot(self) -> Settings:
@@ -134,6 +177,11 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("host", "address to bind (default 127.0.0.1)"),
     _Flag("port", "port to bind (default 8080; 0 picks a free one)"),
     _Flag("hive_url", "the hive's base URL; unset: no hive", "URL"),
+    _Flag("queen_url", "rbee's queen: worker-contract heartbeats every 30 s", "URL"),
+    _Flag("advertise_url", "the URL the hive and queen reach this worker at", "URL"),
+    _Flag("local_mode", "rbee's local mode: loopback only, no API key", switch=True),
+    _Flag("cuda_device", "rbee's name for --device", "N"),
+    _Flag("job_pickup_timeout", "seconds a posted job waits for its stream reader (30)", "S"),
     _Flag("ctx_size", "context tokens, shared by all slots (default 4096)", "N"),
     _Flag("slots", "concurrent sequences (default 4)", "N"),
     _Flag("threads", "CPU threads for llama.cpp (default: all cores)", "N"),
@@ -158,6 +206,23 @@ SECRET_ENV: dict[str, tuple[str, ...]] = {
 }
 
 
+def http_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an http(s) base URL, or None when it can."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "should be an http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host"
+    return None
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -176,7 +241,39 @@ def env_of(field: str) -> str:
 
 
 class SettingsError(Exception):
-    """A bad setting; the message is one line naming the flag."""
+    """A bad setting; the message is one line naming the flag. `exit_code` is 2 (a bad
+    value), or 3 when the settings ask for something this worker cannot serve."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# rbee's hive names a worker `worker-<type>-<port>` and says its backend nowhere else.
+_RBEE_WORKER_ID = re.compile(r"worker-([a-z0-9]+)-(\d+)")
+_RBEE_BACKENDS = {"cpu": "cpu", "cuda": "cuda"}
+# Worker types rbee knows (or other servers name) that this worker cannot run.
+_UNSUPPORTED_TYPES = frozenset({"metal", "rocm", "hip", "vulkan", "sycl", "opencl", "mps"})
+
+
+def backend_of_worker_id(worker_id: str, port: int) -> str | None:
+    """The backend an rbee worker id (`worker-cuda-8080`, its port matching --port) asks
+    for, or None when the id is not rbee's.
+
+    Raises:
+        SettingsError: (exit code 3) the id asks for a backend this worker cannot run.
+    """
+    match = _RBEE_WORKER_ID.fullmatch(worker_id)
+    if match is None or int(match.group(2)) != port:
+        return None
+    kind = match.group(1)
+    if kind in _UNSUPPORTED_TYPES:
+        raise SettingsError(
+            f"--worker-id {worker_id}: the {kind} backend is not supported by this worker "
+            "(cpu and cuda are)",
+            exit_code=3,
+        )
+    return _RBEE_BACKENDS.get(kind)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -228,6 +325,7 @@ def settings_from(
         secret = next((environ[v] for v in variables if environ.get(v)), None)
         if secret is not None:
             values[name] = secret
+    _take_rbee_spellings(values, sources)
     try:
         return Settings(**values)
     except ValidationError as exc:
@@ -237,6 +335,29 @@ def settings_from(
         value = f" (got {values[loc]!r})" if loc in values else ""
         message = str(error["msg"]).removeprefix("Value error, ")
         raise SettingsError(f"{where}: {message}{value}") from None
+
+
+def _take_rbee_spellings(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """rbee's worker flags in this worker's terms: `--cuda-device` is `--device`, and the
+    worker id's type is the backend unless `--backend` says otherwise."""
+    if "cuda_device" in values:
+        cuda = values.pop("cuda_device")
+        if "device" in values and str(values["device"]) != str(cuda):
+            raise SettingsError(
+                f"{sources['cuda_device']} {cuda} and {sources['device']} "
+                f"{values['device']} name different GPUs"
+            )
+        values["device"] = cuda
+        sources["device"] = sources.pop("cuda_device")
+    if "backend" not in values and "worker_id" in values:
+        try:
+            port = int(values.get("port", 8080))
+        except (TypeError, ValueError):
+            return  # the port's own validation says what is wrong
+        backend = backend_of_worker_id(str(values["worker_id"]), port)
+        if backend is not None:
+            values["backend"] = backend
+            sources["backend"] = sources["worker_id"]
 
 
 def parse_serve_args(argv: Sequence[str]) -> Settings:
