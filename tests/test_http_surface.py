@@ -76,7 +76,7 @@ async def test_slots_lists_each_slot_and_the_queue(autojump_clock: trio.testing.
         }
         async with trio.open_nursery() as nursery:
             for job in ("a", "b"):
-                body = {"prompt": "hi", "job_id": job}
+                body = {"prompt": "hi", "job_id": job, "stream": True}
                 nursery.start_soon(worker.request, "POST", "/v1/inference", body)
                 await trio.testing.wait_all_tasks_blocked()
             seen = (await worker.request("GET", "/v1/slots")).json()
@@ -167,14 +167,15 @@ async def test_a_live_duplicate_job_id_is_409(autojump_clock: trio.testing.MockC
     async with inprocess_worker(None, long_script(8)) as worker:
         first: list[Any] = []
 
+        body = {"prompt": "hi", "job_id": "dup", "stream": True}
+
         async def run_first() -> None:
-            body = {"prompt": "hi", "job_id": "dup"}
             first.append(await worker.request("POST", "/v1/inference", body))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_first)
             await trio.testing.wait_all_tasks_blocked()
-            again = await worker.request("POST", "/v1/inference", {"prompt": "hi", "job_id": "dup"})
+            again = await worker.request("POST", "/v1/inference", body)
             assert again.status == 409
             assert again.json()["error"]["code"] == "duplicate_job_id"
     end = [e.json() for e in first[0].events if e.name == "end"]
@@ -222,7 +223,9 @@ async def test_max_tokens_defaults_and_is_clamped_to_the_context(
         chat = await worker.request(
             "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}
         )
-        rbee = await worker.request("POST", "/v1/inference", {"prompt": "hi", "max_tokens": 999})
+        rbee = await worker.request(
+            "POST", "/v1/inference", {"prompt": "hi", "max_tokens": 999, "stream": True}
+        )
     assert completion.json()["usage"]["completion_tokens"] == 16
     usage = chat.json()["usage"]
     assert usage["completion_tokens"] == 64 - usage["prompt_tokens"]
