@@ -1,4 +1,5 @@
-"""ModelActor: owns the engine and its decode loop, and hands every token to its session."""
+"""ModelActor: owns the engine, its decode loop and the step pump, and puts each step's text into
+the requests' mailboxes."""
 
 from __future__ import annotations
 
