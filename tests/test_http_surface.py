@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import Gone, ServiceUnavailable
 
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
-from llm_worker_rbee.actors.session import ChoiceStream, _receive_waiting
+from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.behaviors import worker_app
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
@@ -22,7 +22,7 @@ from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.http.schemas import CompletionBody
 from llm_worker_rbee.http.sse import LOST, SessionBody, next_choice
 from llm_worker_rbee.http.translate import build_request
-from llm_worker_rbee.messages.inference import SequenceEvent, TokenGenerated
+from llm_worker_rbee.messages.inference import OutputMailbox, TextOutput
 from llm_worker_rbee.messages.session import SessionEvent, TextDelta
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import inprocess_worker
@@ -306,10 +306,12 @@ async def test_waiting_frames_go_out_in_one_write() -> None:
     assert await body.__anext__() == b"d"
     await body.aclose()
 
-    tokens, waiting = trio.open_memory_channel[SequenceEvent](8)
-    for token in (5, 6, 7):
-        tokens.send_nowait(TokenGenerated(0, token, b"t"))
-    assert len(await _receive_waiting(waiting)) == 3  # one text delta for all three
+    mailbox = OutputMailbox()
+    for text in ("a", "b", "c"):
+        assert mailbox.put(TextOutput(0, text, 1))
+    assert await mailbox.get() == TextOutput(0, "abc", 3)  # one text delta for all three
+    mailbox.close()
+    assert not mailbox.put(TextOutput(0, "d", 1))  # the session is gone: dropped
 
 
 @pytest.mark.behavior("SSE-010")

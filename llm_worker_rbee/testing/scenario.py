@@ -24,6 +24,7 @@ import trio
 import trio.testing
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_worker_rbee.actors.pump import STEPS_AHEAD
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.engine.loading import LoadProgress
@@ -63,6 +64,11 @@ class EngineSpec(_Strict):
     prefill_chunk: int = Field(default=512, ge=1)
     fail_at_steps: list[int] = []
     oom_at_steps: list[int] = []
+    # Virtual seconds from a step's end until the event loop takes its outputs (busy
+    # elsewhere), so the engine runs ahead of the sessions as it does on its thread...
+    delivery_lag: float = Field(default=0.0, ge=0.0)
+    # ...by at most this many steps (the pump's window; production's STEPS_AHEAD).
+    steps_ahead: int = Field(default=STEPS_AHEAD, ge=1)
     # The load fails with this message once the weights are in (after `load_time`).
     load_error: str | None = None
 
@@ -128,6 +134,7 @@ class StateExpect(_Strict):
     slots_busy: int | None = None
     queue_depth: int | None = None
     engine_active: int | None = None
+    engine_steps: int | None = None  # steps the engine has run so far
     health: int | None = None
     state: str | None = None
     ready: int | None = None  # status of GET /v1/ready
@@ -302,7 +309,11 @@ async def _drive(scenario: Scenario, recorder: TraceRecorder, observed: _Observe
 
     runtime = Runtime(
         runner=VirtualTimeLoader(
-            VirtualTimeStepRunner(lambda: script.step_latency),
+            VirtualTimeStepRunner(
+                lambda: script.step_latency,
+                lag=scenario.engine.delivery_lag,
+                steps_ahead=scenario.engine.steps_ahead,
+            ),
             progress,
             scenario.engine.load_time,
         ),
@@ -479,6 +490,7 @@ async def _look(
         "slots_busy": stats.slots_busy if stats else None,
         "queue_depth": stats.queue_depth if stats else None,
         "engine_active": len(engine.active),
+        "engine_steps": engine.steps,
         "health": health.status,
         "state": services.lifecycle.state.value,
         "ready": ready.status,
