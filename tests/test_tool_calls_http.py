@@ -243,3 +243,18 @@ async def test_tools_are_still_refused_on_completions(
             "POST", "/v1/completions", {"prompt": "x", "max_tokens": 4, "tools": [WEATHER]}
         )
     assert error_of(response) == ("tools", "unsupported_parameter")
+
+
+@pytest.mark.behavior("SSE-021")
+async def test_each_choice_has_its_own_calls_and_every_token_its_logprobs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    body = {**ASK, "tools": [WEATHER], "stream": True, "n": 2, "logprobs": True}
+    response = await post(body, qwen())
+    chunks = [ChatCompletionChunk.model_validate(e.json()) for e in response.events[:-1]]
+    for index in (0, 1):
+        mine = [c.choices[0] for c in chunks if c.choices[0].index == index]
+        ids = {p.id for c in mine for p in c.delta.tool_calls or () if p.id}
+        assert len(ids) == 1 and mine[-1].finish_reason == "tool_calls"
+        entries = [e for c in mine if c.logprobs and c.logprobs.content for e in c.logprobs.content]
+        assert "".join(e.token for e in entries) == "".join(CALL_PIECES)

@@ -224,34 +224,31 @@ def test_instructor_default_mode_returns_the_model(client: openai.OpenAI) -> Non
 def test_other_families_make_a_forced_call(
     template_model: Callable[[str], Path], template: str
 ) -> None:
+    """Streamed, so the incremental parser sees the family's syntax token by token."""
     worker = serve(template_model(template))
     try:
         client = openai.OpenAI(base_url=f"{worker.url}/v1", api_key="unused", max_retries=0)
-        for stream in (False, True):
-            request: dict[str, Any] = {
-                "model": model_of(client),
-                "messages": [ASK],
-                "tools": [WEATHER, {"type": "function", "function": {"name": "get_time"}}],
-                "tool_choice": "required",
-                "parallel_tool_calls": False,
-                "max_tokens": 60,
-                "temperature": 0,
-            }
-            if stream:
-                chunks = list(client.chat.completions.create(stream=True, **request))
-                parts = [
-                    p for c in chunks if c.choices for p in c.choices[0].delta.tool_calls or ()
-                ]
-                assert parts and parts[0].function is not None
-                names = [parts[0].function.name]
-                finish = chunks[-1].choices[0].finish_reason
-            else:
-                reply = client.chat.completions.create(**request)
-                calls = reply.choices[0].message.tool_calls
-                assert calls is not None and len(calls) == 1
-                json.loads(calls[0].function.arguments)
-                names = [calls[0].function.name]
-                finish = reply.choices[0].finish_reason
-            assert finish == "tool_calls" and names[0] in ("get_weather", "get_time")
+        chunks = list(
+            client.chat.completions.create(
+                model=model_of(client),
+                messages=[ASK],  # type: ignore[list-item]
+                tools=[WEATHER, {"type": "function", "function": {"name": "get_time"}}],  # type: ignore[list-item]
+                tool_choice="required",
+                parallel_tool_calls=False,
+                max_tokens=60,
+                temperature=0,
+                stream=True,
+            )
+        )
     finally:
         worker.stop()
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ""
+    parts = [p for c in chunks if c.choices for p in c.choices[0].delta.tool_calls or ()]
+    assert parts[0].function is not None and parts[0].id is not None
+    assert {p.index for p in parts} == {0}  # one call, as parallel_tool_calls false asks
+    arguments = json.loads("".join(p.function.arguments or "" for p in parts if p.function))
+    if parts[0].function.name == "get_weather":
+        assert arguments["city"] in ("Paris", "London", "Tokyo")
+    else:
+        assert (parts[0].function.name, arguments) == ("get_time", {})
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
