@@ -249,6 +249,26 @@ async def test_the_client_posts_json_and_reads_each_answer_over_a_real_socket() 
         async with running(HttpQueenClient(closed)) as client:
             reply = await client.heartbeat({})
         assert reply.outcome is HiveOutcome.FAILED and reply.detail.startswith("cannot connect")
+        assert (
+            await HttpQueenClient(url).heartbeat({})
+        ).detail == "the queen client is not running"
+
+
+@pytest.mark.behavior("HIVE-034")
+async def test_a_queen_that_hangs_up_without_answering_is_a_failed_reply() -> None:
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.receive_some()
+        await stream.aclose()
+
+    with trio.fail_after(CAP_S):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, hang_up, 0, host="127.0.0.1"))
+            url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+            async with running(HttpQueenClient(url)) as client:
+                reply = await client.heartbeat({"worker": {}})
+            assert reply.outcome is HiveOutcome.FAILED
+            assert reply.detail.startswith("RemoteProtocolError")
+            nursery.cancel_scope.cancel()
 
 
 @pytest.mark.behavior("HIVE-030", "HIVE-031", "HIVE-032", "HIVE-035", "HTTP-060")
@@ -314,6 +334,35 @@ class HangingQueen:
         self.calls.append((trio.current_time(), payload["worker"]["status"]))
         await trio.sleep_forever()
         raise AssertionError  # never answers
+
+
+class RaisingQueen(HangingQueen):
+    async def heartbeat(self, payload: dict[str, Any]) -> HiveReply:
+        self.calls.append((trio.current_time(), payload["worker"]["status"]))
+        raise RuntimeError("a bug in the client")
+
+
+@pytest.mark.behavior("HIVE-034")
+async def test_a_client_that_raises_is_a_failure_on_the_same_cadence(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    queen = RaisingQueen()
+    async with trio.open_nursery() as nursery:
+        lifecycle = await nursery.start(LifecycleActor(drain_timeout=1, handle_signals=False).run)
+        actor = QueenHeartbeatActor(
+            client=queen,
+            lifecycle=lifecycle,
+            payload=lambda: {"worker": {"status": lifecycle.state.value}},
+        )
+        await nursery.start(actor.run)
+        await trio.sleep(61)
+        assert [t for t, _ in queen.calls] == [0.0, 30.0, 60.0]
+        nursery.cancel_scope.cancel()
+    warnings = [r.getMessage() for r in caplog.records if r.name.endswith("queen_heartbeat")]
+    assert warnings == [
+        "queen http://hanging-queen/v1/worker-heartbeat is unreachable (RuntimeError: a bug in "
+        "the client): serving goes on, the next heartbeat in 30 s"
+    ]
 
 
 @pytest.mark.behavior("HIVE-034", "HIVE-035")

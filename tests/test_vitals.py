@@ -11,7 +11,7 @@ import trio.testing
 
 from llm_worker_rbee.actors.heartbeat import HeartbeatActor
 from llm_worker_rbee.actors.lifecycle import LifecycleActor
-from llm_worker_rbee.engine.gpu import FakeGpuProbe, GpuDevice
+from llm_worker_rbee.engine.gpu import FakeGpuProbe, GpuDevice, NoGpuDriver, NvmlProbe
 from llm_worker_rbee.hive.vitals import Vitals, VramSample, nvml_vram
 
 GIB = 1 << 30
@@ -35,6 +35,21 @@ def test_the_processs_own_vram_where_nvml_tells_it() -> None:
     assert nvml_vram(probe, "GPU-aaaa", pid=7)() == VramSample(4 * GIB, 24 * GIB, GIB)
     # NVML lists no such process (another PID namespace, no permission): unknown, not 0.
     assert nvml_vram(probe, "GPU-aaaa")() == VramSample(4 * GIB, 24 * GIB, None)
+
+
+@pytest.mark.behavior("HIVE-037")
+def test_the_real_probe_reads_a_process_or_names_the_missing_driver() -> None:
+    probe = NvmlProbe()
+    try:
+        devices = probe.devices()
+    except NoGpuDriver:  # this machine: no NVIDIA library
+        with pytest.raises(NoGpuDriver, match=r"^no NVIDIA driver \(NVML: "):
+            probe.process_memory("GPU-aaaa", os.getpid())
+        return
+    for device in devices:  # a GPU machine: PID 0 never holds GPU memory
+        assert probe.process_memory(device.uuid, 0) is None
+        own = probe.process_memory(device.uuid, os.getpid())
+        assert own is None or own > 0
 
 
 @pytest.mark.behavior("HIVE-010")

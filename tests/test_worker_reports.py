@@ -32,6 +32,8 @@ def host() -> str:
         (None, "http://127.0.0.1:8080", "http://127.0.0.1:8080"),
         (None, "http://[::1]:8080", "http://[::1]:8080"),
         (None, "http://10.0.0.5:8081", "http://10.0.0.5:8081"),
+        (None, "http://localhost:8080", "http://localhost:8080"),
+        (None, "http://0.0.0.0", "http://gpu-box-7"),
         ("http://worker-7.lan:9000", "http://0.0.0.0:8080", "http://worker-7.lan:9000"),
     ],
 )
