@@ -1,8 +1,9 @@
 """Pipeline overhead: this worker on the scripted fake engine with zero step latency.
 
-Every token still goes through the ModelActor, a session (UTF-8 decoding, stop strings),
-the HTTP handler and SSE framing, so streamed tokens/s here is what the Python side can
-carry when the engine (a GPU) is never the bottleneck.
+Every token still goes through the engine thread's output step (UTF-8 decoding, stop
+strings), a request's mailbox and its session, the HTTP handler and SSE framing, so
+streamed tokens/s here is what the Python side can carry when the engine (a GPU) is never
+the bottleneck.
 
 `python -m bench.pipeline --port 0 --slots 64 --tokens 512` serves; `run_pipeline` drives it.
 """

@@ -18,6 +18,7 @@ from llm_worker_rbee.config import Settings, SettingsError, add_setting_flags, d
 from llm_worker_rbee.engine.model_report import add_arguments as add_inspect_arguments
 from llm_worker_rbee.engine.model_report import run as inspect_model
 from llm_worker_rbee.hive.stub import add_hive_stub_parser, run_hive_stub
+from llm_worker_rbee.http.server import ListenError, first_exception
 from llm_worker_rbee.testing.scenario_cli import add_scenario_parser, run_scenarios
 
 
@@ -84,6 +85,10 @@ def run_bench(args: Sequence[str]) -> int:
     return subprocess.call([sys.executable, "-m", "bench", *args], cwd=root)
 
 
+# The port (or address) cannot be listened on: a bad setting, like any other (exit 2).
+LISTEN_FAILED_EXIT = 2
+
+
 def serve(settings: Settings) -> int:
     from llm_worker_rbee.engine.gpu import AskedDevice, NvmlProbe
     from llm_worker_rbee.engine.loading import LoadProgress
@@ -118,16 +123,22 @@ def serve(settings: Settings) -> int:
 
     vram = nvml_vram(NvmlProbe(), plan.gpu.device.uuid) if plan.gpu is not None else None
     runtime = Runtime(runner=ThreadStepRunner(), vram=vram, device=device)
-    code = trio.run(
-        partial(
-            run_worker,
-            settings,
-            model_id=model_id,
-            engine_factory=factory,
-            runtime=runtime,
-            progress=progress,
+    try:
+        code = trio.run(
+            partial(
+                run_worker,
+                settings,
+                model_id=model_id,
+                engine_factory=factory,
+                runtime=runtime,
+                progress=progress,
+            )
         )
-    )
+    except BaseExceptionGroup as group:
+        listen = first_exception(group, ListenError)
+        if listen is None:
+            raise
+        die(str(listen), code=LISTEN_FAILED_EXIT)
     if code == LOAD_FAILED_EXIT:  # one line, like the refusals before loading
         die(progress.snapshot().error or "the model did not load", code=code)
     return code

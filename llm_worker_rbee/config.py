@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import socket
 import re
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +33,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     worker_id: str = Field(default_factory=lambda: f"worker-{socket.gethostname()}-{os.getpid()}")
-    model: Path | None = None
+    # A path, or an rbee catalog id (kept exactly as given: rbee's queen matches it).
+    model: str | None = None
     model_ref: str | None = None
     alias: str | None = None
     models_dir: Path | None = None

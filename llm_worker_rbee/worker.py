@@ -15,6 +15,7 @@ import trio
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.actors.heartbeat import GOODBYE_TIMEOUT_S, HeartbeatActor
+from llm_worker_rbee.actors.jobs import JobBoard
 from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
 from llm_worker_rbee.actors.queen_heartbeat import QueenHeartbeatActor
@@ -177,7 +178,9 @@ async def run_worker(
                 ).run
             )
             sessions = await root.start(SessionPool(model, scheduler, tracer=tracer).run)
+            jobs = await root.start(JobBoard(settings.job_pickup_timeout).run)
             services.model, services.scheduler, services.sessions = model, scheduler, sessions
+            services.jobs = jobs
             lifecycle.attach_work(sessions)
             lifecycle.set_state(WorkerState.READY)
             progress.succeed()

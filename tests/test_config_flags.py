@@ -20,7 +20,7 @@ from llm_worker_rbee.config import (
 # field -> (a value on the command line, the setting it becomes); every flag needs one.
 SAMPLES: dict[str, tuple[str, Any]] = {
     "worker_id": ("w-7", "w-7"),
-    "model": ("/models/m.gguf", Path("/models/m.gguf")),
+    "model": ("/models/m.gguf", "/models/m.gguf"),
     "model_ref": ("hf:org/repo", "hf:org/repo"),
     "alias": ("a,b", "a,b"),
     "models_dir": ("/models", Path("/models")),
@@ -45,7 +45,14 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "log_prompts": ("true", True),
     "max_body_bytes": ("2048", 2048),
     "insecure": ("1", True),
+    "queen_url": ("http://localhost:7833", "http://localhost:7833"),
+    "advertise_url": ("http://gpu-7:8080", "http://gpu-7:8080"),
+    "local_mode": ("1", True),
+    "cuda_device": ("1", 1),
+    "job_pickup_timeout": ("5", 5.0),
 }
+# Flags that are another setting's second name (rbee's spellings).
+SETS = {"cuda_device": "device"}
 
 
 @pytest.mark.parametrize("flag", FLAGS, ids=lambda f: f.name)
@@ -64,10 +71,11 @@ SAMPLES: dict[str, tuple[str, Any]] = {
 def test_every_flag_and_variable_sets_its_setting(flag: Any) -> None:
     assert flag.name in SAMPLES, f"{flag_of(flag.name)}: add a sample value to SAMPLES"
     given, expected = SAMPLES[flag.name]
+    field = SETS.get(flag.name, flag.name)
     argv = [flag_of(flag.name)] if flag.switch else [flag_of(flag.name), given]
-    assert getattr(parse_serve_args(argv), flag.name) == expected
+    assert getattr(parse_serve_args(argv), field) == expected
     from_env = settings_from({}, environ={env_of(flag.name): given})
-    assert getattr(from_env, flag.name) == expected
+    assert getattr(from_env, field) == expected
 
 
 @pytest.mark.behavior("CFG-005")

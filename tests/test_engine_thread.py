@@ -14,10 +14,10 @@ from llm_worker_rbee.engine.runner import ThreadStepRunner
 from llm_worker_rbee.messages.inference import (
     Admit,
     Cancel,
+    OutputMailbox,
     SamplingParams,
-    SequenceEvent,
     SequenceFinished,
-    TokenGenerated,
+    TextOutput,
 )
 
 REPLY = [f" t{i}" for i in range(200)]
@@ -25,18 +25,17 @@ REPLY = [f" t{i}" for i in range(200)]
 
 def admit(
     model: ModelHandle, seq_id: int, job: str, max_tokens: int
-) -> tuple[Admit, trio.MemoryReceiveChannel[SequenceEvent]]:
-    send, receive = trio.open_memory_channel[SequenceEvent](max_tokens + 4)
+) -> tuple[Admit, OutputMailbox]:
+    mailbox = OutputMailbox()
     prompt = tuple(model.tokenize(job, add_special=True))
-    return Admit(seq_id, job, prompt, SamplingParams(), max_tokens, send), receive
+    return Admit(seq_id, job, prompt, SamplingParams(), max_tokens, mailbox), mailbox
 
 
-async def drain(events: trio.MemoryReceiveChannel[SequenceEvent]) -> list[SequenceEvent]:
-    got: list[SequenceEvent] = []
-    async for event in events:
-        got.append(event)
-        if not isinstance(event, TokenGenerated):
-            return got
+async def drain(mailbox: OutputMailbox) -> TextOutput:
+    """Everything the sequence made, merged, up to its end."""
+    got = await mailbox.get()
+    while got.end is None:
+        got = got.merged(await mailbox.get())
     return got
 
 
@@ -51,10 +50,10 @@ async def test_sequences_run_to_their_limits_on_the_engine_thread() -> None:
                 await model.send(command)
             results = [await drain(events) for _, events in runs]
             nursery.cancel_scope.cancel()
-    for seq, events in enumerate(results):
-        tokens = [e for e in events if isinstance(e, TokenGenerated)]
-        assert b"".join(t.piece for t in tokens).decode() == "".join(REPLY[: 50 + 25 * seq])
-        assert events[-1] == SequenceFinished(
+    for seq, output in enumerate(results):
+        assert output.text == "".join(REPLY[: 50 + 25 * seq])
+        assert output.tokens == 50 + 25 * seq
+        assert output.end == SequenceFinished(
             seq, "length", len(runs[seq][0].prompt_tokens), 50 + 25 * seq
         )
     assert not engine.has_work()
@@ -68,18 +67,18 @@ async def test_a_gone_session_frees_its_slot_but_not_the_next_sequence_there() -
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             model = await nursery.start(ModelActor(lambda: engine, ThreadStepRunner()).run)
-            first, first_events = admit(model, 0, "first", 150)
+            first, first_mailbox = admit(model, 0, "first", 150)
             await model.send(first)
-            assert isinstance(await first_events.receive(), TokenGenerated)
-            first_events.close()  # the session is gone, its sequence still runs ahead
+            assert (await first_mailbox.get()).end is None
+            first_mailbox.close()  # the session is gone, its sequence still runs ahead
             await model.send(Cancel(0))
-            second, second_events = admit(model, 0, "second", 100)
+            second, second_mailbox = admit(model, 0, "second", 100)
             await model.send(second)
-            events = await drain(second_events)
+            output = await drain(second_mailbox)
             nursery.cancel_scope.cancel()
-    assert isinstance(events[-1], SequenceFinished)
-    assert events[-1].completion_tokens == 100
-    assert sum(isinstance(e, TokenGenerated) for e in events) == 100
+    assert isinstance(output.end, SequenceFinished)
+    assert output.end.completion_tokens == 100
+    assert output.tokens == 100
     assert not engine.has_work()
 
 
@@ -89,9 +88,9 @@ async def test_shutdown_stops_the_thread_while_sequences_run() -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             model = await nursery.start(ModelActor(lambda: engine, ThreadStepRunner()).run)
-            command, events = admit(model, 0, "long", 10_000)
+            command, mailbox = admit(model, 0, "long", 10_000)
             await model.send(command)
-            assert isinstance(await events.receive(), TokenGenerated)
+            assert (await mailbox.get()).end is None
             nursery.cancel_scope.cancel()
     assert engine.closed
 
@@ -102,9 +101,8 @@ def test_abandon_drops_only_the_sequence_it_names() -> None:
     since given to another request) must not touch the slot's new sequence."""
     engine = FakeEngine(FakeScript(reply=REPLY, step_latency=0.0, n_slots=1))
     loop = DecodeLoop(engine)
-    events = trio.open_memory_channel[SequenceEvent](16)[0]
-    first = Admit(0, "first", (1, 70), SamplingParams(), 8, events)
-    second = Admit(0, "second", (1, 71), SamplingParams(), 8, events)
+    first = Admit(0, "first", (1, 70), SamplingParams(), 8, OutputMailbox())
+    second = Admit(0, "second", (1, 71), SamplingParams(), 8, OutputMailbox())
     loop.apply(first)
     loop.step()
     loop.apply(Cancel(0))

@@ -319,7 +319,7 @@ async def test_an_engine_failure_shows_as_last_error_and_degraded_until_a_succes
     engine = FakeScript(reply=["x"] * 3, step_latency=0.25, fail_at_steps=frozenset({2}))
     async with trio.open_nursery() as nursery:
         app, services = await nursery.start(worker_with_hive, HiveScript(), engine)
-        body = json.dumps({"prompt": "hi", "max_tokens": 3}).encode()
+        body = json.dumps({"prompt": "hi", "max_tokens": 3, "stream": True}).encode()
         failed = await asgi_request(app, "POST", "/v1/inference", body=body)
         assert b"engine_error" in failed.body
         seen = await get_heartbeat(app)

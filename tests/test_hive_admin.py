@@ -86,7 +86,7 @@ async def test_the_x_api_key_stops_at_once_cancelling_work(
     async with inprocess_worker(with_key(), script) as worker:
         lifecycle = worker.services.lifecycle
         async with trio.open_nursery() as nursery:
-            body = {"prompt": "hi", "max_tokens": 1000}
+            body = {"prompt": "hi", "max_tokens": 1000, "stream": True}
             nursery.start_soon(worker.request, "POST", "/v1/inference", body)
             await trio.sleep(1)
             response = await worker.request(

@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import Gone, ServiceUnavailable
 
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
-from llm_worker_rbee.actors.session import ChoiceStream, _receive_waiting
+from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.behaviors import worker_app
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
@@ -22,7 +22,7 @@ from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.http.schemas import CompletionBody
 from llm_worker_rbee.http.sse import LOST, SessionBody, next_choice
 from llm_worker_rbee.http.translate import build_request
-from llm_worker_rbee.messages.inference import SequenceEvent, TokenGenerated
+from llm_worker_rbee.messages.inference import OutputMailbox, TextOutput
 from llm_worker_rbee.messages.session import SessionEvent, TextDelta
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import inprocess_worker
@@ -76,7 +76,7 @@ async def test_slots_lists_each_slot_and_the_queue(autojump_clock: trio.testing.
         }
         async with trio.open_nursery() as nursery:
             for job in ("a", "b"):
-                body = {"prompt": "hi", "job_id": job}
+                body = {"prompt": "hi", "job_id": job, "stream": True}
                 nursery.start_soon(worker.request, "POST", "/v1/inference", body)
                 await trio.testing.wait_all_tasks_blocked()
             seen = (await worker.request("GET", "/v1/slots")).json()
@@ -167,14 +167,15 @@ async def test_a_live_duplicate_job_id_is_409(autojump_clock: trio.testing.MockC
     async with inprocess_worker(None, long_script(8)) as worker:
         first: list[Any] = []
 
+        body = {"prompt": "hi", "job_id": "dup", "stream": True}
+
         async def run_first() -> None:
-            body = {"prompt": "hi", "job_id": "dup"}
             first.append(await worker.request("POST", "/v1/inference", body))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_first)
             await trio.testing.wait_all_tasks_blocked()
-            again = await worker.request("POST", "/v1/inference", {"prompt": "hi", "job_id": "dup"})
+            again = await worker.request("POST", "/v1/inference", body)
             assert again.status == 409
             assert again.json()["error"]["code"] == "duplicate_job_id"
     end = [e.json() for e in first[0].events if e.name == "end"]
@@ -222,7 +223,9 @@ async def test_max_tokens_defaults_and_is_clamped_to_the_context(
         chat = await worker.request(
             "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}
         )
-        rbee = await worker.request("POST", "/v1/inference", {"prompt": "hi", "max_tokens": 999})
+        rbee = await worker.request(
+            "POST", "/v1/inference", {"prompt": "hi", "max_tokens": 999, "stream": True}
+        )
     assert completion.json()["usage"]["completion_tokens"] == 16
     usage = chat.json()["usage"]
     assert usage["completion_tokens"] == 64 - usage["prompt_tokens"]
@@ -303,10 +306,12 @@ async def test_waiting_frames_go_out_in_one_write() -> None:
     assert await body.__anext__() == b"d"
     await body.aclose()
 
-    tokens, waiting = trio.open_memory_channel[SequenceEvent](8)
-    for token in (5, 6, 7):
-        tokens.send_nowait(TokenGenerated(0, token, b"t"))
-    assert len(await _receive_waiting(waiting)) == 3  # one text delta for all three
+    mailbox = OutputMailbox()
+    for text in ("a", "b", "c"):
+        assert mailbox.put(TextOutput(0, text, 1))
+    assert await mailbox.get() == TextOutput(0, "abc", 3)  # one text delta for all three
+    mailbox.close()
+    assert not mailbox.put(TextOutput(0, "d", 1))  # the session is gone: dropped
 
 
 @pytest.mark.behavior("SSE-010")

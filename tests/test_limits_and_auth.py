@@ -155,7 +155,8 @@ async def test_a_full_worker_refuses_before_reading_the_request(
     settings = Settings(worker_id="full", slots=1, max_queue=0)
     script = FakeScript(reply=["x"] * 50)
     async with inprocess_worker(settings, script) as worker, trio.open_nursery() as nursery:
-        nursery.start_soon(worker.request, "POST", "/v1/inference", {"prompt": "hold"})
+        hold = {"prompt": "hold", "stream": True}
+        nursery.start_soon(worker.request, "POST", "/v1/inference", hold)
         await trio.testing.wait_all_tasks_blocked()
         body = {"prompt": "x", "temperature": "hot"}
         refused = await worker.request("POST", "/v1/completions", body)

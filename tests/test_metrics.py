@@ -13,6 +13,8 @@ from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.metrics import observe_times
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 
+STREAM = {"prompt": "hi", "stream": True}  # rbee's single-call SSE stream
+
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
@@ -28,11 +30,11 @@ async def test_latencies_tokens_and_gauges(autojump_clock: trio.testing.MockCloc
     script = FakeScript(reply=["a", "b", "c", "d"], step_latency=0.125)
     async with inprocess_worker(settings, script) as worker:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(worker.request, "POST", "/v1/inference", {"prompt": "hi"})
+            nursery.start_soon(worker.request, "POST", "/v1/inference", STREAM)
             await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(worker.request, "POST", "/v1/inference", {"prompt": "hi"})
+            nursery.start_soon(worker.request, "POST", "/v1/inference", STREAM)
             await trio.testing.wait_all_tasks_blocked()
-            refused = await worker.request("POST", "/v1/inference", {"prompt": "hi"})
+            refused = await worker.request("POST", "/v1/inference", STREAM)
             assert refused.status == 503
             during = samples((await worker.request("GET", "/metrics")).body.decode())
             assert during[("llm_worker:num_requests_running", ())] == 1

@@ -4,15 +4,14 @@ side is scenarios/out_of_memory_mid_generation.toml)."""
 from __future__ import annotations
 
 import pytest
-import trio
 
 from llm_worker_rbee.actors.decode import DecodeLoop
 from llm_worker_rbee.actors.memory_pressure import MemoryPressure
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.messages.inference import (
     Admit,
+    OutputMailbox,
     SamplingParams,
-    SequenceEvent,
     SequenceFailed,
 )
 
@@ -54,9 +53,9 @@ def test_failures_further_apart_than_the_window_are_not_a_streak() -> None:
 
 
 def _admit(loop: DecodeLoop, engine: FakeEngine, seq_id: int) -> None:
-    send, _ = trio.open_memory_channel[SequenceEvent](16)
     prompt = tuple(engine.tokenize("hi", add_special=True))
-    assert loop.apply(Admit(seq_id, f"job-{seq_id}", prompt, SamplingParams(), 8, send)) == []
+    admit = Admit(seq_id, f"job-{seq_id}", prompt, SamplingParams(), 8, OutputMailbox())
+    assert loop.apply(admit) == []
 
 
 @pytest.mark.behavior("RES-008")
@@ -66,7 +65,7 @@ def test_a_step_out_of_memory_fails_its_sequences_as_such_and_frees_them() -> No
     _admit(loop, engine, 0)
     _admit(loop, engine, 1)
     assert len(loop.step()) == 2  # step 1: a token each
-    failed = [event for _, event in loop.step()]
+    failed = [output.end for _, output in loop.step()]
     assert failed == [
         SequenceFailed(0, "scripted out of memory at step 2", out_of_memory=True),
         SequenceFailed(1, "scripted out of memory at step 2", out_of_memory=True),
@@ -87,5 +86,5 @@ def test_other_engine_errors_are_not_out_of_memory() -> None:
     engine = FakeEngine(FakeScript(fail_at_steps=frozenset({1})))
     loop = DecodeLoop(engine, Clock())
     _admit(loop, engine, 0)
-    [(_, event)] = loop.step()
-    assert event == SequenceFailed(0, "scripted failure at step 1", out_of_memory=False)
+    [(_, output)] = loop.step()
+    assert output.end == SequenceFailed(0, "scripted failure at step 1", out_of_memory=False)

@@ -80,14 +80,14 @@ def assert_worker_heartbeat(body: dict[str, Any]) -> None:
         ("advertise_url", "http://[::]:8080"),
     ],
 )
-@pytest.mark.behavior("CFG-040")
+@pytest.mark.behavior("CFG-021", "CFG-025")
 def test_queen_and_advertise_urls_are_checked_at_start(name: str, value: str) -> None:
     flag = "--" + name.replace("_", "-")
     with pytest.raises(SettingsError, match=rf"^{flag}: "):
         settings_from({name: value}, environ={})
 
 
-@pytest.mark.behavior("CFG-040")
+@pytest.mark.behavior("CFG-021", "CFG-025")
 def test_queen_and_advertise_urls_from_flags_or_the_environment() -> None:
     env = {"LLM_WORKER_QUEEN_URL": "http://localhost:7833"}
     settings = settings_from({"advertise_url": "http://worker-7:8080/"}, environ=env)
@@ -132,7 +132,11 @@ async def test_info_is_the_heartbeats_worker_and_open_without_the_key(
         assert beat["timestamp"] == rfc3339(EPOCH + trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
-                worker.request, "POST", "/v1/inference", {"prompt": "hi"}, {"x-api-key": "k"}
+                worker.request,
+                "POST",
+                "/v1/inference",
+                {"prompt": "hi", "stream": True},
+                {"x-api-key": "k"},
             )
             await trio.sleep(0.5)  # virtual: the one slot is taken
             assert (await worker.request("GET", "/info")).json()["status"] == "busy"

@@ -29,7 +29,7 @@ def test_trace_is_byte_identical_across_runs(path: Path) -> None:
 def test_trace_records_the_messages_between_actors() -> None:
     trace = run_scenario(SCENARIOS / "cancel_running.toml").trace
     kinds = [json.loads(line)["type"] for line in trace]
-    for kind in ("Acquire", "Granted", "Admit", "TokenGenerated", "Cancel", "Leave", "Ended"):
+    for kind in ("Acquire", "Granted", "Admit", "TextOutput", "Cancel", "Leave", "Ended"):
         assert kind in kinds
 
 

@@ -63,7 +63,7 @@ def test_the_asked_device_is_named_as_the_operator_did() -> None:
 
 @pytest.mark.behavior("HIVE-036")
 def test_pinning_gives_llama_cpp_device_0_and_the_report_keeps_the_asked_one() -> None:
-    settings = Settings(model=bundled_model_path(), backend="cuda", device=1)
+    settings = Settings(model=str(bundled_model_path()), backend="cuda", device=1)
     plan = plan_start(
         settings,
         probe=FakeGpuProbe((H100, L4)),

@@ -1,9 +1,11 @@
 """DecodeLoop: the ModelActor's bookkeeping around the engine, free of trio and threads.
 
-It applies admissions and cancellations, runs steps, enforces token limits and turns engine
-outputs into per-sequence events. It never delivers anything itself: each call returns the
-events to hand to sessions, so the same code serves an inline loop in virtual time and the
-engine thread in production.
+It applies admissions and cancellations, runs steps, enforces token limits and stop strings,
+and turns each step's outputs into ready text per sequence (`actors/output.py`): a sequence
+that ends in a step (end of generation, limit, stop string) is out of the engine before the
+next one. It never delivers anything itself: each call returns the outputs to hand to
+sessions, so the same code serves the engine thread in production and the pump in virtual
+time (`actors/pump.py`).
 """
 
 from __future__ import annotations
@@ -14,21 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from llm_worker_rbee.actors.memory_pressure import MemoryPressure
+from llm_worker_rbee.actors.output import SequenceText
 from llm_worker_rbee.engine.base import Engine, EngineOutOfMemory, SeqOutput
 from llm_worker_rbee.messages.inference import (
     Admit,
     Cancel,
     FinishReason,
     ModelCommand,
-    SequenceEvent,
+    SequenceEnd,
     SequenceFailed,
     SequenceFinished,
-    TokenGenerated,
+    TextOutput,
 )
 
 log = logging.getLogger(__name__)
 
-Delivery = tuple[Admit, SequenceEvent]
+Delivery = tuple[Admit, TextOutput]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class ModelStatistics:
 class _Active:
     admit: Admit
     limit: int
+    text: SequenceText
     generated: int = 0
     cached: int = 0  # prompt tokens reused from the slot's KV cache
 
@@ -107,10 +111,10 @@ class DecodeLoop:
             if memory:
                 self._memory.out_of_memory()
             for seq_id, active in list(self._active.items()):
-                self._drop(seq_id)
-                out.append((active.admit, SequenceFailed(seq_id, str(exc), memory)))
+                self._end(active, SequenceFailed(seq_id, str(exc), memory), out)
         else:
             self._memory.succeeded()
+            # The output step: every sequence's token of this step, processed together.
             for output in outputs:
                 self._route(output, out)
         self._refresh()
@@ -122,10 +126,12 @@ class DecodeLoop:
         try:
             cached = self._engine.admit(command.seq_id, command.prompt_tokens, command.sampling)
         except Exception as exc:  # any refusal fails this request, never the actor
-            out.append((command, SequenceFailed(command.seq_id, str(exc))))
+            failed = SequenceFailed(command.seq_id, str(exc))
+            out.append((command, TextOutput(command.seq_id, "", 0, end=failed)))
             return
         self._prompt_tokens += len(command.prompt_tokens)
-        self._active[command.seq_id] = _Active(command, limit, cached=cached)
+        text = SequenceText(command.seq_id, command.stop, command.sampling.min_tokens)
+        self._active[command.seq_id] = _Active(command, limit, text, cached=cached)
 
     def _route(self, output: SeqOutput, out: list[Delivery]) -> None:
         active = self._active.get(output.seq_id)
@@ -136,24 +142,33 @@ class DecodeLoop:
             return
         active.generated += 1
         self._tokens_generated += 1
-        event = TokenGenerated(
-            output.seq_id, output.token, output.piece, active.cached, output.logprobs
-        )
-        out.append((active.admit, event))
-        if active.generated >= active.limit:
+        active.text.add(output.piece, output.logprobs)
+        if active.text.stopped:
+            self._finish(active, "stop", out)
+        elif active.generated >= active.limit:
             self._finish(active, "length", out)
+        else:
+            ready = active.text.take(active.cached)
+            if ready is not None:
+                out.append((active.admit, ready))
 
     def _finish(self, active: _Active, reason: FinishReason, out: list[Delivery]) -> None:
-        seq_id = active.admit.seq_id
-        self._drop(seq_id)
+        active.text.finish()
         finished = SequenceFinished(
-            seq_id=seq_id,
+            seq_id=active.admit.seq_id,
             reason=reason,
             prompt_tokens=len(active.admit.prompt_tokens),
             completion_tokens=active.generated,
             cached_tokens=active.cached,
         )
-        out.append((active.admit, finished))
+        self._end(active, finished, out)
+
+    def _end(self, active: _Active, end: SequenceEnd, out: list[Delivery]) -> None:
+        """Drops the sequence from the engine now and sends its last output."""
+        self._drop(active.admit.seq_id)
+        last = active.text.take(active.cached, end)
+        assert last is not None  # `take` always answers an end
+        out.append((active.admit, last))
 
     def _drop(self, seq_id: int) -> None:
         if self._active.pop(seq_id, None) is not None:

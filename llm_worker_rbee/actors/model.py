@@ -1,4 +1,5 @@
-"""ModelActor: owns the engine and its decode loop, and hands every token to its session."""
+"""ModelActor: owns the engine, its decode loop and the step pump, and puts each step's text into
+the requests' mailboxes."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from dataclasses import dataclass, field
 import trio
 
 from llm_worker_rbee.actors.decode import Abandon, DecodeLoop, Delivery, ModelStatistics
-from llm_worker_rbee.actors.engine_thread import EngineThread
+from llm_worker_rbee.actors.pump import StepPump
 from llm_worker_rbee.engine.base import Engine, ModelInfo
 from llm_worker_rbee.engine.runner import StepRunner
-from llm_worker_rbee.messages.inference import Admit, ModelCommand, SequenceEvent
+from llm_worker_rbee.messages.inference import ModelCommand
 from llm_worker_rbee.tracing import Tracer, no_trace
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,12 @@ class ModelHandle:
 
 
 class ModelActor:
-    """Loads the engine, then runs the DecodeLoop: on the engine thread when the runner has
-    one (production), inline between trio checkpoints otherwise (virtual time).
+    """Loads the engine, then runs the DecodeLoop through the StepPump: on the engine thread
+    in production, as a trio task in virtual time (the runner chooses).
 
-    Commands are applied between steps, so a cancel stops its sequence within a step (plus
-    the steps the engine thread is ahead, whose tokens nobody reads).
+    Commands are applied between steps, so a cancel stops its sequence after the step the
+    engine is running; a sequence that ends in the engine (end of generation, limit, stop
+    string) is gone before the next step.
     """
 
     def __init__(
@@ -64,7 +66,7 @@ class ModelActor:
         self._runner = runner
         self.trace = tracer
         self._loop: DecodeLoop | None = None
-        self._abandon: Callable[[Abandon], object] = lambda _: None
+        self._pump: StepPump | None = None
 
     def statistics(self) -> ModelStatistics:
         return ModelStatistics(0, 0, 0, 0) if self._loop is None else self._loop.statistics()
@@ -73,66 +75,27 @@ class ModelActor:
         self, *, task_status: trio.TaskStatus[ModelHandle] = trio.TASK_STATUS_IGNORED
     ) -> None:
         engine = await self._runner.load(self._engine_factory)
-        # Inline, steps run in trio's (possibly virtual) time; on the thread, in real time.
+        # On the engine thread steps run in real time; in virtual time, in trio's clock.
         clock = time.monotonic if self._runner.own_thread else trio.current_time
         loop = self._loop = DecodeLoop(engine, clock)
+        pump = self._pump = StepPump(loop, self._deliver, ahead=self._runner.steps_ahead)
         send, receive = trio.open_memory_channel[ModelCommand](INBOX_SIZE)
         try:
-            async with send, receive:
+            async with send, receive, trio.open_nursery() as nursery:
                 task_status.started(ModelHandle(engine.info, engine, send.clone(), self))
-                if self._runner.own_thread:
-                    await self._run_threaded(loop, receive)
-                else:
-                    await self._run_inline(loop, receive)
+                nursery.start_soon(self._runner.run_pump, pump)
+                async for command in receive:
+                    pump.submit(command)
+                nursery.cancel_scope.cancel()
         finally:
             # Unload on the engine thread: never free a context another call may be using.
             with trio.CancelScope(shield=True):
                 await self._runner.unload(engine.close)
 
-    async def _run_inline(
-        self, loop: DecodeLoop, inbox: trio.MemoryReceiveChannel[ModelCommand]
-    ) -> None:
-        self._abandon = loop.apply
-        while True:
-            if not loop.busy:
-                try:
-                    self._deliver(loop.apply(await inbox.receive()))
-                except trio.EndOfChannel:
-                    return
-            while True:
-                try:
-                    self._deliver(loop.apply(inbox.receive_nowait()))
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-            if loop.busy:
-                self._deliver(await self._runner.run(loop.step))
-
-    async def _run_threaded(
-        self, loop: DecodeLoop, inbox: trio.MemoryReceiveChannel[ModelCommand]
-    ) -> None:
-        thread = EngineThread(loop, self._deliver)
-        self._abandon = thread.submit
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(thread.run)
-            async for command in inbox:
-                thread.submit(command)
-            nursery.cancel_scope.cancel()
-
     def _deliver(self, out: list[Delivery]) -> None:
-        """Hands events to their sessions without ever blocking; drops a gone session's
-        sequence."""
-        for admit, event in out:
-            self.trace(f"session:{admit.job_id}", event)
-            if not _send_nowait(admit, event):
-                self._abandon(Abandon(admit))
-
-
-def _send_nowait(admit: Admit, event: SequenceEvent) -> bool:
-    try:
-        admit.events.send_nowait(event)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return False
-    except trio.WouldBlock:
-        log.error("session for job %s fell %d events behind", admit.job_id, admit.max_tokens)
-        return False
-    return True
+        """Puts each output into its request's mailbox (never blocks: the mailbox merges);
+        drops a gone session's sequence."""
+        for admit, output in out:
+            self.trace(f"session:{admit.job_id}", output)
+            if not admit.mailbox.put(output) and output.end is None and self._pump is not None:
+                self._pump.submit(Abandon(admit))

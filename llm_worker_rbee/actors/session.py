@@ -12,15 +12,14 @@ import trio
 
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
-from llm_worker_rbee.actors.text import PieceDecoder, StopMatcher
 from llm_worker_rbee.logs import current_job
 from llm_worker_rbee.messages.inference import (
     Admit,
     Cancel,
-    SequenceEvent,
+    FinishReason,
+    OutputMailbox,
+    SequenceEnd,
     SequenceFinished,
-    TokenGenerated,
-    TokenLogprobs,
 )
 from llm_worker_rbee.messages.session import (
     Accepted,
@@ -42,6 +41,11 @@ log = logging.getLogger(__name__)
 # against a wedged actor.
 CLEANUP_DEADLINE_S = 2.0
 OUT_BUFFER = 16
+STOP_REASONS: dict[FinishReason, StopReason] = {
+    "eos": "eos",
+    "length": "max_tokens",
+    "stop": "stop_sequence",
+}
 TIMEOUT_ERROR = ErrorInfo(408, "timeout", "request_timeout", "the request ran past its deadline")
 ENGINE_ERROR = ErrorInfo(500, "server_error", "engine_error", "generation failed")
 OUT_OF_MEMORY = ErrorInfo(
@@ -68,7 +72,7 @@ Outbox = trio.MemorySendChannel[tuple[int, SessionEvent]]
 
 
 class InferenceSession:
-    """Runs one request: waits for a slot, admits the sequence, turns tokens into text.
+    """Runs one request: waits for a slot, admits the sequence, passes its text on.
 
     Always ends with exactly one terminal event (Rejected or Ended) unless the reader is gone,
     and always gives back what it took (slot, sequence) in `finally`.
@@ -165,8 +169,9 @@ class InferenceSession:
 
     async def _generate(self, slot: int, out: Outbox) -> Ended:
         request = self.request
-        events_send, events_recv = trio.open_memory_channel[SequenceEvent](request.max_tokens + 4)
-        async with events_recv:
+        # Closed on the way out, however it ends: the ModelActor then drops the sequence
+        # if the Cancel below has not already.
+        with OutputMailbox() as mailbox:
             self._seq = slot
             self._started_at = trio.current_time()
             await self._model.send(
@@ -176,54 +181,31 @@ class InferenceSession:
                     prompt_tokens=request.prompt_tokens,
                     sampling=request.sampling,
                     max_tokens=request.max_tokens,
-                    events=events_send,
+                    mailbox=mailbox,
+                    stop=request.stop,
                 )
             )
             await self._emit(out, Started(request.job_id, slot, len(request.prompt_tokens)))
-            decoder = PieceDecoder()
-            stops = StopMatcher(request.stop)
-            pending_tokens = 0
-            pending_logprobs: list[TokenLogprobs] = []  # of the pending tokens, when asked
             while True:
-                # Every event already waiting goes out as one delta: when the engine runs
-                # ahead of the sockets, a write carries several tokens instead of one each.
-                text = ""
-                ended: Ended | None = None
-                for event in await _receive_waiting(events_recv):
-                    if isinstance(event, TokenGenerated):
-                        self._tokens_out += 1
-                        self._cached_tokens = event.cached_tokens
-                        pending_tokens += 1
-                        if event.logprobs is not None:
-                            pending_logprobs.append(event.logprobs)
-                        text += stops.feed(decoder.feed(event.piece))
-                        if stops.matched is not None:
-                            ended = self._ended("stop_sequence")
-                    elif isinstance(event, SequenceFinished):
-                        self._seq = None
-                        self._cached_tokens = event.cached_tokens
-                        text += stops.feed(decoder.flush())
-                        if stops.matched is None:
-                            text += stops.flush()
-                            reason: StopReason = "eos" if event.reason == "eos" else "max_tokens"
-                            ended = self._ended(reason)
-                        else:
-                            ended = self._ended("stop_sequence")
-                    else:
-                        self._seq = None
-                        log.error("job %s failed in the engine: %s", request.job_id, event.message)
-                        error = OUT_OF_MEMORY if event.out_of_memory else ENGINE_ERROR
-                        ended = self._ended("error", error)
-                    if ended is not None:
-                        break
+                # The text of every step since the last wake-up, as one delta: when the
+                # engine runs ahead of the sockets, a write carries several tokens.
+                output = await mailbox.get()
+                self._tokens_out += output.tokens
+                self._cached_tokens = output.cached_tokens
+                ended = None if output.end is None else self._ending(output.end)
                 # At the end, tokens with no text of their own still bring their logprobs.
-                if text or (ended is not None and pending_logprobs):
-                    delta = TextDelta(text, pending_tokens, tuple(pending_logprobs))
-                    await self._emit(out, delta)
-                    pending_tokens = 0
-                    pending_logprobs.clear()
+                if output.text or (ended is not None and output.logprobs):
+                    await self._emit(out, TextDelta(output.text, output.tokens, output.logprobs))
                 if ended is not None:
                     return ended
+
+    def _ending(self, end: SequenceEnd) -> Ended:
+        """The sequence ended in the engine (its slot's sequence is already gone)."""
+        self._seq = None
+        if isinstance(end, SequenceFinished):
+            return self._ended(STOP_REASONS[end.reason])
+        log.error("job %s failed in the engine: %s", self.request.job_id, end.message)
+        return self._ended("error", OUT_OF_MEMORY if end.out_of_memory else ENGINE_ERROR)
 
     async def _emit(self, out: Outbox, event: SessionEvent) -> None:
         self._trace(f"http:{self.job_id}", event)
@@ -238,21 +220,6 @@ class InferenceSession:
                 await self._model.send(Cancel(self._seq))
                 self._seq = None
             await self._scheduler.send(Leave(self.request.job_id))
-
-
-async def _receive_waiting(
-    events: trio.MemoryReceiveChannel[SequenceEvent],
-) -> list[SequenceEvent]:
-    """The next event, and every one already waiting behind it."""
-    try:
-        batch = [await events.receive()]
-    except trio.EndOfChannel:
-        raise AssertionError("the model actor closed a sequence without its last event") from None
-    while True:
-        try:
-            batch.append(events.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return batch
 
 
 async def _send_final(out: Outbox, event: tuple[int, SessionEvent]) -> None:

@@ -39,6 +39,7 @@ _SESSIONS_KEY = "llm_worker_rbee.sessions"
 def create_app(services: Services) -> QuartTrio:
     from llm_worker_rbee.http import (
         admin_routes,
+        job_routes,
         loading_routes,
         openai_routes,
         openapi,
@@ -59,6 +60,7 @@ def create_app(services: Services) -> QuartTrio:
     loading_routes.register(app, services)
     openai_routes.register(app, services)
     rbee_routes.register(app, services)
+    job_routes.register(app, services)
     token_routes.register(app, services)
     admin_routes.register(app, services)
     openapi.register(app)
@@ -88,8 +90,11 @@ class SessionGuard:
                 stream.close()
 
 
-def _start(services: Services, requests: list[InferenceRequest]) -> ChoiceStream:
-    """Starts one session per request, owned by this HTTP request (see SessionGuard)."""
+def _start(
+    services: Services, requests: list[InferenceRequest], *, owned: bool = True
+) -> ChoiceStream:
+    """Starts one session per request, owned by this HTTP request (see SessionGuard) unless
+    `owned` is false (a posted job: the JobBoard, then its reader, owns it)."""
     _, sessions = services.serving()
     for inference in requests:
         if sessions.get(inference.job_id) is not None:
@@ -97,8 +102,14 @@ def _start(services: Services, requests: list[InferenceRequest]) -> ChoiceStream
                 409, f"job {inference.job_id} is already running", code="duplicate_job_id"
             )
     stream = sessions.start_choices(requests)
-    cast(dict[str, Any], request.scope)[_SESSIONS_KEY].append(stream)
+    if owned:
+        adopt(stream)
     return stream
+
+
+def adopt(stream: ChoiceStream) -> None:
+    """This HTTP request owns the stream: when its ASGI call ends, the sessions stop."""
+    cast(dict[str, Any], request.scope)[_SESSIONS_KEY].append(stream)
 
 
 def _refuse(stream: ChoiceStream, first: SessionEvent) -> None:
@@ -121,9 +132,12 @@ async def open_session(services: Services, inference: InferenceRequest) -> Choic
     return await open_choices(services, [inference])
 
 
-async def open_choices(services: Services, requests: list[InferenceRequest]) -> ChoiceStream:
-    """Sessions for every choice; waits until each is accepted (or one is refused)."""
-    stream = _start(services, requests)
+async def open_choices(
+    services: Services, requests: list[InferenceRequest], *, owned: bool = True
+) -> ChoiceStream:
+    """Sessions for every choice; waits until each is accepted (or one is refused).
+    `owned`: see `_start`."""
+    stream = _start(services, requests, owned=owned)
     accepted = 0
     while accepted < len(requests):
         index, first = await stream.events.receive()
@@ -212,6 +226,15 @@ async def parse_body(model: type[BodyT]) -> BodyT:
         raise bad_request(f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("the body must be a JSON object", code="invalid_json")
+    return validate_body(model, data)
+
+
+def validate_body(model: type[BodyT], data: dict[str, Any]) -> BodyT:
+    """Validates parsed JSON against a body model.
+
+    Raises:
+        ApiError: 400 for a wrong type or a missing field, naming the param.
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -244,9 +267,10 @@ async def _read_whole_body() -> None:
 
 
 # Routes that take a slot, refused at once when there is none to be had.
-WORK_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/inference"})
-# Probes and scrapes stay open so orchestration works without the key.
-OPEN_PATHS = frozenset({"/health", "/v1/ready", "/metrics"})
+WORK_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/inference", "/v1/jobs"})
+# Probes and scrapes stay open so orchestration works without the key (`/`: where rbee's
+# hive polls for readiness).
+OPEN_PATHS = frozenset({"/", "/health", "/v1/ready", "/metrics"})
 # rbee's worker contract: GET /info, which its callers ask without a key.
 OPEN_PATHS |= {"/info"}
 

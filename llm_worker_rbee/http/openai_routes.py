@@ -63,14 +63,7 @@ def register(app: QuartTrio, services: Services) -> None:
         refused = refused_param(body.model_extra)
         if refused is not None:
             raise bad_request(refused[1], param=refused[0], code="unsupported_parameter")
-        if body.model is not None and body.model not in services.accepted_model_ids():
-            raise ApiError(
-                404,
-                f"the model {body.model!r} is not served here; this worker serves "
-                f"{services.model_id!r}",
-                param="model",
-                code="model_not_found",
-            )
+        services.require_model(body.model)
         choices = (body.n or 1) * prompts
         if choices > services.settings.slots:
             raise bad_request(

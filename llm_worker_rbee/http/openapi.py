@@ -13,7 +13,12 @@ from llm_worker_rbee import __version__
 from llm_worker_rbee.http import responses as r
 from llm_worker_rbee.http.admin_routes import ShutdownAccepted, ShutdownBody
 from llm_worker_rbee.http.loading_routes import LoadingEvent, Ready
-from llm_worker_rbee.http.schemas import ChatCompletionBody, CompletionBody, InferenceBody
+from llm_worker_rbee.http.schemas import (
+    ChatCompletionBody,
+    CompletionBody,
+    InferenceBody,
+    OperationBody,
+)
 from llm_worker_rbee.http.token_routes import DetokenizeBody, TokenizeBody
 
 
@@ -34,6 +39,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get", "/health", "200 when ready, 503 while loading or draining", r.Health, errors=(503,)
     ),
+    Operation("get", "/", "readiness where rbee's hive polls: as /health", r.Health, errors=(503,)),
     Operation(
         "get",
         "/v1/ready",
@@ -73,11 +79,43 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "post",
         "/v1/inference",
-        "rbee's native SSE stream",
-        None,
+        "rbee's native SSE stream (stream or Accept: text/event-stream), else a job to read",
+        r.JobPosted,
         InferenceBody,
         stream=r.InferenceEvent,
         errors=_BODY_ERRORS,
+    ),
+    Operation(
+        "post",
+        "/v1/jobs",
+        "rbee's Operation (infer only): a job to read at sse_url",
+        r.JobPosted,
+        OperationBody,
+        errors=_BODY_ERRORS,
+    ),
+    Operation(
+        "get",
+        "/v1/jobs/{job_id}/stream",
+        "a job's one stream: data frames only",
+        None,
+        stream=r.JobEvent,
+        errors=(404, 409, 410),
+    ),
+    Operation(
+        "get",
+        "/v1/inference/{job_id}/stream",
+        "a job's one stream (rbee's queen): data frames only",
+        None,
+        stream=r.JobEvent,
+        errors=(404, 409, 410),
+    ),
+    Operation(
+        "delete",
+        "/v1/jobs/{job_id}",
+        "cancel a posted or running job",
+        None,
+        errors=(404,),
+        success=204,
     ),
     Operation(
         "delete",

@@ -1,4 +1,5 @@
-"""/v1/inference: rbee's native SSE stream (started, token..., error?, end, [DONE]), and cancel."""
+"""/v1/inference: rbee's native SSE stream (started, token..., error?, end, [DONE]), or, for
+rbee's queen, a job to read in a second call (job_routes.py); and cancel."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from quart import Response
+from quart import request as http_request
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.actors.session import ChoiceStream
@@ -17,6 +19,7 @@ from llm_worker_rbee.http.app import (
     parse_body,
 )
 from llm_worker_rbee.http.errors import ApiError, bad_request, info_body
+from llm_worker_rbee.http.job_routes import post_inference_job
 from llm_worker_rbee.http.schemas import InferenceBody
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_choice, sse_data
@@ -26,8 +29,10 @@ from llm_worker_rbee.messages.session import Ended, TextDelta
 
 def register(app: QuartTrio, services: Services) -> None:
     @app.post("/v1/inference")
-    async def inference() -> Response:
+    async def inference() -> Response | dict[str, str]:
         body = await parse_body(InferenceBody)
+        if not wants_event_stream(body.stream, http_request.headers.get("Accept", "")):
+            return await post_inference_job(services, body, stream_path="/v1/inference")
         model, _ = services.serving()
         if body.n not in (None, 1):
             raise bad_request("/v1/inference streams one sequence; n must be 1", param="n")
@@ -56,6 +61,17 @@ def register(app: QuartTrio, services: Services) -> None:
         if services.sessions is None or not services.sessions.cancel(job_id):
             raise ApiError(404, f"no job {job_id!r} is known here", code="job_not_found")
         return Response(b"", status=204)
+
+
+def wants_event_stream(stream: bool | None, accept: str) -> bool:
+    """One call streaming SSE, or rbee's queen's two calls (a JSON job, then its stream)?
+
+    `stream` decides when given; else an `Accept` naming text/event-stream. The queen sends
+    neither (`Accept: */*`), so without both the answer is the JSON job.
+    """
+    if stream is not None:
+        return stream
+    return "text/event-stream" in accept.lower()
 
 
 async def _frames(stream: ChoiceStream, job_id: str, keepalive: float) -> AsyncIterator[bytes]:

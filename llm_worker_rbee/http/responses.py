@@ -185,6 +185,30 @@ class InferenceEvent(BaseModel):
     decode_ms: int | None = None
 
 
+class JobPosted(BaseModel):
+    """A job admitted for rbee's two-call API: read it once at `sse_url`."""
+
+    job_id: str
+    sse_url: str
+
+
+class JobEvent(BaseModel):
+    """One `data:` frame of a job's stream (rbee's InferenceEvent), ended by `[DONE]`,
+    `[CANCELLED]` or `[ERROR] <message>`; there are no `event:` lines."""
+
+    type: Literal["started", "token", "error", "end"]
+    job_id: str | None = None
+    model: str | None = None
+    started_at: str | None = None  # Unix seconds, as a string
+    t: str | None = None
+    i: int | None = None
+    code: str | None = None
+    message: str | None = None
+    tokens_out: int | None = None
+    decode_time_ms: int | None = None
+    stop_reason: Literal["MAX_TOKENS", "EOS", "STOP_SEQUENCE", "CANCELLED", "ERROR"] | None = None
+
+
 class Heartbeat(BaseModel):
     worker_id: str
     state: str

@@ -130,6 +130,14 @@ class InferenceBody(SamplingFields):
     prompt: StrictStr
 
 
+class OperationBody(_Body):
+    """rbee's `Operation` (`POST /v1/jobs`), tagged by `operation`; a worker runs only
+    `infer`, whose fields (those of InferenceBody; `hive_id`, `device`, `worker_id` and any
+    other are ignored) are validated once the tag is known."""
+
+    operation: StrictStr
+
+
 # OpenAI parameters this worker does not implement: refused with 400 naming the parameter.
 REFUSED: dict[str, str] = {
     "tools": "tool calling is not supported",

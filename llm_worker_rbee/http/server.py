@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 from hypercorn.config import Config
@@ -13,6 +15,11 @@ from quart_trio import QuartTrio
 # The worker drains its own work first (LifecycleActor); by the time hypercorn is told to
 # stop, every stream has its final event queued, so this only covers flushing them.
 GRACEFUL_TIMEOUT_S = 3.0
+_CANNOT_BIND = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
+class ListenError(Exception):
+    """The worker cannot listen where it was told to; the message is one line."""
 
 
 async def serve_http(
@@ -29,4 +36,24 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 30
-    await serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+    try:
+        await serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+    except BaseExceptionGroup as group:  # hypercorn binds in a nursery, before started
+        exc = first_exception(group, OSError)
+        if exc is None or exc.errno not in _CANNOT_BIND:
+            raise
+        reason = "it is already in use" if exc.errno == errno.EADDRINUSE else f"({exc.strerror})"
+        raise ListenError(f"--port {port}: cannot listen on {config.bind[0]}: {reason}") from None
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def first_exception(group: BaseExceptionGroup[BaseException], kind: type[_E]) -> _E | None:
+    """The first exception of `kind` in a (nested) exception group, or None."""
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (found := first_exception(exc, kind)):
+            return found
+    return None

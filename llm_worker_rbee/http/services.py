@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from llm_worker_rbee.actors.jobs import JobBoard
 from llm_worker_rbee.actors.lifecycle import LifecycleHandle
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
@@ -30,6 +31,7 @@ class Services:
     model: ModelHandle | None = None
     scheduler: SchedulerHandle | None = None
     sessions: SessionPool | None = None
+    jobs: JobBoard | None = None
     started_at: float = field(default_factory=trio.current_time)
     wall_clock: Callable[[], float] = time.time
     new_job_id: Callable[[], str] = field(default=lambda: f"job-{uuid.uuid4().hex}")
@@ -64,6 +66,20 @@ class Services:
                 headers={"Retry-After": retry},
             )
         return self.model, self.sessions
+
+    def require_model(self, name: str | None) -> None:
+        """A request naming a model must name this worker's (an alias counts).
+
+        Raises:
+            ApiError: 404 `model_not_found` naming the model served here.
+        """
+        if name is not None and name not in self.accepted_model_ids():
+            raise ApiError(
+                404,
+                f"the model {name!r} is not served here; this worker serves {self.model_id!r}",
+                param="model",
+                code="model_not_found",
+            )
 
     def accepted_model_ids(self) -> set[str]:
         ids = {self.model_id}

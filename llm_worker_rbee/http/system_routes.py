@@ -14,6 +14,7 @@ from llm_worker_rbee.status import heartbeat_payload, worker_info_payload
 
 def register(app: QuartTrio, services: Services) -> None:
     @app.get("/health")
+    @app.get("/")  # rbee's hive polls the bare base URL (HEAD works too)
     async def health() -> tuple[dict[str, Any], int]:
         state = services.lifecycle.state
         ready = state is WorkerState.READY

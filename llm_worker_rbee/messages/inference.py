@@ -1,4 +1,4 @@
-"""InferenceSession <-> ModelActor: admit and cancel sequences, per-sequence events."""
+"""InferenceSession <-> ModelActor: admit and cancel sequences, each sequence's ready text."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Literal
 
 import trio
 
-FinishReason = Literal["eos", "length"]
+# eos: an end-of-generation token; length: a token limit; stop: a stop string.
+FinishReason = Literal["eos", "length", "stop"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,20 +53,8 @@ class TokenLogprobs:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenGenerated:
-    seq_id: int
-    token: int
-    piece: bytes
-    # Prompt tokens this sequence reused from its slot's KV cache (the same on every event
-    # of a sequence, so a session that ends early on a stop string still knows it).
-    cached_tokens: int = 0
-    # Only when the request asked for logprobs.
-    logprobs: TokenLogprobs | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class SequenceFinished:
-    """The engine stopped the sequence: end-of-generation token or a token limit."""
+    """The sequence ended in the engine: end-of-generation token, token limit or stop string."""
 
     seq_id: int
     reason: FinishReason
@@ -82,23 +71,88 @@ class SequenceFailed:
     out_of_memory: bool = False
 
 
-SequenceEvent = TokenGenerated | SequenceFinished | SequenceFailed
+SequenceEnd = SequenceFinished | SequenceFailed
+
+
+@dataclass(frozen=True, slots=True)
+class TextOutput:
+    """What the decode loop's output step made of one sequence: text a client may see now
+    (UTF-8 whole, stop strings held back or cut), the tokens it covers and their logprobs,
+    and the sequence's end once it ended. Several merge into one while the session lags."""
+
+    seq_id: int
+    text: str
+    tokens: int
+    logprobs: tuple[TokenLogprobs, ...] = ()
+    # Prompt tokens this sequence reused from its slot's KV cache.
+    cached_tokens: int = 0
+    end: SequenceEnd | None = None
+
+    def merged(self, later: TextOutput) -> TextOutput:
+        return TextOutput(
+            self.seq_id,
+            self.text + later.text,
+            self.tokens + later.tokens,
+            self.logprobs + later.logprobs,
+            later.cached_tokens,
+            later.end,
+        )
+
+
+class OutputMailbox:
+    """One request's ready text: a single slot that merges what arrives while its reader
+    lags (vLLM's RequestOutputCollector), so delivery never blocks and nothing is queued
+    per token. Trio thread only; one reader.
+    """
+
+    def __init__(self) -> None:
+        self._pending: TextOutput | None = None
+        self._closed = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def put(self, output: TextOutput) -> bool:
+        """Adds `output` (merged with what waits); False once the reader has closed it."""
+        if self._closed:
+            return False
+        self._pending = output if self._pending is None else self._pending.merged(output)
+        self._lot.unpark_all()
+        return True
+
+    async def get(self) -> TextOutput:
+        """Everything that arrived since the last call; waits only when nothing has."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self._pending is None:
+            if self._closed:
+                raise trio.ClosedResourceError("the mailbox is closed")
+            await self._lot.park()
+        output, self._pending = self._pending, None
+        return output
+
+    def close(self) -> None:
+        """The reader is gone: later `put`s answer False (the sequence is then dropped)."""
+        self._closed = True
+        self._pending = None
+        self._lot.unpark_all()
+
+    def __enter__(self) -> OutputMailbox:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True, slots=True)
 class Admit:
-    """Start generating for `seq_id` (a granted slot). Events go to `events`.
-
-    `events` must be buffered for max_tokens + 2 items so the ModelActor never blocks on
-    one slow reader.
-    """
+    """Start generating for `seq_id` (a granted slot). Its text goes to `mailbox`; a stop
+    string in `stop` ends the sequence in the step whose token completed it."""
 
     seq_id: int
     job_id: str
     prompt_tokens: tuple[int, ...]
     sampling: SamplingParams
     max_tokens: int
-    events: trio.MemorySendChannel[SequenceEvent] = field(compare=False)
+    mailbox: OutputMailbox = field(compare=False)
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

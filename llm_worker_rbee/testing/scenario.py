@@ -24,6 +24,7 @@ import trio
 import trio.testing
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_worker_rbee.actors.pump import STEPS_AHEAD
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.engine.loading import LoadProgress
@@ -68,6 +69,11 @@ class EngineSpec(_Strict):
     prefill_chunk: int = Field(default=512, ge=1)
     fail_at_steps: list[int] = []
     oom_at_steps: list[int] = []
+    # Virtual seconds from a step's end until the event loop takes its outputs (busy
+    # elsewhere), so the engine runs ahead of the sessions as it does on its thread...
+    delivery_lag: float = Field(default=0.0, ge=0.0)
+    # ...by at most this many steps (the pump's window; production's STEPS_AHEAD).
+    steps_ahead: int = Field(default=STEPS_AHEAD, ge=1)
     # The load fails with this message once the weights are in (after `load_time`).
     load_error: str | None = None
 
@@ -75,8 +81,13 @@ class EngineSpec(_Strict):
 class RequestSpec(_Strict):
     id: str
     at: float = 0.0
-    # loading: GET /v1/loading/progress (the other fields but `leave_at` do not apply)
-    api: Literal["inference", "completions", "chat", "loading"] = "inference"
+    # loading: GET /v1/loading/progress (the other fields but `leave_at` do not apply);
+    # jobs: POST /v1/jobs (rbee's job-client), then GET its stream; queen: POST
+    # /v1/inference as rbee's queen does (no stream, Accept */*), then GET its `sse_url`;
+    # stream: only GET /v1/jobs/{job}/stream (a second reader, or a late one).
+    api: Literal["inference", "completions", "chat", "loading", "jobs", "queen", "stream"] = (
+        "inference"
+    )
     stream: bool = True
     body: dict[str, Any] = {}
     headers: dict[str, str] = {}
@@ -85,6 +96,11 @@ class RequestSpec(_Strict):
     raw_body: str | None = None
     leave_at: float | None = None
     leave_after_tokens: int | None = None
+    # jobs / queen: when to open the stream (virtual seconds; default at once), or never.
+    read_at: float | None = None
+    read: bool = True
+    # stream: the job id whose stream to open.
+    job: str | None = None
 
 
 class ActionSpec(_Strict):
@@ -110,6 +126,12 @@ class RequestExpect(_Strict):
     min_pings: int | None = None
     # Every event of a /v1/loading/progress stream, as "T EVENT STAGE PROGRESS".
     load_events: list[str] | None = None
+    # jobs / queen: the status of the POST that created the job.
+    posted_status: int | None = None
+    # The last data line that is not JSON: "[DONE]", "[CANCELLED]", "[ERROR] ...".
+    marker: str | None = None
+    # Every line of the stream was a `data:` frame (no `event:` lines, no comments).
+    data_only: bool | None = None
 
 
 class StateExpect(_Strict):
@@ -117,6 +139,7 @@ class StateExpect(_Strict):
     slots_busy: int | None = None
     queue_depth: int | None = None
     engine_active: int | None = None
+    engine_steps: int | None = None  # steps the engine has run so far
     health: int | None = None
     state: str | None = None
     ready: int | None = None  # status of GET /v1/ready
@@ -183,6 +206,7 @@ class Outcome:
 @dataclass
 class _Observed:
     exchanges: dict[str, Exchange] = field(default_factory=dict)
+    posts: dict[str, Exchange] = field(default_factory=dict)  # jobs / queen: the POST
     cancel_status: dict[str, int] = field(default_factory=dict)
     states: list[tuple[StateExpect, dict[str, Any]]] = field(default_factory=list)
     exit_code: int | None = None
@@ -299,7 +323,11 @@ async def _drive(scenario: Scenario, recorder: TraceRecorder, observed: _Observe
 
     runtime = Runtime(
         runner=VirtualTimeLoader(
-            VirtualTimeStepRunner(lambda: script.step_latency),
+            VirtualTimeStepRunner(
+                lambda: script.step_latency,
+                lag=scenario.engine.delivery_lag,
+                steps_ahead=scenario.engine.steps_ahead,
+            ),
             progress,
             scenario.engine.load_time,
         ),
@@ -365,6 +393,9 @@ async def _client(
     if spec.api == "loading":
         await _watch_loading(app, spec, recorder, observed)
         return
+    if spec.api in ("jobs", "queen", "stream"):
+        await _two_calls(app, spec, recorder, observed)
+        return
     path = {
         "inference": "/v1/inference",
         "completions": "/v1/completions",
@@ -377,6 +408,8 @@ async def _client(
         body.setdefault("stream", spec.stream)
     raw = spec.raw_body.encode() if spec.raw_body is not None else json.dumps(body).encode()
     headers = {"content-type": "application/json", **spec.headers}
+    if spec.api == "inference" and spec.stream:  # an SSE client says so (else: two calls)
+        headers.setdefault("accept", "text/event-stream")
     limit = spec.leave_after_tokens
     recorder(f"client:{spec.id}", ClientAction(spec.id, f"POST {path}"))
     exchange = await asgi_request(
@@ -392,6 +425,47 @@ async def _client(
     if exchange.disconnected_at is not None:
         recorder(f"client:{spec.id}", ClientAction(spec.id, "left"))
     recorder(f"client:{spec.id}", ClientAction(spec.id, f"done {exchange.status}"))
+
+
+async def _two_calls(
+    app: ASGIApp, spec: RequestSpec, recorder: TraceRecorder, observed: _Observed
+) -> None:
+    """rbee's callers: POST a job (unless `stream`), then read `GET {sse_url}` once."""
+    who = f"client:{spec.id}"
+    if spec.api == "stream":
+        url = f"/v1/jobs/{spec.job}/stream"
+    else:
+        body = dict(spec.body)
+        path = "/v1/jobs" if spec.api == "jobs" else "/v1/inference"
+        if spec.api == "jobs":
+            body.setdefault("operation", "infer")
+        headers = {"content-type": "application/json", "accept": "*/*", **spec.headers}
+        if spec.send_job_id:
+            headers.setdefault("x-request-id", spec.id)
+        raw = spec.raw_body.encode() if spec.raw_body is not None else json.dumps(body).encode()
+        recorder(who, ClientAction(spec.id, f"POST {path}"))
+        posted = await asgi_request(app, "POST", path, body=raw, headers=headers)
+        observed.posts[spec.id] = posted
+        observed.exchanges[spec.id] = posted
+        recorder(who, ClientAction(spec.id, f"posted {posted.status}"))
+        if posted.status != 200 or not spec.read:
+            return
+        url = posted.json()["sse_url"]
+        if spec.read_at is not None:
+            await trio.sleep_until(spec.read_at)
+    limit = spec.leave_after_tokens
+    recorder(who, ClientAction(spec.id, f"GET {url}"))
+    exchange = await asgi_request(
+        app,
+        "GET",
+        url,
+        leave_at=spec.leave_at,
+        leave_when=(lambda ex: _streamed_tokens(ex) >= limit) if limit is not None else None,
+    )
+    observed.exchanges[spec.id] = exchange
+    if exchange.disconnected_at is not None:
+        recorder(who, ClientAction(spec.id, "left"))
+    recorder(who, ClientAction(spec.id, f"done {exchange.status}"))
 
 
 async def _watch_loading(
@@ -431,6 +505,7 @@ async def _look(
         "slots_busy": stats.slots_busy if stats else None,
         "queue_depth": stats.queue_depth if stats else None,
         "engine_active": len(engine.active),
+        "engine_steps": engine.steps,
         "health": health.status,
         "state": services.lifecycle.state.value,
         "ready": ready.status,
@@ -445,13 +520,21 @@ def _streamed_tokens(exchange: Exchange) -> int:
     """Text-carrying events so far: rbee `token` events or OpenAI content chunks."""
     total = 0
     for event in exchange.events:
-        if event.name == "token":
+        if event.name == "token" or _rbee_type(event) == "token":
             total += 1
-        elif event.name is None and event.data != "[DONE]":
+        elif event.name is None and event.data.startswith("{") and _rbee_type(event) is None:
             choices = event.json().get("choices") or []
             if choices and (choices[0].get("text") or choices[0].get("delta", {}).get("content")):
                 total += 1
     return total
+
+
+def _rbee_type(event: SseEvent) -> str | None:
+    """The `type` of a data-only rbee job frame (`started`, `token`, `end`, `error`)."""
+    if event.name is not None or not event.data.startswith("{"):
+        return None
+    kind = event.json().get("type")
+    return kind if isinstance(kind, str) else None
 
 
 @dataclass
@@ -467,6 +550,7 @@ class _Summary:
     token_times: list[float] = field(default_factory=list)
     queue_position: int | Literal["none"] | None = None
     job_id: str | None = None
+    marker: str | None = None
 
 
 def _summarise(exchange: Exchange) -> _Summary:
@@ -478,16 +562,31 @@ def _summarise(exchange: Exchange) -> _Summary:
         if "error" in body:
             summary.error_code = body["error"]["code"]
             return summary
+        if "sse_url" in body:  # a posted job whose stream was never read
+            summary.job_id = body["job_id"]
+            return summary
         choice = body["choices"][0]
         summary.finish_reason = choice["finish_reason"]
         summary.text = choice.get("text") or choice.get("message", {}).get("content") or ""
         summary.tokens = body["usage"]["completion_tokens"]
         return summary
     for event in exchange.events:
-        if event.data == "[DONE]":
+        if not event.data.startswith("{"):  # [DONE], or rbee's [CANCELLED] / [ERROR] ...
+            summary.marker = event.data
             continue
         data = event.json()
-        if event.name == "started":
+        kind = event.name or _rbee_type(event)
+        if kind == "started" and event.name is None:  # rbee's data-only job stream
+            continue
+        if kind == "token" and event.name is None:
+            summary.text += data["t"]
+            summary.token_times.append(event.at)
+        elif kind == "end" and event.name is None:
+            summary.stop_reason = data["stop_reason"]
+            summary.tokens = data["tokens_out"]
+        elif kind == "error" and event.name is None:
+            summary.error_code = data["code"]
+        elif event.name == "started":
             position = data["queue_position"]
             summary.queue_position = "none" if position is None else position
         elif event.name == "token":
@@ -548,6 +647,9 @@ def _check(scenario: Scenario, observed: _Observed) -> list[str]:
             "load_events": [
                 _load_event(event) for event in exchange.events if event.name in _LOAD_EVENTS
             ],
+            "posted_status": posted.status if (posted := observed.posts.get(name)) else None,
+            "marker": summary.marker,
+            "data_only": not exchange.pings and all(e.name is None for e in exchange.events),
         }
         end = got["ended_at"]
         when = "never ended" if end is None else f"ended at t={end:.3f}"

@@ -52,7 +52,12 @@ def rss_kib(pid: int) -> int:
 async def client(http: httpx.AsyncClient, rng: random.Random, tally: Tally, n: int) -> None:
     roll = rng.random()
     job = f"soak-{n}"
-    body = {"prompt": f"soak {n % 17}", "max_tokens": rng.randint(4, 48), "job_id": job}
+    body = {
+        "prompt": f"soak {n % 17}",
+        "max_tokens": rng.randint(4, 48),
+        "job_id": job,
+        "stream": True,
+    }
     tally.sent += 1
     leave_after = rng.randint(1, 6) if roll < 0.3 else None
     cancel_after = rng.randint(1, 6) if 0.3 <= roll < 0.4 else None
@@ -165,7 +170,7 @@ async def probe_overload(url: str, slots: int, queue: int, probes: int = 100) ->
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
 
         async def hold(n: int) -> None:
-            body = {"prompt": "hold", "max_tokens": 1000, "job_id": f"hold-{n}"}
+            body = {"prompt": "hold", "max_tokens": 1000, "job_id": f"hold-{n}", "stream": True}
             async with http.stream("POST", "/v1/inference", json=body) as response:
                 async for _ in response.aiter_bytes():
                     pass

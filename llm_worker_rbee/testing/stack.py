@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import trio
 
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
+from llm_worker_rbee.actors.pump import STEPS_AHEAD
 from llm_worker_rbee.actors.scheduler import SchedulerHandle, SlotScheduler
 from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
@@ -25,13 +26,19 @@ class ActorStack:
 
 @asynccontextmanager
 async def actor_stack(
-    script: FakeScript | None = None, *, slots: int | None = None, max_queue: int | None = None
+    script: FakeScript | None = None,
+    *,
+    slots: int | None = None,
+    max_queue: int | None = None,
+    lag: float = 0.0,
+    steps_ahead: int = STEPS_AHEAD,
 ) -> AsyncIterator[ActorStack]:
+    """`lag` and `steps_ahead`: see VirtualTimeStepRunner (the engine running ahead)."""
     script = script or FakeScript()
     if slots is not None:
         script.n_slots = slots
     engine = FakeEngine(script)
-    runner = VirtualTimeStepRunner(lambda: script.step_latency)
+    runner = VirtualTimeStepRunner(lambda: script.step_latency, lag=lag, steps_ahead=steps_ahead)
     async with trio.open_nursery() as nursery:
         model = await nursery.start(ModelActor(lambda: engine, runner).run)
         scheduler = await nursery.start(

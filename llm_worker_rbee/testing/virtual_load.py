@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import trio
 
+from llm_worker_rbee.actors.pump import StepPump
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
 from llm_worker_rbee.engine.runner import StepRunner
 
@@ -28,9 +29,10 @@ class VirtualTimeLoader:
         self._load_time = load_time
         self._ticks = ticks
         self.own_thread = inner.own_thread
+        self.steps_ahead = inner.steps_ahead
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        return await self._inner.run(fn)
+    async def run_pump(self, pump: StepPump) -> None:
+        await self._inner.run_pump(pump)
 
     async def load(self, fn: Callable[[], T]) -> T:
         self._progress.enter(LoadStage.LOADING_WEIGHTS)

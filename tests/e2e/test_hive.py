@@ -148,7 +148,9 @@ async def stream_events(
     http: httpx.AsyncClient, body: dict[str, Any], started: trio.Event, out: list[dict[str, Any]]
 ) -> None:
     """Reads a /v1/inference stream into `out`; `started` is set at the first token."""
-    async with http.stream("POST", "/v1/inference", json=body) as response:
+    async with http.stream(
+        "POST", "/v1/inference", json=body, headers={"Accept": "text/event-stream"}
+    ) as response:
         assert response.status_code == 200
         name = None
         async for line in response.aiter_lines():

@@ -27,7 +27,9 @@ def sse_events(lines: list[str]) -> list[tuple[str | None, str]]:
 @pytest.mark.behavior("HTTP-011", "SSE-001", "SSE-002")
 def test_rbee_inference_stream(http: httpx.Client) -> None:
     body = {"prompt": "Once upon a time", "max_tokens": 6, "job_id": "job-e2e-1"}
-    with http.stream("POST", "/v1/inference", json=body) as response:
+    with http.stream(
+        "POST", "/v1/inference", json=body, headers={"Accept": "text/event-stream"}
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
@@ -126,7 +128,8 @@ def test_client_that_disconnects_frees_its_slot(worker_url: str, stream: bool) -
         idle_after = wait_for_idle(http, limit=2.0)
         assert idle_after < 0.5
         # The next request is served at once, not queued behind a ghost.
-        with http.stream("POST", "/v1/inference", json={"prompt": "Hi", "max_tokens": 2}) as nxt:
+        body = {"prompt": "Hi", "max_tokens": 2, "stream": True}
+        with http.stream("POST", "/v1/inference", json=body) as nxt:
             started = json.loads(
                 next(line for line in nxt.iter_lines() if line.startswith("data: "))[6:]
             )
@@ -147,7 +150,9 @@ def test_non_streaming_request_that_times_out_leaves_the_worker_idle(worker_url:
 def test_cancel_by_job_id_ends_the_stream_and_leaves_the_worker_idle(worker_url: str) -> None:
     body = {"prompt": "Count: 1, 2, 3,", "max_tokens": 900, "ignore_eos": True, "job_id": "e2e-x"}
     with httpx.Client(base_url=worker_url, timeout=60) as http:
-        with http.stream("POST", "/v1/inference", json=body) as response:
+        with http.stream(
+            "POST", "/v1/inference", json=body, headers={"Accept": "text/event-stream"}
+        ) as response:
             lines = response.iter_lines()
             seen = [next(lines) for _ in range(8)]
             assert http.delete("/v1/inference/e2e-x").status_code == 204

@@ -1,0 +1,185 @@
+"""rbee's two-call job API and readiness route, in-process on the fake engine in virtual time
+(docs/BEHAVIORS.md names each behaviour; the real-process flow is tests/e2e/test_rbee_dropin.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.fake import FakeScript
+from llm_worker_rbee.http.job_routes import end_frames
+from llm_worker_rbee.messages.session import Ended, ErrorInfo
+from llm_worker_rbee.testing.asgi import Exchange, asgi_request
+from llm_worker_rbee.testing.inprocess import InProcessWorker, inprocess_worker
+
+INFER = {"operation": "infer", "hive_id": "localhost", "prompt": "hi", "max_tokens": 4}
+
+
+def data_lines(exchange: Exchange) -> list[str]:
+    """Every non-blank line of a stream's body, as rbee's readers see them."""
+    return [line for line in exchange.body.decode().split("\n") if line.strip()]
+
+
+async def post_job(worker: InProcessWorker, body: Any) -> Exchange:
+    return await worker.request("POST", "/v1/jobs", body, headers={"accept": "*/*"})
+
+
+@pytest.mark.behavior("ERR-015")
+@pytest.mark.parametrize(
+    ("body", "status", "code", "param"),
+    [
+        (b"{not json", 400, "invalid_json", None),
+        ([INFER], 400, "invalid_json", None),
+        ({"hive_id": "h", "prompt": "hi"}, 400, "missing_required_parameter", "operation"),
+        ({"operation": 7}, 400, "invalid_value", "operation"),
+        ({"operation": "worker_spawn", "hive_id": "h"}, 400, "unsupported_operation", "operation"),
+        ({"operation": "model_list"}, 400, "unsupported_operation", "operation"),
+        ({"operation": "infer", "hive_id": "h"}, 400, "missing_required_parameter", "prompt"),
+        ({**INFER, "max_tokens": -1}, 400, "invalid_value", "max_tokens"),
+        ({**INFER, "model": "someone-else"}, 404, "model_not_found", "model"),
+    ],
+)
+async def test_a_bad_operation_is_refused_in_the_error_shape(
+    autojump_clock: trio.testing.MockClock,
+    body: Any,
+    status: int,
+    code: str,
+    param: str | None,
+) -> None:
+    async with inprocess_worker() as worker:
+        response = await post_job(worker, body)
+        assert response.status == status
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == (code, param)
+        assert error["message"] and error["type"]
+        # Refused before anything was admitted.
+        assert worker.services.scheduler is not None
+        assert worker.services.scheduler.statistics().slots_busy == 0
+
+
+@pytest.mark.behavior("HTTP-030")
+async def test_unknown_operation_fields_are_ignored_and_the_model_may_be_an_alias(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    settings = Settings(worker_id="w", alias="my-alias")
+    async with inprocess_worker(settings) as worker:
+        body = {**INFER, "model": "my-alias", "device": "cuda:1", "something_new": [1, 2]}
+        posted = await post_job(worker, body)
+        assert posted.status == 200, posted.body
+        job = posted.json()
+        assert job == {"job_id": "job-1", "sse_url": "/v1/jobs/job-1/stream"}
+
+
+@pytest.mark.behavior("HTTP-029", "HTTP-031")
+async def test_inference_is_one_sse_call_or_the_queens_two_calls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = FakeScript(reply=["Hel", "lo"])
+    async with inprocess_worker(script=script) as worker:
+        plain = {"prompt": "hi", "max_tokens": 4}
+        # The queen: Accept */* and no `stream` -> a JSON job.
+        queen = await worker.request("POST", "/v1/inference", plain, headers={"accept": "*/*"})
+        assert queen.status == 200 and queen.json()["sse_url"] == "/v1/inference/job-1/stream"
+        # `stream: false` -> a JSON job even when Accept names SSE.
+        sse_accept = {"accept": "text/event-stream"}
+        explicit = await worker.request(
+            "POST", "/v1/inference", {**plain, "stream": False}, headers=sse_accept
+        )
+        assert explicit.status == 200 and "sse_url" in explicit.json()
+        # Accept text/event-stream, or `stream: true` -> the single-call SSE stream.
+        for body, headers in ((plain, sse_accept), ({**plain, "stream": True}, {})):
+            single = await worker.request("POST", "/v1/inference", body, headers=headers)
+            assert single.streaming and single.events[0].name == "started"
+        # The two-call stream is read at its sse_url.
+        read = await asgi_request(worker.app, "GET", queen.json()["sse_url"])
+        lines = data_lines(read)
+        assert all(line.startswith("data: ") for line in lines)
+        assert lines[-1] == "data: [DONE]"
+        events = [json.loads(line[6:]) for line in lines[:-1]]
+        assert [e["type"] for e in events] == ["started", "token", "token", "end"]
+        assert "".join(e["t"] for e in events if e["type"] == "token") == "Hello"
+        assert events[-1] == {
+            "type": "end",
+            "tokens_out": 2,
+            "decode_time_ms": events[-1]["decode_time_ms"],
+            "stop_reason": "EOS",
+        }
+
+
+@pytest.mark.behavior("HTTP-033")
+async def test_delete_cancels_a_posted_job_and_its_reader_sees_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = FakeScript(reply=["x"] * 100, step_latency=0.125)
+    async with inprocess_worker(script=script) as worker:
+        job = (await post_job(worker, {**INFER, "max_tokens": 50})).json()
+        await trio.sleep(0.3)
+        deleted = await worker.request("DELETE", f"/v1/jobs/{job['job_id']}")
+        assert deleted.status == 204
+        read = await asgi_request(worker.app, "GET", job["sse_url"])
+        lines = data_lines(read)
+        assert lines[-1] == "data: [CANCELLED]"
+        end = json.loads(lines[-2][6:])
+        assert end["type"] == "end" and end["stop_reason"] == "CANCELLED"
+        unknown = await worker.request("DELETE", "/v1/jobs/nobody")
+        assert unknown.status == 404 and unknown.json()["error"]["code"] == "job_not_found"
+
+
+@pytest.mark.behavior("HTTP-028")
+async def test_the_bare_base_url_answers_like_health_and_needs_no_key(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    settings = Settings(worker_id="w", api_key="secret")
+    async with inprocess_worker(settings) as worker:
+        for method in ("GET", "HEAD"):
+            response = await worker.request(method, "/")
+            assert response.status == 200
+        assert (await worker.request("GET", "/")).json() == {"status": "ok", "state": "ready"}
+        # The job routes need the key like every other working route.
+        assert (await post_job(worker, INFER)).status == 401
+        worker.services.lifecycle.signal(signal.SIGTERM)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await worker.request("GET", "/")).status == 503
+
+
+@pytest.mark.behavior("SSE-012")
+@pytest.mark.parametrize(
+    ("ended", "tail"),
+    [
+        (Ended("max_tokens", 3, 5, 40), ["end MAX_TOKENS", "[DONE]"]),
+        (Ended("stop_sequence", 3, 5, 40), ["end STOP_SEQUENCE", "[DONE]"]),
+        (Ended("cancelled", 3, 2, 40), ["end CANCELLED", "[CANCELLED]"]),
+        (
+            Ended("timeout", 3, 2, 40, ErrorInfo(408, "timeout", "request_timeout", "too\nlate")),
+            ["error TIMEOUT", "end ERROR", "[ERROR] too late"],
+        ),
+        (
+            Ended(
+                "error", 3, 0, 1, ErrorInfo(503, "resource_exhausted", "resource_exhausted", "m")
+            ),
+            ["error VRAM_OOM", "end ERROR", "[ERROR] m"],
+        ),
+        (
+            Ended("error", 3, 0, 1, ErrorInfo(500, "server_error", "engine_error", "failed")),
+            ["error INFERENCE_FAILED", "end ERROR", "[ERROR] failed"],
+        ),
+    ],
+)
+def test_a_jobs_end_in_rbees_terms(ended: Ended, tail: list[str]) -> None:
+    seen = []
+    for frame in end_frames(ended):
+        text = frame.decode()
+        assert text.startswith("data: ") and text.endswith("\n\n") and text.count("\n") == 2
+        payload = text[6:-2]
+        if payload.startswith("{"):
+            event = json.loads(payload)
+            seen.append(f"{event['type']} {event.get('stop_reason') or event.get('code')}")
+        else:
+            seen.append(payload)
+    assert seen == tail
