@@ -90,7 +90,7 @@ LISTEN_FAILED_EXIT = 2
 
 
 def serve(settings: Settings) -> int:
-    from llm_worker_rbee.engine.gpu import NvmlProbe
+    from llm_worker_rbee.engine.gpu import AskedDevice, NvmlProbe
     from llm_worker_rbee.engine.loading import LoadProgress
     from llm_worker_rbee.engine.memory import available_ram
     from llm_worker_rbee.engine.preflight import StartError, llama_offload_supported, plan_start
@@ -114,6 +114,7 @@ def serve(settings: Settings) -> int:
         logging.getLogger(__name__).info("%s", note)
     from llm_worker_rbee.engine.llama import LlamaEngine
 
+    device = AskedDevice(settings.device, plan.gpu)  # the reports name it as the operator did
     settings = plan.apply(settings)
     model_path, model_id = plan.model.path, plan.model.model_id
     progress = LoadProgress()
@@ -121,7 +122,7 @@ def serve(settings: Settings) -> int:
     from llm_worker_rbee.hive.vitals import nvml_vram
 
     vram = nvml_vram(NvmlProbe(), plan.gpu.device.uuid) if plan.gpu is not None else None
-    runtime = Runtime(runner=ThreadStepRunner(), vram=vram)
+    runtime = Runtime(runner=ThreadStepRunner(), vram=vram, device=device)
     try:
         code = trio.run(
             partial(

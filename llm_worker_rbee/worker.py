@@ -18,20 +18,23 @@ from llm_worker_rbee.actors.heartbeat import GOODBYE_TIMEOUT_S, HeartbeatActor
 from llm_worker_rbee.actors.jobs import JobBoard
 from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
+from llm_worker_rbee.actors.queen_heartbeat import QueenHeartbeatActor
 from llm_worker_rbee.actors.scheduler import SlotScheduler
 from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.base import Engine, LoadCancelled, ModelLoadError
+from llm_worker_rbee.engine.gpu import AskedDevice
 from llm_worker_rbee.engine.loading import LoadProgress
 from llm_worker_rbee.engine.runner import StepRunner
 from llm_worker_rbee.hive.client import HiveClient, hive_client_for
+from llm_worker_rbee.hive.queen_client import HttpQueenClient, QueenClient
 from llm_worker_rbee.hive.vitals import VramReader
 from llm_worker_rbee.http.app import create_app
 from llm_worker_rbee.http.server import serve_http
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.lifecycle import WorkerState
 from llm_worker_rbee.metrics import WorkerMetrics
-from llm_worker_rbee.status import WorkerReports, metrics_snapshot
+from llm_worker_rbee.status import WorkerReports, metrics_snapshot, worker_heartbeat_payload
 from llm_worker_rbee.tracing import Tracer, fan_out, no_trace
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,17 @@ class Runtime:
     # Called once the worker listens, before the model loads (the scenario harness starts
     # its clients then, so they can watch the load).
     on_listening: Callable[[Services], None] = field(default=lambda services: None)
+    # The device the operator asked for and the GPU it is, for the reports; None: the
+    # settings' --device, on the CPU.
+    device: AskedDevice | None = None
+    # None: HTTP to --queen-url (no queen heartbeat without one); scenarios script it.
+    queen_client: QueenClient | None = None
+
+
+def queen_client(settings: Settings, runtime: Runtime) -> QueenClient | None:
+    if runtime.queen_client is not None or settings.queen_url is None:
+        return runtime.queen_client
+    return HttpQueenClient(settings.queen_url)
 
 
 def hive_client(settings: Settings, runtime: Runtime) -> HiveClient | None:
@@ -116,6 +130,7 @@ async def run_worker(
             new_job_id=runtime.new_job_id,
             metrics=metrics,
             loading=progress,
+            device=runtime.device or AskedDevice(settings.device),
         )
         metrics.snapshot = partial(metrics_snapshot, services)
         http_done = trio.Event()
@@ -131,6 +146,7 @@ async def run_worker(
                 http_done.set()
 
         binds = await root.start(http)
+        services.binds = binds
         log.info("listening on %s", " ".join(binds))
         runtime.on_listening(services)
         lifecycle.set_state(WorkerState.LOADING)
@@ -149,6 +165,9 @@ async def run_worker(
             tracer=tracer,
         )
         await root.start(heartbeat.run)
+        queen = _queen_actor(settings, runtime, services, lifecycle, tracer)
+        if queen is not None:
+            await root.start(queen.run)
         model_actor = ModelActor(engine_factory, runtime.runner, tracer=tracer)
         progress.begin(settings.load_timeout)
         model = await _load_model(root, model_actor, progress, lifecycle)
@@ -171,9 +190,30 @@ async def run_worker(
         # The goodbye needs the hive connection, which the root's cancellation would close.
         with trio.move_on_after(GOODBYE_TIMEOUT_S + 1):
             await heartbeat.wait_goodbye()
+            if queen is not None:  # its last heartbeat, said at the same time
+                await queen.wait_done()
         root.cancel_scope.cancel()
     log.info("stopped (%s)", lifecycle.state.value)
     return LOAD_FAILED_EXIT if lifecycle.failed else 0
+
+
+def _queen_actor(
+    settings: Settings,
+    runtime: Runtime,
+    services: Services,
+    lifecycle: LifecycleHandle,
+    tracer: Tracer,
+) -> QueenHeartbeatActor | None:
+    """rbee's worker-contract heartbeat, with --queen-url (or a scripted queen)."""
+    client = queen_client(settings, runtime)
+    if client is None:
+        return None
+    return QueenHeartbeatActor(
+        client=client,
+        lifecycle=lifecycle,
+        payload=partial(worker_heartbeat_payload, services),
+        tracer=tracer,
+    )
 
 
 async def _load_model(

@@ -247,8 +247,10 @@ class HeartbeatActor:
         if self._vram is None:
             return
         sample = await trio.to_thread.run_sync(self._vram)
-        used, total = sample if sample is not None else (None, None)
-        self._vitals.vram_used_bytes, self._vitals.vram_total_bytes = used, total
+        vitals = self._vitals
+        vitals.vram_used_bytes = sample.used_bytes if sample else None
+        vitals.vram_total_bytes = sample.total_bytes if sample else None
+        vitals.vram_process_bytes = sample.process_bytes if sample else None
 
     # HiveListener: what the hive client tells the worker.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 CUDA_VISIBLE = "CUDA_VISIBLE_DEVICES"
@@ -39,6 +39,15 @@ class GpuDevice:
 class GpuProbe(Protocol):
     def devices(self) -> Sequence[GpuDevice]:
         """Every GPU the driver sees, in NVML order.
+
+        Raises:
+            NoGpuDriver: no NVML library or no driver loaded.
+        """
+        ...
+
+    def process_memory(self, uuid: str, pid: int) -> int | None:
+        """Bytes of the GPU with this UUID that process `pid` holds, or None when NVML
+        cannot say (no such GPU or process, no permission, a PID namespace that hides it).
 
         Raises:
             NoGpuDriver: no NVML library or no driver loaded.
@@ -79,6 +88,36 @@ class NvmlProbe:
         finally:
             pynvml.nvmlShutdown()
 
+    def process_memory(self, uuid: str, pid: int) -> int | None:
+        """The largest `usedGpuMemory` NVML lists for `pid` among the compute and graphics
+        processes of that GPU (a process appears once per context kind; the largest entry
+        is its memory, never counted twice)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import pynvml
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            raise NoGpuDriver(f"no NVIDIA driver (NVML: {exc})") from None
+        # Only reached with an NVIDIA driver: tests/test_gpu_probe.py runs it on a GPU machine.
+        try:  # pragma: no cover
+            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
+            used = [
+                int(entry.usedGpuMemory)
+                for listing in (
+                    pynvml.nvmlDeviceGetComputeRunningProcesses,
+                    pynvml.nvmlDeviceGetGraphicsRunningProcesses,
+                )
+                for entry in listing(handle)
+                # None: NVML_VALUE_NOT_AVAILABLE (e.g. without the rights to see it)
+                if entry.pid == pid and entry.usedGpuMemory is not None
+            ]
+            return max(used) if used else None
+        except pynvml.NVMLError:  # pragma: no cover
+            return None
+        finally:
+            pynvml.nvmlShutdown()
+
 
 def _text(value: bytes | str) -> str:  # pragma: no cover (NVML's strings: GPU machines only)
     return value.decode() if isinstance(value, bytes) else value
@@ -90,11 +129,17 @@ class FakeGpuProbe:
 
     gpus: tuple[GpuDevice, ...] = ()
     driver_error: str | None = None
+    # (GPU UUID, pid) -> bytes that process holds there; a pair not listed: NVML cannot say.
+    processes: Mapping[tuple[str, int], int] = field(default_factory=dict)
 
     def devices(self) -> Sequence[GpuDevice]:
         if self.driver_error is not None:
             raise NoGpuDriver(f"no NVIDIA driver (NVML: {self.driver_error})")
         return self.gpus
+
+    def process_memory(self, uuid: str, pid: int) -> int | None:
+        self.devices()  # the same driver error
+        return self.processes.get((uuid, pid))
 
 
 def visible_devices(devices: Sequence[GpuDevice], environ: Mapping[str, str]) -> list[GpuDevice]:
@@ -167,6 +212,28 @@ def select_device(
 def _visibility(environ: Mapping[str, str]) -> str:
     spec = environ.get(CUDA_VISIBLE)
     return "" if spec is None else f" under {CUDA_VISIBLE}={spec!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class AskedDevice:
+    """The device as the operator asked for it, for what the worker reports.
+
+    Once the chosen GPU is pinned (`pinned_environment`), llama.cpp, and the settings it
+    loads with (`StartPlan.apply`), call it device 0; the hive and the queen need the
+    device the operator named and which GPU that is.
+    """
+
+    spec: int | str = 0  # --device as given: an index among the visible GPUs, or a UUID
+    gpu: GpuChoice | None = None  # the GPU it resolved to; None: the worker runs on the CPU
+
+    @property
+    def uuid(self) -> str | None:
+        return self.gpu.device.uuid if self.gpu is not None else None
+
+    def rbee_name(self) -> str:
+        """rbee's `WorkerInfo.device`: `cpu:0`, or `cuda:N` with N the index among the
+        visible GPUs (what `--device N` names; also for a GPU chosen by UUID)."""
+        return f"cuda:{self.gpu.visible_index}" if self.gpu is not None else "cpu:0"
 
 
 @dataclass(frozen=True, slots=True)

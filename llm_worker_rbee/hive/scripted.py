@@ -250,3 +250,122 @@ def captured_log(name: str = HEARTBEAT_LOGGER) -> Iterator[list[str]]:
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+
+
+# -- rbee's queen (`[queen]` in a scenario file) ----------------------------------------------
+
+QUEEN_LOGGER = "llm_worker_rbee.actors.queen_heartbeat"
+QUEEN_URL = "http://scripted-queen"
+
+
+class QueenScript(_Strict):
+    """How the queen answers `POST /v1/worker-heartbeat`: `answer` (ok; 404, a queen without
+    the route; web_page, rbee's queen, whose web UI answers 200 text/html), or badly during
+    the `down` times."""
+
+    answer: Literal["ok", "404", "web_page"] = "ok"
+    down: list[Outage] = []
+
+
+class QueenPayloadExpect(_Strict):
+    """The heartbeat received at `at` has these fields (a subset), nested ones named with
+    dots (`worker.status`); "<null>" expects null, "<missing>" no such field."""
+
+    at: float
+    fields: dict[str, Any]
+
+
+class QueenExpect(_Strict):
+    # Every heartbeat up to `calls_until` (default: all) as "T STATUS ANSWER", T with 3
+    # decimals, STATUS the payload's worker.status; ANSWER: ok, 404, web_page, refused,
+    # hang, 503.
+    calls: list[str] | None = None
+    calls_until: float | None = None
+    # "ready" -> heartbeats saying ready; "ready ok" -> those answered so; "all" -> every one.
+    count: dict[str, int] = {}
+    payload: list[QueenPayloadExpect] = []
+    # Every line the QueenHeartbeatActor logged, as "T LEVEL message".
+    log: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class QueenCall:
+    at: float
+    status: str
+    answer: str
+    payload: Payload
+
+    def line(self) -> str:
+        return f"{self.at:.3f} {self.status} {self.answer}"
+
+
+class ScriptedQueen:
+    """A `QueenClient` whose queen is the script; records every heartbeat with its time."""
+
+    def __init__(self, script: QueenScript) -> None:
+        self.script = script
+        self.url = QUEEN_URL
+        self.calls: list[QueenCall] = []
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def heartbeat(self, payload: Payload) -> HiveReply:
+        now = trio.current_time()
+        mode = next((o.mode for o in self.script.down if o.start <= now < o.end), None)
+        answer = {"refuse": "refused", "error": "503", "hang": "hang", None: self.script.answer}
+        self.calls.append(QueenCall(now, str(payload["worker"]["status"]), answer[mode], payload))
+        if mode == "hang":
+            await trio.sleep_forever()
+        if mode is not None:
+            detail = "connection refused" if mode == "refuse" else "HTTP 503"
+            return HiveReply(HiveOutcome.FAILED, detail)
+        if self.script.answer == "404":
+            return HiveReply(HiveOutcome.NOT_FOUND, "HTTP 404")
+        if self.script.answer == "web_page":
+            return HiveReply(HiveOutcome.NOT_FOUND, "HTTP 200 with a web page")
+        return HIVE_OK
+
+
+def check_queen(expect: QueenExpect, queen: ScriptedQueen | None, log: list[str]) -> list[str]:
+    """What `[expect.queen]` asked for and did not get, one line each."""
+    if queen is None:
+        return ["queen: [expect.queen] needs a [queen] table"]
+    failures: list[str] = []
+    if expect.calls is not None:
+        until = expect.calls_until
+        seen = [c.line() for c in queen.calls if until is None or c.at <= until + 1e-9]
+        failures += _compare_lines("queen heartbeat", expect.calls, seen)
+    for key, want in expect.count.items():
+        status, _, answer = key.partition(" ")
+        have = sum(
+            status == "all" or (c.status == status and (not answer or c.answer == answer))
+            for c in queen.calls
+        )
+        if have != want:
+            failures.append(f"queen: expected {want} {key!r} heartbeats, got {have}")
+    for check in expect.payload:
+        call = next((c for c in queen.calls if abs(c.at - check.at) < 1e-9), None)
+        if call is None:
+            failures.append(f"queen: no heartbeat at t={check.at:.3f}")
+            continue
+        for name, want in check.fields.items():
+            have = _dotted(call.payload, name)
+            if have != (None if want == NULL else want):
+                failures.append(
+                    f"queen: heartbeat at t={check.at:.3f}: expected {name}={want!r}, "
+                    f"got {NULL if have is None else have!r}"
+                )
+    if expect.log is not None:
+        failures += _compare_lines("queen log line", expect.log, log)
+    return failures
+
+
+def _dotted(payload: Payload, name: str) -> Any:
+    value: Any = payload
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return MISSING
+        value = value[part]
+    return value

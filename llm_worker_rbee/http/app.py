@@ -271,6 +271,8 @@ WORK_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/inferenc
 # Probes and scrapes stay open so orchestration works without the key (`/`: where rbee's
 # hive polls for readiness).
 OPEN_PATHS = frozenset({"/", "/health", "/v1/ready", "/metrics"})
+# rbee's worker contract: GET /info, which its callers ask without a key.
+OPEN_PATHS |= {"/info"}
 
 
 def _register_auth(app: QuartTrio, services: Services) -> None:

@@ -55,6 +55,7 @@ OPERATIONS: tuple[Operation, ...] = (
         stream=LoadingEvent,
     ),
     Operation("get", "/heartbeat", "the heartbeat payload sent to the hive", r.Heartbeat),
+    Operation("get", "/info", "rbee's WorkerInfo, as the queen heartbeat carries it", r.WorkerInfo),
     Operation("get", "/v1/models", "the served model", r.ModelList),
     Operation("get", "/v1/slots", "slots and queue", r.Slots),
     Operation(

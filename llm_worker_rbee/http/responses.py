@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ErrorDetail(BaseModel):
@@ -246,3 +246,15 @@ class Heartbeat(BaseModel):
     slots_busy: int
     queue_depth: int
     model_config = {"extra": "allow"}
+
+
+class WorkerInfo(BaseModel):
+    """rbee's worker-contract `WorkerInfo` (GET /info; the queen heartbeat's `worker`)."""
+
+    id: str
+    model_id: str
+    device: str
+    port: int = Field(ge=0, le=65535)
+    status: Literal["starting", "ready", "busy", "stopping", "stopped"]
+    implementation: str
+    version: str

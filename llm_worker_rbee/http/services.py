@@ -15,6 +15,7 @@ from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
 from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.gpu import AskedDevice
 from llm_worker_rbee.engine.loading import LoadProgress
 from llm_worker_rbee.hive.vitals import Vitals
 from llm_worker_rbee.http.errors import ApiError
@@ -39,6 +40,10 @@ class Services:
     vitals: Vitals = field(default_factory=Vitals)
     # How far the model's load has come, for /v1/ready, /v1/loading/progress, heartbeats.
     loading: LoadProgress = field(default_factory=LoadProgress)
+    # The device the operator asked for (the settings say 0 once the GPU is pinned).
+    device: AskedDevice = field(default_factory=AskedDevice)
+    # The URLs the HTTP server listens on, once it does (the actual port for --port 0).
+    binds: list[str] = field(default_factory=list)
 
     def cancel_job(self, job_id: str) -> bool:
         """SessionPool.cancel once the sessions exist (the hive may ask before)."""

@@ -9,7 +9,7 @@ from quart_trio import QuartTrio
 
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.lifecycle import WorkerState
-from llm_worker_rbee.status import heartbeat_payload
+from llm_worker_rbee.status import heartbeat_payload, worker_info_payload
 
 
 def register(app: QuartTrio, services: Services) -> None:
@@ -53,6 +53,13 @@ def register(app: QuartTrio, services: Services) -> None:
     async def heartbeat() -> dict[str, Any]:
         """The payload the worker sends the hive, for a hive that pulls."""
         return heartbeat_payload(services)
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        """rbee's worker contract: the `WorkerInfo` the queen's heartbeat carries. Open
+        without the API key, like /health: rbee's callers send none, and it says only what
+        the process's argv and /health already tell."""
+        return worker_info_payload(services)
 
     @app.get("/v1/slots")
     async def slots() -> dict[str, Any]:

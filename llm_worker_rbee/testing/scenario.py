@@ -30,11 +30,16 @@ from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.engine.loading import LoadProgress
 from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.hive.scripted import (
+    QUEEN_LOGGER,
     HiveExpect,
     HiveScript,
+    QueenExpect,
+    QueenScript,
     ScriptedHive,
+    ScriptedQueen,
     captured_log,
     check_hive,
+    check_queen,
 )
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.status import reported_state
@@ -152,6 +157,8 @@ class Expect(_Strict):
     stopped_at: float | None = None
     # What the scripted hive received and when, and what the HeartbeatActor logged.
     hive: HiveExpect | None = None
+    # What the scripted queen received and when, and what the QueenHeartbeatActor logged.
+    queen: QueenExpect | None = None
 
 
 class Scenario(_Strict):
@@ -164,6 +171,8 @@ class Scenario(_Strict):
     expect: Expect = Expect()
     # A scripted hive (hive/scripted.py); without one the worker has no --hive-url.
     hive: HiveScript | None = None
+    # A scripted rbee queen (hive/scripted.py); without one the worker has no --queen-url.
+    queen: QueenScript | None = None
     # When the harness sends SIGTERM if nothing stopped the worker: default, once every
     # request and action is done.
     end_at: float | None = None
@@ -205,6 +214,8 @@ class _Observed:
     gave_up_at: float | None = None
     hive: ScriptedHive | None = None
     hive_log: list[str] = field(default_factory=list)
+    queen: ScriptedQueen | None = None
+    queen_log: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +233,8 @@ def run_scenario(path: Path) -> Outcome:
     observed = _Observed()
     started = time.perf_counter()
     clock = trio.testing.MockClock(autojump_threshold=0)
-    with deterministic_trio(), captured_log() as hive_log:
-        observed.hive_log = hive_log
+    with deterministic_trio(), captured_log() as hive_log, captured_log(QUEEN_LOGGER) as queen_log:
+        observed.hive_log, observed.queen_log = hive_log, queen_log
         trio.run(_drive_until_limit, scenario, recorder, observed, clock=clock)
     virtual = clock.current_time()
     failures = _check(scenario, observed)
@@ -294,6 +305,9 @@ async def _drive_until_limit(
 async def _drive(scenario: Scenario, recorder: TraceRecorder, observed: _Observed) -> None:
     hive = observed.hive = ScriptedHive(scenario.hive) if scenario.hive is not None else None
     defaults = {"worker_id": "scenario-worker", **({"hive_url": hive.url} if hive else {})}
+    queen = observed.queen = ScriptedQueen(scenario.queen) if scenario.queen is not None else None
+    if queen is not None:
+        defaults["queen_url"] = queen.url
     settings = Settings(**{**defaults, **scenario.settings})
     script = _script(scenario, settings)
     engine = FakeEngine(script)
@@ -323,6 +337,7 @@ async def _drive(scenario: Scenario, recorder: TraceRecorder, observed: _Observe
         wall_clock=lambda: EPOCH + trio.current_time(),
         new_job_id=lambda: f"job-{next(ids)}",
         hive_client=hive,
+        queen_client=queen,
         jitter=(scenario.hive or HiveScript()).jitter_source(),
         on_listening=on_listening,
     )
@@ -660,6 +675,8 @@ def _check(scenario: Scenario, observed: _Observed) -> list[str]:
         )
     if worker.hive is not None:
         failures += check_hive(worker.hive, observed.hive, observed.hive_log)
+    if worker.queen is not None:
+        failures += check_queen(worker.queen, observed.queen, observed.queen_log)
     return failures
 
 
