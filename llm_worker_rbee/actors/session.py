@@ -136,7 +136,9 @@ class InferenceSession:
                 await self._release()
                 self.done.set()
 
-    def _ended(self, reason: StopReason, error: ErrorInfo | None = None) -> Ended:
+    def _ended(
+        self, reason: StopReason, error: ErrorInfo | None = None, *, stop: str | None = None
+    ) -> Ended:
         decode_s = 0.0 if self._started_at is None else trio.current_time() - self._started_at
         return Ended(
             stop_reason=reason,
@@ -145,6 +147,7 @@ class InferenceSession:
             decode_ms=round(decode_s * 1000),
             error=error,
             cached_tokens=self._cached_tokens,
+            stop=stop,
         )
 
     async def _serve(self, out: Outbox) -> SessionEvent:
@@ -198,7 +201,7 @@ class InferenceSession:
                             pending_logprobs.append(event.logprobs)
                         text += stops.feed(decoder.feed(event.piece))
                         if stops.matched is not None:
-                            ended = self._ended("stop_sequence")
+                            ended = self._ended("stop_sequence", stop=stops.matched)
                     elif isinstance(event, SequenceFinished):
                         self._seq = None
                         self._cached_tokens = event.cached_tokens
@@ -208,7 +211,7 @@ class InferenceSession:
                             reason: StopReason = "eos" if event.reason == "eos" else "max_tokens"
                             ended = self._ended(reason)
                         else:
-                            ended = self._ended("stop_sequence")
+                            ended = self._ended("stop_sequence", stop=stops.matched)
                     else:
                         self._seq = None
                         log.error("job %s failed in the engine: %s", request.job_id, event.message)

@@ -39,10 +39,12 @@ _SESSIONS_KEY = "llm_worker_rbee.sessions"
 def create_app(services: Services) -> QuartTrio:
     from llm_worker_rbee.http import (
         admin_routes,
+        anthropic_routes,
         loading_routes,
         openai_routes,
         openapi,
         rbee_routes,
+        responses_api,
         system_routes,
         token_routes,
     )
@@ -61,6 +63,8 @@ def create_app(services: Services) -> QuartTrio:
     rbee_routes.register(app, services)
     token_routes.register(app, services)
     admin_routes.register(app, services)
+    responses_api.register(app, services)
+    anthropic_routes.register(app, services)
     openapi.register(app)
     return app
 
@@ -244,7 +248,9 @@ async def _read_whole_body() -> None:
 
 
 # Routes that take a slot, refused at once when there is none to be had.
-WORK_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/inference"})
+WORK_PATHS = frozenset(
+    {"/v1/completions", "/v1/chat/completions", "/v1/inference", "/v1/responses", "/v1/messages"}
+)
 # Probes and scrapes stay open so orchestration works without the key.
 OPEN_PATHS = frozenset({"/health", "/v1/ready", "/metrics"})
 

@@ -1,0 +1,101 @@
+"""A conversation -> InferenceRequest, for the routes that speak in turns but not in OpenAI
+chat's body (the Responses and Anthropic Messages APIs): the same chat template, grammar and
+limits as /v1/chat/completions, with errors naming the caller's own parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llm_worker_rbee.actors.model import ModelHandle
+from llm_worker_rbee.http.errors import ApiError, bad_request
+from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
+from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.translate import build_request
+from llm_worker_rbee.messages.session import InferenceRequest
+from llm_worker_rbee.prompts import ChatMessage, ChatPrompt, TemplateError, render_chat
+
+
+def check_model(services: Services, name: str | None) -> None:
+    """`model` may be the served model's id, its --model-ref or an --alias (INF-024).
+
+    Raises:
+        ApiError: 404 `model_not_found` for any other name.
+    """
+    if name is not None and name not in services.accepted_model_ids():
+        raise ApiError(
+            404,
+            f"the model {name!r} is not served here; this worker serves {services.model_id!r}",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def sampling_fields(
+    *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    min_p: float | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    response_format: ResponseFormat | None = None,
+) -> SamplingFields:
+    """The chat route's sampling fields from values another API's body already validated
+    (constructed, not validated again: Anthropic's stop_sequences are not bound to four)."""
+    values: dict[str, Any] = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "min_p": min_p,
+        "seed": seed,
+        "stop": list(stop) or None,
+        "response_format": response_format,
+    }
+    return SamplingFields.model_construct(**{k: v for k, v in values.items() if v is not None})
+
+
+def render(model: ModelHandle, messages: Sequence[ChatMessage], *, param: str) -> ChatPrompt:
+    """The model's chat template (or the plain transcript) over `messages`.
+
+    Raises:
+        ApiError: 400 `chat_template_error` naming `param` when the template refuses them.
+    """
+    info = model.info
+    try:
+        return render_chat(messages, info.chat_template, bos=info.bos_text, eos=info.eos_text)
+    except TemplateError as exc:
+        raise bad_request(str(exc), param=param, code="chat_template_error") from None
+
+
+def chat_request(
+    model: ModelHandle,
+    prompt: ChatPrompt,
+    fields: SamplingFields,
+    *,
+    job_id: str,
+    max_tokens: int | None,
+    deadline: float | None,
+    params: dict[str, str],
+) -> InferenceRequest:
+    """build_request over a rendered conversation; `params` renames the chat route's
+    parameter names in its errors (`prompt`, `response_format`, ...) to the caller's.
+
+    Raises:
+        ApiError: 400 as build_request, naming the caller's parameter.
+    """
+    try:
+        return build_request(
+            model,
+            fields,
+            prompt.text,
+            job_id=job_id,
+            add_special=prompt.add_special,
+            max_tokens=max_tokens,
+            deadline=deadline,
+            extra_stops=prompt.extra_stops,
+        )
+    except ApiError as exc:
+        if exc.param in params:
+            exc.param = params[exc.param]
+        raise
