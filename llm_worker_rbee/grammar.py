@@ -73,6 +73,37 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     return grammar
 
 
+def rules_grammar(schemas: dict[str, dict[str, Any]], root: str) -> str:
+    """A grammar with one rule per schema, named by its key, and `root ::= {root}` (GBNF
+    over those names): e.g. a JSON object wrapped in fixed text. Rules the schemas share
+    (strings, numbers, `$ref` targets of the same name) are written once.
+
+    Raises:
+        GrammarError: the converter cannot handle a schema, or the grammar is too large.
+    """
+    from llama_cpp.llama_grammar import SchemaConverter
+
+    for schema in schemas.values():
+        _check_bounds(schema)
+    converter = SchemaConverter(  # type: ignore[no-untyped-call]
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
+    try:
+        for name, schema in schemas.items():
+            resolved = converter.resolve_refs(copy.deepcopy(schema), "")
+            converter.visit(resolved, name)  # type: ignore[no-untyped-call]
+        rules = str(converter.format_grammar())  # type: ignore[no-untyped-call]
+    except Exception as exc:  # the converter signals "unsupported" with any exception type
+        raise GrammarError(f"the JSON schema cannot be enforced: {_reason(exc)}") from None
+    grammar = f"root ::= {root}\n{rules}"
+    if len(grammar) > MAX_GRAMMAR_CHARS:
+        raise GrammarError(
+            f"the JSON schemas make a grammar of {len(grammar)} characters; "
+            f"at most {MAX_GRAMMAR_CHARS} are allowed"
+        )
+    return grammar
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, KeyError):

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from llm_worker_rbee.tools.family import (
+    ToolFamily,
+    ToolsUnsupported,
+    detect_family,
+    template_call,
+    template_call_id,
+)
+from llm_worker_rbee.tools.spec import ToolCall, ToolDef
 
 # Base models (like the bundled Gemma 3 270M) carry no chat template. They then get a plain
 # transcript, and the next user turn marker becomes a stop string so the model does not
@@ -19,6 +30,10 @@ FALLBACK_USER_TURN = "\nUser:"
 class ChatMessage:
     role: str
     content: str
+    # An assistant turn's calls, and the call a `tool` message answers.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,29 +49,99 @@ class TemplateError(Exception):
 
 
 def render_chat(
-    messages: Sequence[ChatMessage], template: str | None, *, bos: str, eos: str
+    messages: Sequence[ChatMessage],
+    template: str | None,
+    *,
+    bos: str,
+    eos: str,
+    tools: Sequence[ToolDef] = (),
 ) -> ChatPrompt:
+    """The prompt for `messages`; `tools` are given to the template as its `tools` list
+    (the caller checked that the template takes them, see `tools.plan_tools`)."""
     if template is None:
         return ChatPrompt(_transcript(messages), (FALLBACK_USER_TURN,), add_special=True)
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    # Hugging Face's template environment, which published templates are written for.
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
 
     def raise_exception(message: str) -> Any:
         raise TemplateError(message)
 
     env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    env.filters["tojson"] = _tojson
+    variables: dict[str, Any] = {}
+    if tools:
+        variables["tools"] = [tool.template_value() for tool in tools]
     try:
         text = env.from_string(template).render(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
+            messages=_template_messages(messages, _family_or_none(template)),
             add_generation_prompt=True,
             bos_token=bos,
             eos_token=eos,
+            **variables,
         )
     except jinja2.TemplateError as exc:
         raise TemplateError(f"the model's chat template failed: {exc}") from exc
     return ChatPrompt(text, (), add_special=not (bos and text.startswith(bos)))
 
 
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """Hugging Face's `tojson`: keys in order, no HTML escaping (Jinja's own sorts keys
+    and writes `<` as `\\u003c`, which is not what the model was trained on)."""
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _family_or_none(template: str) -> ToolFamily | None:
+    try:
+        return detect_family(template)
+    except ToolsUnsupported:
+        return None
+
+
+def _template_messages(
+    messages: Sequence[ChatMessage], family: ToolFamily | None
+) -> list[dict[str, Any]]:
+    """Messages as templates expect them; only the keys a message has (templates test
+    `'tool_calls' in message`). A tool result without a name gets its call's."""
+    names: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.tool_calls:
+            item["tool_calls"] = [template_call(call, family) for call in m.tool_calls]
+            names.update((call.id, call.name) for call in m.tool_calls)
+        if m.tool_call_id is not None:
+            item["tool_call_id"] = template_call_id(m.tool_call_id, family)
+        name = m.name or (names.get(m.tool_call_id) if m.tool_call_id else None)
+        if name is not None:
+            item["name"] = name
+        out.append(item)
+    return out
+
+
 def _transcript(messages: Sequence[ChatMessage]) -> str:
-    names = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
-    lines = [f"{names.get(m.role, m.role.title())}: {m.content}" for m in messages]
+    names = {
+        "system": "System",
+        "developer": "System",
+        "user": "User",
+        "assistant": "Assistant",
+        "tool": "Tool",
+    }
+    lines = []
+    for m in messages:
+        text = m.content
+        calls = "; ".join(f"called {c.name}({c.arguments})" for c in m.tool_calls)
+        if calls:
+            text = f"{text} ({calls})" if text else f"({calls})"
+        lines.append(f"{names.get(m.role, m.role.title())}: {text}")
     return "\n".join(lines) + "\nAssistant:"

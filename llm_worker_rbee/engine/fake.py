@@ -43,6 +43,7 @@ class FakeScript:
         prompt_cache: a slot keeps the prompt it decoded; the next prompt admitted there
             skips the shared prefix, and `choose_slot` prefers the longest match (as the
             llama engine does). Off: every prompt is decoded whole and slots go in order.
+        chat_template: the model's Jinja chat template (None: the plain transcript).
     """
 
     reply: list[str | bytes] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
@@ -55,6 +56,7 @@ class FakeScript:
     n_ctx: int = 4096
     n_slots: int = 4
     prompt_cache: bool = False
+    chat_template: str | None = None
 
 
 @dataclass
@@ -91,7 +93,7 @@ class FakeEngine:
             n_ctx_train=self.script.n_ctx,
             n_vocab=_PIECE_BASE,
             seq_capacity=self.script.n_ctx // self.script.n_slots,
-            chat_template=None,
+            chat_template=self.script.chat_template,
             bos_text="<bos>",
             eos_text="<eos>",
         )

@@ -1,0 +1,56 @@
+"""Tool calls through the model's own chat template, for any HTTP API.
+
+- `plan_tools(template, tools, choice, parallel=...)` -> `ToolPlan`: the tools to render
+  (`prompts.render_chat(..., tools=plan.tools)`), the grammar enforcing `required` or a
+  named choice (`plan.grammar`, GBNF for `SamplingParams.grammar`), and `plan.parser()`,
+  a `ToolCallParser` per choice. Raises `ToolsUnsupported` (the template takes no tools)
+  and `ToolChoiceError`.
+- `ToolCallParser.feed(text)` / `.finish()` -> `ContentDelta`, `CallStarted`,
+  `ArgumentsDelta` events; `.content` and `.tool_calls()` once finished.
+- `parse_tool_calls(family, text)` -> (content, calls) for a whole output.
+- History: `prompts.ChatMessage(tool_calls=..., tool_call_id=...)` renders past calls and
+  results through the template.
+"""
+
+from llm_worker_rbee.tools.family import (
+    ToolFamily,
+    ToolsUnsupported,
+    detect_family,
+    template_call,
+    template_call_id,
+)
+from llm_worker_rbee.tools.grammar import call_schema, tool_grammar
+from llm_worker_rbee.tools.parser import (
+    ArgumentsDelta,
+    CallStarted,
+    ContentDelta,
+    ToolCallParser,
+    ToolEvent,
+    parse_tool_calls,
+)
+from llm_worker_rbee.tools.plan import NO_TOOLS, ToolChoiceError, ToolPlan, plan_tools
+from llm_worker_rbee.tools.spec import ToolCall, ToolChoice, ToolDef, new_call_id
+
+__all__ = [
+    "NO_TOOLS",
+    "ArgumentsDelta",
+    "CallStarted",
+    "ContentDelta",
+    "ToolCall",
+    "ToolCallParser",
+    "ToolChoice",
+    "ToolChoiceError",
+    "ToolDef",
+    "ToolEvent",
+    "ToolFamily",
+    "ToolPlan",
+    "ToolsUnsupported",
+    "call_schema",
+    "detect_family",
+    "new_call_id",
+    "parse_tool_calls",
+    "plan_tools",
+    "template_call",
+    "template_call_id",
+    "tool_grammar",
+]

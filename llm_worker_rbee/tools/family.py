@@ -1,0 +1,96 @@
+"""Which tool-call format a chat template speaks, told from the template's own text.
+
+Each family is how a published template renders tools and past calls, and so how the
+model was trained to write a call:
+
+- HERMES: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, one block per call
+  (Hermes 2 Pro / Hermes 3, Qwen 2.5 / Qwen 3 and their fine-tunes).
+- LLAMA3: a bare JSON object `{"name": ..., "parameters": {...}}`, optionally after
+  `<|python_tag|>` (Llama 3.1, 3.2, 3.3).
+- MISTRAL: `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]` (Mistral 7B v0.3,
+  Mistral Nemo, Mistral Small).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from typing import Any
+
+from llm_worker_rbee.tools.spec import ToolCall
+
+
+class ToolFamily(enum.Enum):
+    HERMES = "hermes"
+    LLAMA3 = "llama3"
+    MISTRAL = "mistral"
+
+
+class ToolsUnsupported(Exception):
+    """The model's template cannot take tools; the message says why, for the client."""
+
+
+KNOWN_FORMATS = (
+    "Hermes/Qwen <tool_call> JSON, Llama 3.x JSON (name and parameters), Mistral [TOOL_CALLS]"
+)
+_MISTRAL_ID = re.compile(r"[A-Za-z0-9]{9}")
+
+
+def detect_family(template: str | None) -> ToolFamily:
+    """The tool-call family of `template` (None: the plain fallback transcript).
+
+    Raises:
+        ToolsUnsupported: no template, a template that never renders tools, or a format
+            this worker does not parse.
+    """
+    if template is None:
+        raise ToolsUnsupported(
+            "this model has no chat template (it is served with a plain transcript), so it "
+            "has no format for tool calls; use a model whose chat template supports tools, "
+            'or tool_choice "none" for a plain answer'
+        )
+    if "tools" not in template and "tool_call" not in template:
+        raise ToolsUnsupported(
+            "this model's chat template never renders tools, so the model was not trained "
+            'to call them; tool_choice "none" gives a plain answer'
+        )
+    if "<tool_call>" in template:
+        return ToolFamily.HERMES
+    if "[TOOL_CALLS]" in template:
+        return ToolFamily.MISTRAL
+    if "<|start_header_id|>" in template and (
+        "<|python_tag|>" in template or '"parameters"' in template
+    ):
+        return ToolFamily.LLAMA3
+    raise ToolsUnsupported(
+        "this model's chat template writes tool calls in a format this worker does not "
+        f'parse (it parses: {KNOWN_FORMATS}); tool_choice "none" gives a plain answer'
+    )
+
+
+def template_call_id(call_id: str, family: ToolFamily | None) -> str:
+    """The id a template is given for a past call. Mistral's templates refuse any id but
+    nine letters or digits, so other ids map to nine hex digits of their hash (the same for
+    the call and for the tool message answering it)."""
+    if family is not ToolFamily.MISTRAL or _MISTRAL_ID.fullmatch(call_id):
+        return call_id
+    return hashlib.sha256(call_id.encode()).hexdigest()[:9]
+
+
+def template_call(call: ToolCall, family: ToolFamily | None) -> dict[str, Any]:
+    """A past call as templates expect it: OpenAI's shape with the arguments as an object
+    (templates write them with `tojson`; a JSON text would be quoted twice)."""
+    arguments: Any = call.arguments
+    try:
+        parsed = json.loads(call.arguments)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        arguments = parsed
+    return {
+        "id": template_call_id(call.id, family),
+        "type": "function",
+        "function": {"name": call.name, "arguments": arguments},
+    }

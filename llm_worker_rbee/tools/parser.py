@@ -1,0 +1,506 @@
+"""The model's output as content text and tool calls, token by token.
+
+`ToolCallParser.feed` takes the text as it is generated and returns events: content that
+can be shown, a call's start (its id and function name) and fragments of its arguments as
+the model writes them. Text that may still turn out to open a call (a partial
+`<tool_call>`, a leading `{` for Llama 3) is held back, never sent as content; text that
+turns out not to be a call is released as content. Whitespace around calls is dropped.
+
+The whole answer is the same events folded (`parse_tool_calls`), so a streamed answer and
+a whole one always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from llm_worker_rbee.tools.family import ToolFamily
+from llm_worker_rbee.tools.spec import ToolCall, new_call_id
+
+
+@dataclass(frozen=True, slots=True)
+class ContentDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    index: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentsDelta:
+    index: int
+    text: str
+
+
+ToolEvent = ContentDelta | CallStarted | ArgumentsDelta
+
+
+@dataclass(frozen=True, slots=True)
+class _Opener:
+    text: str
+    # A block of calls: one object, then `closer` (Hermes), or a JSON array of objects.
+    shape: Literal["object", "array"]
+    closer: str = ""
+    # Only where the answer starts (after whitespace), or after a call.
+    at_start: bool = False
+
+
+_OPENERS: dict[ToolFamily, tuple[_Opener, ...]] = {
+    ToolFamily.HERMES: (_Opener("<tool_call>", "object", "</tool_call>"),),
+    ToolFamily.LLAMA3: (
+        _Opener("<|python_tag|>", "object", at_start=True),
+        _Opener("{", "object", at_start=True),
+    ),
+    ToolFamily.MISTRAL: (
+        _Opener("[TOOL_CALLS]", "array"),
+        # A real Mistral model's [TOOL_CALLS] is a control token, which decodes to nothing.
+        _Opener("[", "array", at_start=True),
+    ),
+}
+
+# The start of a call object up to its arguments' value: `{"name": "f", "arguments": `.
+_HEAD = re.compile(
+    r'\s*\{\s*(?:"type"\s*:\s*"function"\s*,\s*)?"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*'
+    r'"(?:arguments|parameters)"\s*:\s*'
+)
+_ARGUMENT_KEYS = ("arguments", "parameters")
+
+_State = Literal["content", "head", "args", "tail", "closer", "between"]
+
+
+def json_end(text: str, start: int = 0) -> int | None:
+    """The index just past the JSON value (object, array or string) at `text[start]`, or
+    None while it is incomplete. Only brackets and strings are followed, not validity."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for i in range(start, len(text)):
+        char = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+                if depth == 0:
+                    return i + 1
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+class _ValueStream:
+    """Follows one JSON value as it arrives, so it can be passed on piece by piece."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+        self.started = False
+
+    def take(self, text: str) -> tuple[int, bool]:
+        """How much of `text` belongs to the value, and whether the value ended there."""
+        for i, char in enumerate(text):
+            if not self.started:
+                if char.isspace():
+                    continue
+                self.started = True
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == '"':
+                    self.in_string = False
+                    if self.depth == 0:
+                        return i + 1, True
+            elif char == '"':
+                self.in_string = True
+            elif char in "{[":
+                self.depth += 1
+            elif char in "}]":
+                if self.depth == 0:  # a scalar value ended by its object's end
+                    return i, True
+                self.depth -= 1
+                if self.depth == 0:
+                    return i + 1, True
+            elif char == "," and self.depth == 0:
+                return i, True
+        return len(text), False
+
+
+class ToolCallParser:
+    """Splits one choice's output into content and tool calls as it is generated.
+
+    Args:
+        family: the template's tool-call format.
+        parallel: False keeps only the first call (OpenAI's `parallel_tool_calls: false`).
+        new_id: makes the id of each call.
+    """
+
+    def __init__(
+        self,
+        family: ToolFamily,
+        *,
+        parallel: bool = True,
+        new_id: Callable[[], str] = new_call_id,
+    ) -> None:
+        self._openers = _OPENERS[family]
+        self._parallel = parallel
+        self._new_id = new_id
+        self._buf = ""
+        self._state: _State = "content"
+        self._opener: _Opener | None = None
+        # Text of the current block since its opener, released as content if no call comes.
+        self._raw = ""
+        self._block_calls = 0
+        self._at_start = True
+        self._held_space = ""
+        self._value = _ValueStream()
+        self._string_args = False
+        self._depth = 0
+        self._array_open = False
+        self._muting = False
+        self._names: list[str] = []
+        self._arguments: list[list[str]] = []
+        self._ids: list[str] = []
+        self.content = ""
+
+    def feed(self, text: str) -> list[ToolEvent]:
+        self._buf += text
+        events: list[ToolEvent] = []
+        while self._step(events, final=False):
+            pass
+        return events
+
+    def finish(self) -> list[ToolEvent]:
+        """The events for text held back until the end of the output."""
+        events: list[ToolEvent] = []
+        while self._step(events, final=True):
+            pass
+        if self._state == "content":
+            self._content(events, self._buf)
+        elif self._state in ("head", "between") and not self._block_calls:
+            self._release(events, self._raw + self._buf)
+        # Otherwise the output ended inside a call (cut by max_tokens): what was sent of its
+        # arguments stays, the rest is dropped.
+        self._buf = ""
+        self._state = "content"
+        if self._held_space and not self._ids:
+            self._emit_content(events, self._held_space)
+        self._held_space = ""
+        return events
+
+    def tool_calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(call_id, name, "".join(parts))
+            for call_id, name, parts in zip(self._ids, self._names, self._arguments, strict=True)
+        ]
+
+    # --- the state machine: each step consumes some of the buffer, or returns False ---
+
+    def _step(self, events: list[ToolEvent], *, final: bool) -> bool:
+        if self._state == "content":
+            return self._step_content(events, final=final)
+        if self._state == "head":
+            return self._step_head(events, final=final)
+        if self._state == "args":
+            return self._step_args(events)
+        if self._state == "tail":
+            return self._step_tail()
+        if self._state == "closer":
+            return self._step_closer()
+        return self._step_between(events, final=final)
+
+    def _step_content(self, events: list[ToolEvent], *, final: bool) -> bool:
+        buf = self._buf
+        best: tuple[int, _Opener] | None = None
+        for opener in self._openers:
+            if opener.at_start:
+                if not self._at_start:
+                    continue
+                stripped = buf.lstrip()
+                if stripped.startswith(opener.text):
+                    at = len(buf) - len(stripped)
+                    if best is None or at < best[0]:
+                        best = (at, opener)
+                continue
+            at = buf.find(opener.text)
+            if at >= 0 and (best is None or at < best[0]):
+                best = (at, opener)
+        if best is not None:
+            at, opener = best
+            if not final and any(
+                len(o.text) > len(buf) - at and o.text.startswith(buf[at:]) for o in self._openers
+            ):  # `[` so far, which may still become `[TOOL_CALLS]`
+                self._content(events, buf[:at])
+                self._buf = buf[at:]
+                return False
+            self._content(events, buf[:at])
+            self._buf = buf[at + len(opener.text) :]
+            self._open(opener)
+            return True
+        keep = 0 if final else self._undecided(buf)
+        if keep < len(buf):
+            self._content(events, buf[: len(buf) - keep])
+            self._buf = buf[len(buf) - keep :]
+        return False
+
+    def _undecided(self, buf: str) -> int:
+        """How many trailing characters could still begin an opener."""
+        keep = 0
+        for opener in self._openers:
+            if opener.at_start:
+                if self._at_start and opener.text.startswith(buf.lstrip()):
+                    keep = len(buf)
+                continue
+            for size in range(min(len(opener.text) - 1, len(buf)), 0, -1):
+                if opener.text.startswith(buf[-size:]):
+                    keep = max(keep, size)
+                    break
+        return keep
+
+    def _open(self, opener: _Opener) -> None:
+        self._opener = opener
+        # An opener that is itself the value's first character (`{`, `[`) stays in the text.
+        if opener.text in ("{", "["):
+            self._buf = opener.text + self._buf
+            self._raw = ""
+        else:
+            self._raw = opener.text
+        self._block_calls = 0
+        self._state = "between" if opener.shape == "array" else "head"
+        self._array_open = False
+
+    def _step_between(self, events: list[ToolEvent], *, final: bool) -> bool:
+        """Inside an array of calls: before `[`, between elements, or at its `]`."""
+        stripped = self._buf.lstrip()
+        if not stripped:
+            return False
+        skipped = self._buf[: len(self._buf) - len(stripped)]
+        char = stripped[0]
+        if not self._array_open:
+            if char != "[":
+                self._release(events, self._raw + self._buf)
+                self._buf = ""
+                self._to_content()
+                return False
+            self._array_open = True
+            self._raw += skipped + "["
+            self._buf = stripped[1:]
+            self._state = "head"
+            return True
+        if char == ",":
+            self._buf = stripped[1:]
+            self._state = "head"
+            return True
+        if char == "]":
+            self._buf = stripped[1:]
+        self._to_content()
+        return True
+
+    def _step_head(self, events: list[ToolEvent], *, final: bool) -> bool:
+        buf = self._buf
+        stripped = buf.lstrip()
+        if not stripped:
+            return False
+        if stripped[0] != "{" or (len(stripped) > 1 and stripped[1:].lstrip()[:1] not in ('"', "")):
+            return self._not_a_call(events)
+        match = _HEAD.match(buf)
+        if match is not None:
+            try:
+                name = json.loads(f'"{match.group(1)}"')
+            except ValueError:
+                return self._not_a_call(events)
+            self._raw += match.group(0)
+            self._buf = buf[match.end() :]
+            self._start_call(events, name)
+            self._value = _ValueStream()
+            self._string_args = False
+            self._state = "args"
+            return True
+        start = len(buf) - len(stripped)
+        end = json_end(buf, start)
+        if end is None:
+            return False
+        try:
+            value = json.loads(buf[start:end])
+        except ValueError:
+            return self._not_a_call(events)
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            return self._not_a_call(events)
+        arguments: object = next((value[k] for k in _ARGUMENT_KEYS if k in value), {})
+        self._raw += buf[:end]
+        self._buf = buf[end:]
+        self._start_call(events, value["name"])
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        self._arguments_delta(events, text)
+        self._end_call()
+        return True
+
+    def _step_args(self, events: list[ToolEvent]) -> bool:
+        buf = self._buf
+        if not self._value.started:
+            stripped = buf.lstrip()
+            if not stripped:
+                self._buf = ""
+                return False
+            buf = self._buf = stripped
+            # Arguments written as a JSON string holding the JSON text: passed on decoded.
+            self._string_args = stripped[0] == '"'
+        if self._string_args:
+            end = json_end(buf)
+            if end is None:
+                return False
+            try:
+                self._arguments_delta(events, str(json.loads(buf[:end])))
+            except ValueError:
+                self._arguments_delta(events, buf[:end])
+            self._buf = buf[end:]
+            self._state = "tail"
+            self._depth = 1
+            return True
+        taken, done = self._value.take(buf)
+        if taken:
+            self._arguments_delta(events, buf[:taken])
+        self._buf = buf[taken:]
+        if done:
+            self._state = "tail"
+            self._depth = 1
+            return True
+        return False
+
+    def _step_tail(self) -> bool:
+        """Skips the rest of the call object (e.g. Mistral's `"id"`) up to its `}`."""
+        start = 0
+        while start < len(self._buf):
+            char = self._buf[start]
+            if char == '"':
+                end = json_end(self._buf, start)
+                if end is None:
+                    self._buf = self._buf[start:]
+                    return False
+                start = end
+                continue
+            if char in "{[":
+                self._depth += 1
+            elif char in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self._buf = self._buf[start + 1 :]
+                    self._end_call()
+                    return True
+            start += 1
+        self._buf = ""
+        return False
+
+    def _end_call(self) -> None:
+        self._block_calls += 1
+        assert self._opener is not None
+        if self._opener.shape == "array":
+            self._state = "between"
+        elif self._opener.closer:
+            self._state = "closer"
+        else:
+            self._to_content()
+
+    def _step_closer(self) -> bool:
+        """After a call: its block's closer (`</tool_call>`), possibly still arriving."""
+        assert self._opener is not None
+        closer = self._opener.closer
+        stripped = self._buf.lstrip()
+        if not stripped:
+            self._buf = ""
+            return False
+        if stripped.startswith(closer):
+            self._buf = stripped[len(closer) :]
+        elif closer.startswith(stripped):
+            self._buf = stripped
+            return False
+        self._to_content()
+        return True
+
+    def _to_content(self) -> None:
+        self._state = "content"
+        self._opener = None
+        self._raw = ""
+        # Llama 3 writes further calls as further objects.
+        self._at_start = self._block_calls > 0 or self._at_start
+
+    def _not_a_call(self, events: list[ToolEvent]) -> bool:
+        if self._block_calls:
+            # After a call in the same block: the rest is not a call; it is dropped
+            # (a Mistral array that goes on with something else).
+            self._buf = ""
+            self._to_content()
+            return False
+        self._release(events, self._raw + self._buf)
+        self._buf = ""
+        self._to_content()
+        self._at_start = False
+        return False
+
+    def _release(self, events: list[ToolEvent], text: str) -> None:
+        self._at_start = False
+        self._content(events, text)
+
+    # --- output ---
+
+    def _content(self, events: list[ToolEvent], text: str) -> None:
+        """Content, with whitespace held back until something else follows it: whitespace
+        around calls is not content."""
+        if not text:
+            return
+        if text.strip():
+            self._at_start = False
+        text = self._held_space + text
+        body = text.rstrip()
+        self._held_space = text[len(body) :]
+        if body:
+            self._emit_content(events, body)
+
+    def _emit_content(self, events: list[ToolEvent], text: str) -> None:
+        self.content += text
+        events.append(ContentDelta(text))
+
+    def _start_call(self, events: list[ToolEvent], name: str) -> None:
+        self._held_space = ""
+        # Without parallel calls, the calls after the first are parsed and dropped.
+        self._muting = not self._parallel and bool(self._ids)
+        if self._muting:
+            return
+        self._ids.append(self._new_id())
+        self._names.append(name)
+        self._arguments.append([])
+        events.append(CallStarted(len(self._ids) - 1, self._ids[-1], name))
+
+    def _arguments_delta(self, events: list[ToolEvent], text: str) -> None:
+        if not text or self._muting:
+            return
+        self._arguments[-1].append(text)
+        events.append(ArgumentsDelta(len(self._ids) - 1, text))
+
+
+def parse_tool_calls(
+    family: ToolFamily, text: str, *, parallel: bool = True
+) -> tuple[str, list[ToolCall]]:
+    """A whole output's content and calls."""
+    parser = ToolCallParser(family, parallel=parallel)
+    parser.feed(text)
+    parser.finish()
+    return parser.content, parser.tool_calls()
