@@ -4,6 +4,8 @@ and what is refused. The fake's default reply is "Hello", ",", " world", "!"."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -269,7 +271,16 @@ def test_the_store_forgets_the_oldest_beyond_its_bound() -> None:
         ({"include": ["message.output_text.logprobs"]}, 400, "include", "unsupported_parameter"),
         ({"reasoning": {"effort": "high"}}, 400, "reasoning", "unsupported_parameter"),
         ({"truncation": "auto"}, 400, "truncation", "unsupported_parameter"),
-        ({"tools": [{"type": "web_search"}]}, 400, "tools", "unsupported_parameter"),
+        ({"tools": [{"type": "web_search"}]}, 400, "tools.0.type", "unsupported_parameter"),
+        # The fake model has no chat template: no format for tool calls.
+        ({"tools": [{"type": "function", "name": "f"}]}, 400, "tools", "unsupported_parameter"),
+        ({"tool_choice": {"type": "allowed_tools"}}, 400, "tool_choice", "unsupported_parameter"),
+        (
+            {"input": [{"type": "function_call", "name": "f"}]},
+            400,
+            "input.0.call_id",
+            "missing_required_parameter",
+        ),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
             400,
@@ -340,3 +351,127 @@ async def test_defaults_and_nulls_are_accepted(autojump_clock: trio.testing.Mock
     }
     response = await post(body)
     assert response.status == 200, response.body
+
+
+# --- function tools, on the fake engine with Qwen 2.5's published chat template -----------
+
+QWEN = (Path(__file__).parent / "templates" / "qwen2.5.jinja").read_text()
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+CALL = [
+    "<tool",
+    '_call>\n{"name": "get_weather", ',
+    '"arguments": {"city": ',
+    '"Paris"}}\n</tool_call>',
+]
+ANSWER_AFTER_RESULT = {"<tool_response>\nsunny\n</tool_response>": ["It is", " sunny."]}
+
+
+def qwen(reply: list[str | bytes]) -> FakeScript:
+    return FakeScript(reply=reply, replies=dict(ANSWER_AFTER_RESULT), chat_template=QWEN)
+
+
+@pytest.mark.behavior("HTTP-045")
+async def test_a_function_call_is_an_output_item(autojump_clock: trio.testing.MockClock) -> None:
+    body = {"input": "Weather in Paris?", "tools": [WEATHER]}
+    response = await post(body, qwen(["Let me look.", *CALL]))
+    assert response.status == 200, response.body
+    result = response.json()
+    ResponseObject.model_validate(result)
+    message, call = result["output"]
+    assert message["content"][0]["text"] == "Let me look."
+    assert call["type"] == "function_call" and call["status"] == "completed"
+    assert call["id"].startswith("fc_") and call["call_id"].startswith("call_")
+    assert (call["name"], json.loads(call["arguments"])) == ("get_weather", {"city": "Paris"})
+    assert result["tools"] == [WEATHER] and result["status"] == "completed"
+
+
+@pytest.mark.behavior("HTTP-045", "SSE-025")
+async def test_a_streamed_function_call(autojump_clock: trio.testing.MockClock) -> None:
+    body = {"input": "Weather in Paris?", "tools": [WEATHER], "stream": True}
+    events = stream_events(await post(body, qwen(CALL)))
+    kinds = [e["type"] for e in events]
+    deltas = kinds.count("response.function_call_arguments.delta")
+    assert deltas >= 1
+    assert kinds == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        *["response.function_call_arguments.delta"] * deltas,
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    added, done = events[2]["item"], events[-2]["item"]
+    assert added["type"] == "function_call" and added["arguments"] == ""
+    streamed = "".join(e["delta"] for e in events if "arguments.delta" in e["type"])
+    assert json.loads(streamed) == {"city": "Paris"} == json.loads(done["arguments"])
+    assert events[-3]["arguments"] == done["arguments"]
+    assert events[-1]["response"]["output"] == [done]
+
+
+@pytest.mark.behavior("HTTP-045", "OAI-024")
+async def test_a_function_result_answers_the_call_through_the_template(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with inprocess_worker(script=qwen(CALL)) as worker:
+        first = await worker.request("POST", PATH, {"input": "Weather?", "tools": [WEATHER]})
+        call = first.json()["output"][0]
+        result = {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"}
+        # The stored call and its result, or the whole history sent again, read the same.
+        chained = await worker.request(
+            "POST",
+            PATH,
+            {"input": [result], "tools": [WEATHER], "previous_response_id": first.json()["id"]},
+        )
+        history = [{"role": "user", "content": "Weather?"}, call, result]
+        whole = await worker.request("POST", PATH, {"input": history, "tools": [WEATHER]})
+    for response in (chained, whole):
+        assert response.status == 200, response.body
+        assert text_of(response.json()) == "It is sunny."
+
+
+@pytest.mark.parametrize(
+    ("choice", "grammar"),
+    [("auto", False), ("required", True), ({"type": "function", "name": "get_weather"}, True)],
+)
+@pytest.mark.behavior("HTTP-045")
+async def test_tool_choice_required_or_named_is_enforced_by_a_grammar(
+    autojump_clock: trio.testing.MockClock, choice: Any, grammar: bool
+) -> None:
+    async with inprocess_worker(script=qwen(CALL)) as worker:
+        body = {"input": "Weather?", "tools": [WEATHER], "tool_choice": choice}
+        response = await worker.request("POST", PATH, body)
+        assert response.status == 200, response.body
+        [sampling] = worker.engine.admitted
+        assert (sampling.grammar is not None) == grammar
+        assert response.json()["tool_choice"] == choice
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tool_choice": {"type": "function", "name": "other"}}, "tool_choice"),
+        ({"tool_choice": "sometimes"}, "tool_choice"),
+        ({"text": {"format": {"type": "json_object"}}}, "text.format"),
+        ({"tools": [{"type": "function"}]}, "tools.0.name"),
+    ],
+)
+@pytest.mark.behavior("HTTP-045")
+async def test_tool_requests_that_do_not_fit_are_400(
+    autojump_clock: trio.testing.MockClock, extra: dict[str, Any], param: str
+) -> None:
+    response = await post({"input": "Weather?", "tools": [WEATHER], **extra}, qwen(CALL))
+    assert response.status == 400, response.body
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.behavior("HTTP-045")
+async def test_tool_choice_none_answers_in_text(autojump_clock: trio.testing.MockClock) -> None:
+    body = {"input": "Weather?", "tools": [WEATHER], "tool_choice": "none"}
+    response = await post(body, qwen(["Sunny."]))
+    assert [item["type"] for item in response.json()["output"]] == ["message"]

@@ -4,16 +4,30 @@ limits as /v1/chat/completions, with errors naming the caller's own parameters."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llm_worker_rbee.actors.model import ModelHandle
+from llm_worker_rbee.grammar import GrammarError
 from llm_worker_rbee.http.errors import ApiError, bad_request
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.session import InferenceRequest
 from llm_worker_rbee.prompts import ChatMessage, ChatPrompt, TemplateError, render_chat
+from llm_worker_rbee.tools import (
+    NO_TOOLS,
+    ContentDelta,
+    ToolCallParser,
+    ToolChoice,
+    ToolChoiceError,
+    ToolDef,
+    ToolEvent,
+    ToolPlan,
+    ToolsUnsupported,
+    plan_tools,
+)
 
 
 def check_model(services: Services, name: str | None) -> None:
@@ -55,15 +69,75 @@ def sampling_fields(
     return SamplingFields.model_construct(**{k: v for k, v in values.items() if v is not None})
 
 
-def render(model: ModelHandle, messages: Sequence[ChatMessage], *, param: str) -> ChatPrompt:
-    """The model's chat template (or the plain transcript) over `messages`.
+def tool_plan(
+    model: ModelHandle,
+    tools: Sequence[ToolDef],
+    choice: ToolChoice | None,
+    *,
+    parallel: bool,
+    choice_param: str = "tool_choice",
+) -> ToolPlan:
+    """What `tools` under `choice` mean for the served model (tools.plan_tools), with its
+    grammar checked by the engine.
+
+    Raises:
+        ApiError: 400 naming `tools` when the model's template takes no tools or a tool's
+            parameters cannot be enforced, naming `choice_param` for a choice that does
+            not fit the tools.
+    """
+    if not tools and choice is None:
+        return NO_TOOLS
+    try:
+        plan = plan_tools(model.info.chat_template, tools, choice, parallel=parallel)
+        if plan.grammar is not None:
+            model.engine.check_grammar(plan.grammar)
+    except ToolsUnsupported as exc:
+        raise bad_request(str(exc), param="tools", code="unsupported_parameter") from None
+    except ToolChoiceError as exc:
+        raise bad_request(str(exc), param=choice_param) from None
+    except (GrammarError, ValueError) as exc:
+        raise bad_request(f"the tools cannot be enforced: {exc}", param="tools") from None
+    return plan
+
+
+class TurnOutput:
+    """A choice's text as content and tool calls: the tool parser's events when tools are
+    in play, otherwise all of it content."""
+
+    def __init__(self, plan: ToolPlan, new_id: Callable[[], str]) -> None:
+        self.parser = (
+            None
+            if plan.family is None
+            else ToolCallParser(plan.family, parallel=plan.parallel, new_id=new_id)
+        )
+
+    def feed(self, text: str) -> list[ToolEvent]:
+        if self.parser is None:
+            return [ContentDelta(text)] if text else []
+        return self.parser.feed(text)
+
+    def finish(self) -> list[ToolEvent]:
+        return [] if self.parser is None else self.parser.finish()
+
+
+def render(
+    model: ModelHandle,
+    messages: Sequence[ChatMessage],
+    *,
+    param: str,
+    tools: Sequence[ToolDef] = (),
+) -> ChatPrompt:
+    """The model's chat template (or the plain transcript) over `messages`, with `tools`
+    for the template's tool list.
 
     Raises:
         ApiError: 400 `chat_template_error` naming `param` when the template refuses them.
     """
     info = model.info
     try:
-        return render_chat(messages, info.chat_template, bos=info.bos_text, eos=info.eos_text)
+        return render_chat(
+            messages, info.chat_template, bos=info.bos_text, eos=info.eos_text, tools=tools
+        )
     except TemplateError as exc:
         raise bad_request(str(exc), param=param, code="chat_template_error") from None
 
@@ -77,15 +151,17 @@ def chat_request(
     max_tokens: int | None,
     deadline: float | None,
     params: dict[str, str],
+    grammar: str | None = None,
 ) -> InferenceRequest:
     """build_request over a rendered conversation; `params` renames the chat route's
     parameter names in its errors (`prompt`, `response_format`, ...) to the caller's.
+    `grammar` (a tool plan's, already checked) replaces the one `response_format` makes.
 
     Raises:
         ApiError: 400 as build_request, naming the caller's parameter.
     """
     try:
-        return build_request(
+        inference = build_request(
             model,
             fields,
             prompt.text,
@@ -99,3 +175,8 @@ def chat_request(
         if exc.param in params:
             exc.param = params[exc.param]
         raise
+    if grammar is None:
+        return inference
+    return dataclasses.replace(
+        inference, sampling=dataclasses.replace(inference.sampling, grammar=grammar)
+    )

@@ -145,6 +145,6 @@ def test_refusals_raise_the_sdks_error_classes(client: openai.OpenAI, model_id: 
     assert refused.value.param == "input.0.content.0.type"
     with pytest.raises(openai.BadRequestError) as tools:
         client.responses.create(model=model_id, input="hi", tools=[{"type": "web_search"}])
-    assert tools.value.param == "tools"
+    assert tools.value.param == "tools.0.type"
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="gpt-nope", input="hi")
