@@ -4,6 +4,8 @@ Anthropic's shape. The fake's default reply is "Hello", ",", " world", "!"."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -325,3 +327,149 @@ async def test_the_end_of_the_slots_context_is_model_context_window_exceeded(
         body = response.json()
         assert body["stop_reason"] == "model_context_window_exceeded"
         assert body["usage"]["output_tokens"] == 12
+
+
+# --- tools, on the fake engine with Qwen 2.5's published chat template --------------------
+
+QWEN = (Path(__file__).parent / "templates" / "qwen2.5.jinja").read_text()
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+CALL = [
+    "<tool",
+    '_call>\n{"name": "get_weather", ',
+    '"arguments": {"city": ',
+    '"Paris"}}\n</tool_call>',
+]
+
+
+def qwen(reply: list[str | bytes]) -> FakeScript:
+    answer: dict[str, list[str | bytes]] = {"<tool_response>\nsunny\n</tool_response>": ["Sunny."]}
+    return FakeScript(reply=reply, replies=answer, chat_template=QWEN)
+
+
+@pytest.mark.behavior("HTTP-046")
+async def test_a_tool_call_is_a_tool_use_block(autojump_clock: trio.testing.MockClock) -> None:
+    body = {**BODY, "tools": [WEATHER]}
+    response = await post(body, qwen(["Let me look.", *CALL]))
+    assert response.status == 200, response.body
+    message = response.json()
+    MessageObject.model_validate(message)
+    text, call = message["content"]
+    assert text == {"type": "text", "text": "Let me look."}
+    assert call["type"] == "tool_use" and call["id"].startswith("toolu_")
+    assert (call["name"], call["input"]) == ("get_weather", {"city": "Paris"})
+    assert message["stop_reason"] == "tool_use"
+
+
+@pytest.mark.behavior("HTTP-046", "SSE-027")
+async def test_a_streamed_tool_call(autojump_clock: trio.testing.MockClock) -> None:
+    events = stream_events(await post({**BODY, "tools": [WEATHER], "stream": True}, qwen(CALL)))
+    kinds = [e["type"] for e in events]
+    deltas = kinds.count("content_block_delta")
+    assert deltas >= 1
+    assert kinds == [
+        "message_start",
+        "ping",
+        "content_block_start",
+        *["content_block_delta"] * deltas,
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    block = events[2]["content_block"]
+    assert block["type"] == "tool_use" and block["input"] == {}
+    partial = "".join(
+        e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta"
+    )
+    assert json.loads(partial) == {"city": "Paris"}
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"
+
+
+@pytest.mark.behavior("HTTP-046")
+async def test_a_tool_result_answers_the_call_through_the_template(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    history = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "text", "text": "sunny"}],
+                }
+            ],
+        },
+    ]
+    response = await post({**BODY, "tools": [WEATHER], "messages": history}, qwen(CALL))
+    assert response.status == 200, response.body
+    assert response.json()["content"] == [{"type": "text", "text": "Sunny."}]
+    assert response.json()["stop_reason"] == "end_turn"
+
+
+@pytest.mark.parametrize(
+    ("choice", "grammar"),
+    [
+        ({"type": "auto"}, False),
+        ({"type": "any"}, True),
+        ({"type": "tool", "name": "get_weather"}, True),
+    ],
+)
+@pytest.mark.behavior("HTTP-046")
+async def test_tool_choice_any_or_tool_is_enforced_by_a_grammar(
+    autojump_clock: trio.testing.MockClock, choice: dict[str, Any], grammar: bool
+) -> None:
+    async with inprocess_worker(script=qwen(CALL)) as worker:
+        body = {**BODY, "tools": [WEATHER], "tool_choice": choice}
+        response = await worker.request("POST", PATH, body)
+        assert response.status == 200, response.body
+        [sampling] = worker.engine.admitted
+        assert (sampling.grammar is not None) == grammar
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tool_choice": {"type": "tool", "name": "other"}}, "tool_choice"),
+        ({"tool_choice": {"type": "sometimes"}}, "tool_choice"),
+        ({"tools": [{"name": "search", "type": "web_search_20250305"}]}, "tools.0.type"),
+        (
+            {"output_config": {"format": {"type": "json_schema", "schema": {}}}},
+            "output_config.format",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]},
+            "messages.0.content.0.tool_use_id",
+        ),
+    ],
+)
+@pytest.mark.behavior("HTTP-046")
+async def test_tool_requests_that_do_not_fit_are_400(
+    autojump_clock: trio.testing.MockClock, extra: dict[str, Any], param: str
+) -> None:
+    body = {**BODY, "tools": [WEATHER], **extra}
+    error = anthropic_error(await post(body, qwen(CALL)), 400)
+    assert error["param"] == param
+
+
+@pytest.mark.behavior("HTTP-044", "HTTP-046")
+async def test_count_tokens_counts_the_tools_too(autojump_clock: trio.testing.MockClock) -> None:
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+    plain = await post(body, qwen([]), path=f"{PATH}/count_tokens")
+    with_tools = await post({**body, "tools": [WEATHER]}, qwen([]), path=f"{PATH}/count_tokens")
+    assert with_tools.json()["input_tokens"] > plain.json()["input_tokens"] + len("get_weather")
