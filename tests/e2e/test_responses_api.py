@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import jsonschema_rs
 import openai
 import pytest
 from pydantic import BaseModel, Field
+
+from llm_worker_rbee.testing.process import WorkerProcess
 
 pytestmark = pytest.mark.real_model
 
@@ -19,6 +22,13 @@ COLOUR_SCHEMA: dict[str, Any] = {
     "required": ["colour", "warm"],
     "additionalProperties": False,
 }
+
+
+@pytest.fixture
+def client(worker: WorkerProcess) -> Iterator[openai.OpenAI]:
+    """Closed after each test, so its connections are not left to the collector."""
+    with openai.OpenAI(base_url=f"{worker.url}/v1", api_key="unused", max_retries=0) as oai:
+        yield oai
 
 
 class Colour(BaseModel):
