@@ -216,7 +216,7 @@ async def test_a_stream_that_fails_ends_with_an_error_event(
             400,
             "invalid_request_error",
             "tools",
-            "unsupported_parameter",
+            "tools_not_supported",
         ),
         (
             {"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},

@@ -186,5 +186,7 @@ def test_an_answer_cut_inside_a_call_keeps_what_was_written() -> None:
 
 def test_whitespace_is_kept_in_plain_answers_and_dropped_around_calls() -> None:
     assert fold(fed(HERMES, list("  two\n\nlines \n")))[0] == "  two\n\nlines \n"
-    content, _ = fold(fed(HERMES, ['\n<tool_call>{"name": "a", "arguments": {}}</tool_call>\n\n']))
-    assert content == ""
+    call = '<tool_call>{"name": "a", "arguments": {}}</tool_call>'
+    for pieces in (["\n", call, "\n\n"], [f"\n{call}\n\n"]):
+        assert fold(fed(HERMES, pieces))[0] == ""
+        assert fold(fed(HERMES, [*pieces, "Done.\n\n", "Bye."]))[0] == "Done.\n\nBye."

@@ -3,8 +3,11 @@ family told from each template, and the grammar forcing a call."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import gguf
 import pytest
 
 from llm_worker_rbee.prompts import ChatMessage, render_chat
@@ -20,6 +23,7 @@ from llm_worker_rbee.tools import (
     plan_tools,
     template_call_id,
 )
+from tests.gguf_factory import CHAT_TEMPLATE_KEY, with_chat_template, write_model
 
 TEMPLATES = Path(__file__).parent / "templates"
 WEATHER = ToolDef(
@@ -167,3 +171,37 @@ def test_plans_for_each_choice() -> None:
         plan_tools(qwen, [WEATHER], ToolChoice("named", "nope"))
     with pytest.raises(ToolChoiceError):
         plan_tools(qwen, [], ToolChoice("required"))
+
+
+@pytest.mark.parametrize("old", [None, "{{ messages }}"])
+def test_the_template_copy_matches_gguf_new_metadata(tmp_path: Path, old: str | None) -> None:
+    """tests/gguf_factory.py:with_chat_template (which the end-to-end tests use on the
+    bundled model) writes what gguf's own gguf-new-metadata writes, read back by gguf."""
+    source = write_model(tmp_path / "tiny.gguf", chat_template=old)
+    ours = with_chat_template(source, tmp_path / "ours.gguf", template("qwen2.5.jinja"))
+    theirs = tmp_path / "theirs.gguf"
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "gguf-new-metadata"),
+            str(source),
+            str(theirs),
+            "--chat-template-file",
+            str(TEMPLATES / "qwen2.5.jinja"),
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+    def contents(path: Path) -> tuple[dict[str, object], list[bytes]]:
+        reader = gguf.GGUFReader(path)
+        fields = {
+            name: field.contents()
+            for name, field in reader.fields.items()
+            if name != "GGUF.kv_count"
+        }
+        return fields, [bytes(t.data) for t in reader.tensors]
+
+    assert contents(ours) == contents(theirs)
+    assert gguf.GGUFReader(ours).fields[CHAT_TEMPLATE_KEY].contents() == template("qwen2.5.jinja")

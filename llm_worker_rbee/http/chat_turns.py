@@ -81,18 +81,22 @@ def tool_plan(
     grammar checked by the engine.
 
     Raises:
-        ApiError: 400 naming `tools` when the model's template takes no tools or a tool's
-            parameters cannot be enforced, naming `choice_param` for a choice that does
+        ApiError: 400 naming `tools` when the model's template takes no tools
+            (`tools_not_supported`, as on the chat route), two tools share a name, or a
+            tool's parameters cannot be enforced; naming `choice_param` for a choice that does
             not fit the tools.
     """
     if not tools and choice is None:
         return NO_TOOLS
+    names = [tool.name for tool in tools]
+    if len(set(names)) != len(names):
+        raise bad_request("two tools have the same name", param="tools")
     try:
         plan = plan_tools(model.info.chat_template, tools, choice, parallel=parallel)
         if plan.grammar is not None:
             model.engine.check_grammar(plan.grammar)
     except ToolsUnsupported as exc:
-        raise bad_request(str(exc), param="tools", code="unsupported_parameter") from None
+        raise bad_request(str(exc), param="tools", code="tools_not_supported") from None
     except ToolChoiceError as exc:
         raise bad_request(str(exc), param=choice_param) from None
     except (GrammarError, ValueError) as exc:

@@ -19,6 +19,7 @@ from llm_worker_rbee.http.app import (
     open_choices,
     parse_body,
 )
+from llm_worker_rbee.http.chat_tools import chat_message, delta_of, message_calls, tool_plan
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
 from llm_worker_rbee.http.logprobs import CompletionLogprobs, chat_logprobs
 from llm_worker_rbee.http.schemas import (
@@ -32,7 +33,8 @@ from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.inference import TokenLogprobs
 from llm_worker_rbee.messages.session import Ended, InferenceRequest, TextDelta
-from llm_worker_rbee.prompts import ChatMessage, TemplateError, render_chat
+from llm_worker_rbee.prompts import TemplateError, render_chat
+from llm_worker_rbee.tools import NO_TOOLS, ToolCallParser, ToolEvent, ToolPlan
 
 FINGERPRINT = f"llm-worker-rbee-{__version__}"
 # OpenAI's legacy completions default to 16 new tokens; chat defaults to what fits.
@@ -132,9 +134,16 @@ def register(app: QuartTrio, services: Services) -> None:
             raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         info = model.info
-        messages = [ChatMessage(m.role, m.text()) for m in body.messages]
+        tools = tool_plan(body, info.chat_template, model.engine)
+        messages = [chat_message(m) for m in body.messages]
         try:
-            prompt = render_chat(messages, info.chat_template, bos=info.bos_text, eos=info.eos_text)
+            prompt = render_chat(
+                messages,
+                info.chat_template,
+                bos=info.bos_text,
+                eos=info.eos_text,
+                tools=tools.tools,
+            )
         except TemplateError as exc:
             raise bad_request(str(exc), param="messages", code="chat_template_error") from None
         job_id = job_id_for(services)
@@ -152,11 +161,18 @@ def register(app: QuartTrio, services: Services) -> None:
                 prompt_param="messages",
                 extra_stops=prompt.extra_stops,
                 logprobs=logprobs,
+                grammar=tools.grammar,
             )
             for i in range(n)
         ]
         reply = _Reply(
-            "chatcmpl", "chat.completion", services, job_id, chat=True, logprobs=bool(body.logprobs)
+            "chatcmpl",
+            "chat.completion",
+            services,
+            job_id,
+            chat=True,
+            logprobs=bool(body.logprobs),
+            tools=tools,
         )
         return await reply.respond(services, requests, body, [0] * n)
 
@@ -180,8 +196,10 @@ class _Reply:
         chat: bool,
         echo: list[str] | None = None,
         logprobs: bool = False,
+        tools: ToolPlan = NO_TOOLS,
     ) -> None:
         self.id = f"{prefix}-{uuid.uuid4().hex}"
+        self.tools = tools
         self.logprobs = logprobs
         # Completions' text offsets run on across a choice's chunks: one renderer per choice.
         self._completion_logprobs: dict[int, CompletionLogprobs] = {}
@@ -262,7 +280,7 @@ class _Reply:
                 "finish_reason": finish_reason(end),
             }
             if self.chat:
-                choice["message"] = {"role": "assistant", "content": text, "refusal": None}
+                choice["message"] = self._message(text, choice)
             else:
                 choice["text"] = text
             choices.append(choice)
@@ -270,6 +288,25 @@ class _Reply:
         body["choices"] = choices
         body["usage"] = usage(done, prompt_of)
         return Response(json.dumps(body, ensure_ascii=False), content_type="application/json")
+
+    def _message(self, text: str, choice: dict[str, Any]) -> dict[str, Any]:
+        """The assistant message; with tools, the calls parsed out of `text`."""
+        parser = self.tools.parser()
+        if parser is None:
+            return {"role": "assistant", "content": text, "refusal": None}
+        parser.feed(text)
+        parser.finish()
+        calls = parser.tool_calls()
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": parser.content or (None if calls else ""),
+            "refusal": None,
+        }
+        if calls:
+            message["tool_calls"] = message_calls(calls)
+            if choice["finish_reason"] == "stop":
+                choice["finish_reason"] = "tool_calls"
+        return message
 
     def _chunk(
         self,
@@ -284,6 +321,21 @@ class _Reply:
         chunk["choices"] = [choice]
         return sse_data(chunk)
 
+    def _tool_frames(
+        self, index: int, events: list[ToolEvent], logprobs: tuple[TokenLogprobs, ...]
+    ) -> list[bytes]:
+        """Chunks for what the tool-call parser let through: content, a call's start, its
+        arguments. The tokens' logprobs go with the first chunk (an empty delta when the
+        parser held everything back)."""
+        entries = self._logprobs(index, logprobs) if logprobs else None
+        frames = []
+        for event in events:
+            frames.append(self._chunk(index, delta_of(event), None, entries))
+            entries = None
+        if entries is not None:
+            frames.append(self._chunk(index, {}, None, entries))
+        return frames
+
     async def _frames(
         self, stream: ChoiceStream, include_usage: bool, prompt_of: list[int]
     ) -> AsyncIterator[bytes]:
@@ -294,13 +346,18 @@ class _Reply:
             elif self.echo:
                 yield self._chunk(index, self.echo[index], None)
         ended: dict[int, Ended] = {}
+        parsers: dict[int, ToolCallParser | None] = {i: self.tools.parser() for i in range(count)}
         while len(ended) < count:
             item = await next_choice(stream, self.keepalive)
             if item is None:
                 yield PING
                 continue
             index, event = item
-            if isinstance(event, TextDelta):
+            parser = parsers[index]
+            if isinstance(event, TextDelta) and parser is not None:
+                for frame in self._tool_frames(index, parser.feed(event.text), event.logprobs):
+                    yield frame
+            elif isinstance(event, TextDelta):
                 delta: dict[str, Any] | str = {"content": event.text} if self.chat else event.text
                 yield self._chunk(index, delta, None, self._logprobs(index, event.logprobs))
             elif isinstance(event, Ended):
@@ -309,7 +366,13 @@ class _Reply:
                     yield sse_data({"error": error_fields(error)})
                     break
                 ended[index] = event
-                yield self._chunk(index, {} if self.chat else "", finish_reason(event))
+                finish = finish_reason(event)
+                if parser is not None:
+                    for frame in self._tool_frames(index, parser.finish(), ()):
+                        yield frame
+                    if parser.tool_calls() and finish == "stop":
+                        finish = "tool_calls"
+                yield self._chunk(index, {} if self.chat else "", finish)
         else:
             if include_usage:
                 chunk = self._envelope(self.chunk_object)

@@ -94,16 +94,84 @@ class TextPart(BaseModel):
     text: StrictStr
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    # A JSON text, as OpenAI sends it.
+    arguments: StrictStr
+
+
+class MessageToolCall(BaseModel):
+    """A call an assistant message made earlier in the conversation."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: StrictStr | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # null (or absent) only for an assistant message (one that made tool calls).
+    content: StrictStr | list[TextPart] | None
     name: StrictStr | None = None
+    tool_calls: Annotated[list[MessageToolCall], Field(max_length=128)] | None = None
+    # Which call a `tool` message answers.
+    tool_call_id: StrictStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _assistant_content_may_be_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("role") == "assistant" and "content" not in data:
+            return {**data, "content": None}
+        return data
+
+    @model_validator(mode="after")
+    def _fields_for_role(self) -> Message:
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs content")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    description: StrictStr | None = None
+    # A JSON schema of the arguments object; absent: no arguments.
+    parameters: dict[str, Any] | None = None
+    # Accepted; a call forced by tool_choice always follows the schema.
+    strict: StrictBool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+
+
+class NamedToolChoice(BaseModel):
+    """`{"type": "function", "function": {"name": ...}}`: exactly one call of that function."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionBody(SamplingFields):
@@ -112,6 +180,10 @@ class ChatCompletionBody(SamplingFields):
     logprobs: StrictBool | None = None
     # Alternatives per token; needs `logprobs: true`.
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
+    # Tool calls through the model's chat template (docs/API.md, "Tool calls").
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
 
 
 class CompletionBody(SamplingFields):

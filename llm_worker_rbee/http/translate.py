@@ -90,10 +90,11 @@ def build_request(
     prompt_param: str = "prompt",
     extra_stops: tuple[str, ...] = (),
     logprobs: int | None = None,
+    grammar: str | None = None,
 ) -> InferenceRequest:
     """Tokenizes and checks the prompt against the per-sequence context; builds the
     grammar `response_format` asks for. `logprobs`: None, or how many alternatives per token
-    to report.
+    to report. `grammar`: one the caller built and checked (e.g. forcing a tool call).
 
     Raises:
         ApiError: 400 for an empty prompt, one that does not fit the context, a schema that
@@ -104,7 +105,8 @@ def build_request(
             f"min_tokens ({body.min_tokens}) is more than max_tokens ({max_tokens})",
             param="min_tokens",
         )
-    grammar = grammar_for(body.response_format, model.engine)
+    if grammar is None:  # a grammar given (forcing a tool call) wins over response_format
+        grammar = grammar_for(body.response_format, model.engine)
     tokens = model.tokenize(prompt, add_special=add_special)
     if not tokens:
         raise bad_request("the prompt is empty", param=prompt_param, code="empty_prompt")

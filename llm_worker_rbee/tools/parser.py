@@ -176,6 +176,7 @@ class ToolCallParser:
         self._depth = 0
         self._array_open = False
         self._muting = False
+        self._after_call = False
         self._names: list[str] = []
         self._arguments: list[list[str]] = []
         self._ids: list[str] = []
@@ -411,6 +412,7 @@ class ToolCallParser:
 
     def _end_call(self) -> None:
         self._block_calls += 1
+        self._after_call = True
         assert self._opener is not None
         if self._opener.shape == "array":
             self._state = "between"
@@ -464,10 +466,12 @@ class ToolCallParser:
     def _content(self, events: list[ToolEvent], text: str) -> None:
         """Content, with whitespace held back until something else follows it: whitespace
         around calls is not content."""
+        if self._after_call:  # the whitespace a call ends with is not content either
+            text = text.lstrip()
         if not text:
             return
         if text.strip():
-            self._at_start = False
+            self._at_start = self._after_call = False
         text = self._held_space + text
         body = text.rstrip()
         self._held_space = text[len(body) :]
