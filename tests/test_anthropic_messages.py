@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import anthropic
+import httpx2
 import pytest
 import trio
 import trio.testing
@@ -473,3 +475,41 @@ async def test_count_tokens_counts_the_tools_too(autojump_clock: trio.testing.Mo
     plain = await post(body, qwen([]), path=f"{PATH}/count_tokens")
     with_tools = await post({**body, "tools": [WEATHER]}, qwen([]), path=f"{PATH}/count_tokens")
     assert with_tools.json()["input_tokens"] > plain.json()["input_tokens"] + len("get_weather")
+
+
+@pytest.mark.behavior("ERR-027", "ERR-028", "OAI-029")
+async def test_the_anthropic_client_raises_its_own_classes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The official client over the in-process app (its own httpx2, through ASGI): each
+    status is its class, with the message; a full worker is `overloaded_error`."""
+    settings = Settings(worker_id="w", api_key=SecretStr("sekrit"), slots=1, max_queue=0)
+    script = FakeScript(reply=["x"] * 50, step_latency=1.0)
+    ask: list[anthropic.types.MessageParam] = [{"role": "user", "content": "hi"}]
+    async with (
+        inprocess_worker(settings, script) as worker,
+        httpx2.AsyncClient(transport=httpx2.ASGITransport(app=worker.app)) as http,
+    ):
+
+        def client(key: str) -> anthropic.AsyncAnthropic:
+            return anthropic.AsyncAnthropic(
+                base_url="http://in-process", api_key=key, max_retries=0, http_client=http
+            )
+
+        with pytest.raises(anthropic.AuthenticationError) as denied:
+            await client("wrong").messages.create(model="fake-model", max_tokens=4, messages=ask)
+        assert "the API key is not valid" in denied.value.message
+        claude = client("sekrit")
+        with pytest.raises(anthropic.BadRequestError):
+            await claude.messages.create(model="fake-model", max_tokens=0, messages=ask)
+        with pytest.raises(anthropic.NotFoundError):
+            await claude.messages.create(model="claude-x", max_tokens=4, messages=ask)
+        async with trio.open_nursery() as nursery:
+            # One request holds the only slot and the queue takes none.
+            nursery.start_soon(worker.request, "POST", PATH, BODY, {"x-api-key": "sekrit"})
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(anthropic.InternalServerError) as full:
+                await claude.messages.create(model="fake-model", max_tokens=4, messages=ask)
+            assert full.value.status_code == 503
+            assert full.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+            nursery.cancel_scope.cancel()
