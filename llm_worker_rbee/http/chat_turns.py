@@ -5,8 +5,11 @@ limits as /v1/chat/completions, with errors naming the caller's own parameters."
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from quart import Response
 
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.grammar import GrammarError
@@ -28,6 +31,10 @@ from llm_worker_rbee.tools import (
     ToolsUnsupported,
     plan_tools,
 )
+
+
+def json_response(payload: dict[str, Any]) -> Response:
+    return Response(json.dumps(payload, ensure_ascii=False), content_type="application/json")
 
 
 def check_model(services: Services, name: str | None) -> None:
