@@ -711,7 +711,7 @@ def vocabulary_facts() -> list[Fact]:
     hive commands, rbee event types, refused OpenAI parameters, request fields, metrics."""
     from llm_worker_rbee.engine.loading import LoadStage
     from llm_worker_rbee.hive.vitals import HiveStatus
-    from llm_worker_rbee.http import responses, schemas
+    from llm_worker_rbee.http import anthropic_schemas, responses, responses_api_schemas, schemas
     from llm_worker_rbee.http.admin_routes import ShutdownBody
     from llm_worker_rbee.http.token_routes import DetokenizeBody, TokenizeBody
     from llm_worker_rbee.messages.hive import COMMANDS
@@ -743,6 +743,9 @@ def vocabulary_facts() -> list[Fact]:
         TokenizeBody,
         DetokenizeBody,
         ShutdownBody,
+        responses_api_schemas.ResponsesBody,
+        anthropic_schemas.MessagesBody,
+        anthropic_schemas.CountTokensBody,
     )
     for body in bodies:
         origin = f"{body.__module__.removeprefix(PACKAGE + '.')}:{body.__name__}"

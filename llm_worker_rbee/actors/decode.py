@@ -160,6 +160,7 @@ class DecodeLoop:
             prompt_tokens=len(active.admit.prompt_tokens),
             completion_tokens=active.generated,
             cached_tokens=active.cached,
+            stop=active.text.matched_stop,
         )
         self._end(active, finished, out)
 

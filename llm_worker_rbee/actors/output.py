@@ -32,6 +32,11 @@ class SequenceText:
         """A stop string was found: the sequence must end now."""
         return self._stops.matched is not None
 
+    @property
+    def matched_stop(self) -> str | None:
+        """The stop string that was found, if any."""
+        return self._stops.matched
+
     def add(self, piece: bytes, logprobs: TokenLogprobs | None) -> None:
         self._seen += 1
         self._tokens += 1

@@ -140,7 +140,9 @@ class InferenceSession:
                 await self._release()
                 self.done.set()
 
-    def _ended(self, reason: StopReason, error: ErrorInfo | None = None) -> Ended:
+    def _ended(
+        self, reason: StopReason, error: ErrorInfo | None = None, *, stop: str | None = None
+    ) -> Ended:
         decode_s = 0.0 if self._started_at is None else trio.current_time() - self._started_at
         return Ended(
             stop_reason=reason,
@@ -149,6 +151,7 @@ class InferenceSession:
             decode_ms=round(decode_s * 1000),
             error=error,
             cached_tokens=self._cached_tokens,
+            stop=stop,
         )
 
     async def _serve(self, out: Outbox) -> SessionEvent:
@@ -203,7 +206,7 @@ class InferenceSession:
         """The sequence ended in the engine (its slot's sequence is already gone)."""
         self._seq = None
         if isinstance(end, SequenceFinished):
-            return self._ended(STOP_REASONS[end.reason])
+            return self._ended(STOP_REASONS[end.reason], stop=end.stop)
         log.error("job %s failed in the engine: %s", self.request.job_id, end.message)
         return self._ended("error", OUT_OF_MEMORY if end.out_of_memory else ENGINE_ERROR)
 

@@ -39,11 +39,13 @@ _SESSIONS_KEY = "llm_worker_rbee.sessions"
 def create_app(services: Services) -> QuartTrio:
     from llm_worker_rbee.http import (
         admin_routes,
+        anthropic_routes,
         job_routes,
         loading_routes,
         openai_routes,
         openapi,
         rbee_routes,
+        responses_api,
         system_routes,
         token_routes,
     )
@@ -63,6 +65,8 @@ def create_app(services: Services) -> QuartTrio:
     job_routes.register(app, services)
     token_routes.register(app, services)
     admin_routes.register(app, services)
+    responses_api.register(app, services)
+    anthropic_routes.register(app, services)
     openapi.register(app)
     return app
 
@@ -267,12 +271,19 @@ async def _read_whole_body() -> None:
 
 
 # Routes that take a slot, refused at once when there is none to be had.
-WORK_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/inference", "/v1/jobs"})
+WORK_PATHS = frozenset(
+    {
+        "/v1/completions",
+        "/v1/chat/completions",
+        "/v1/inference",
+        "/v1/jobs",
+        "/v1/responses",
+        "/v1/messages",
+    }
+)
 # Probes and scrapes stay open so orchestration works without the key (`/`: where rbee's
-# hive polls for readiness).
-OPEN_PATHS = frozenset({"/", "/health", "/v1/ready", "/metrics"})
-# rbee's worker contract: GET /info, which its callers ask without a key.
-OPEN_PATHS |= {"/info"}
+# hive polls for readiness; `/info`: rbee's worker contract, asked without a key).
+OPEN_PATHS = frozenset({"/", "/health", "/v1/ready", "/metrics", "/info"})
 
 
 def _register_auth(app: QuartTrio, services: Services) -> None:

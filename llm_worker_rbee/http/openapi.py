@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,9 @@ from pydantic.json_schema import models_json_schema
 from quart_trio import QuartTrio
 
 from llm_worker_rbee import __version__
+from llm_worker_rbee.http import anthropic_schemas as anthropic
 from llm_worker_rbee.http import responses as r
+from llm_worker_rbee.http import responses_api_schemas as resp
 from llm_worker_rbee.http.admin_routes import ShutdownAccepted, ShutdownBody
 from llm_worker_rbee.http.loading_routes import LoadingEvent, Ready
 from llm_worker_rbee.http.schemas import (
@@ -32,6 +35,7 @@ class Operation:
     stream: type[BaseModel] | None = None  # the event a text/event-stream carries
     errors: tuple[int, ...] = ()
     success: int = 200
+    error: type[BaseModel] = r.ErrorResponse  # the body of every error status
 
 
 _BODY_ERRORS = (400, 404, 408, 409, 413, 503)
@@ -140,6 +144,48 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 401, 403),
         success=202,
     ),
+    Operation(
+        "post",
+        "/v1/responses",
+        "OpenAI Responses API",
+        resp.ResponseObject,
+        resp.ResponsesBody,
+        stream=resp.ResponseStreamEvent,
+        errors=_BODY_ERRORS,
+    ),
+    Operation(
+        "get",
+        "/v1/responses/{response_id}",
+        "a stored response (the last 1,000 made with store)",
+        resp.ResponseObject,
+        errors=(404,),
+    ),
+    Operation(
+        "delete",
+        "/v1/responses/{response_id}",
+        "forget a stored response",
+        resp.ResponseDeleted,
+        errors=(404,),
+    ),
+    Operation(
+        "post",
+        "/v1/messages",
+        "Anthropic Messages API (errors in Anthropic's shape)",
+        anthropic.MessageObject,
+        anthropic.MessagesBody,
+        stream=anthropic.MessageStreamEvent,
+        errors=_BODY_ERRORS,
+        error=anthropic.AnthropicError,
+    ),
+    Operation(
+        "post",
+        "/v1/messages/count_tokens",
+        "the prompt tokens a Messages request would take",
+        anthropic.TokenCount,
+        anthropic.CountTokensBody,
+        errors=(400, 404, 413, 503),
+        error=anthropic.AnthropicError,
+    ),
     Operation("get", "/metrics", "Prometheus text format", None),
     Operation("get", "/openapi.json", "this document", None),
 )
@@ -148,7 +194,7 @@ OPERATIONS: tuple[Operation, ...] = (
 def document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
     models: set[type[BaseModel]] = {r.ErrorResponse, r.StreamError}
     for op in operations:
-        models.update(m for m in (op.response, op.body, op.stream) if m is not None)
+        models.update(m for m in (op.response, op.body, op.stream, op.error) if m is not None)
     refs, schema = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
@@ -186,7 +232,7 @@ def document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
         for status in op.errors:
             responses[str(status)] = {
                 "description": "error",
-                "content": {"application/json": {"schema": ref(r.ErrorResponse)}},
+                "content": {"application/json": {"schema": ref(op.error)}},
             }
         operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
         if op.body is not None:
@@ -194,9 +240,11 @@ def document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": ref(op.body)}},
             }
-        if "{job_id}" in op.path:
+        names = re.findall(r"\{(\w+)\}", op.path)
+        if names:
             operation["parameters"] = [
-                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in names
             ]
         paths.setdefault(op.path, {})[op.method] = operation
     return {

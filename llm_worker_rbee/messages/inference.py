@@ -61,6 +61,8 @@ class SequenceFinished:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
+    # The stop string that ended it (reason "stop").
+    stop: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

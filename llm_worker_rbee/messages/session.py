@@ -74,6 +74,9 @@ class Ended:
     error: ErrorInfo | None = None
     # Of tokens_in, how many came from the slot's prompt cache (not decoded again).
     cached_tokens: int = 0
+    # The stop string that ended it (stop_reason stop_sequence): Anthropic's `stop_sequence`
+    # names it, and a chat template's own turn marker is told apart from the client's stops.
+    stop: str | None = None
 
 
 SessionEvent = Accepted | Rejected | Started | TextDelta | Ended

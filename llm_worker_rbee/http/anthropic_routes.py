@@ -1,0 +1,184 @@
+"""Anthropic's Messages API: POST /v1/messages (whole or streamed as Anthropic's events) and
+POST /v1/messages/count_tokens, with every error on these routes in Anthropic's shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from llm_worker_rbee.actors.model import ModelHandle
+from llm_worker_rbee.http.anthropic_input import conversation
+from llm_worker_rbee.http.anthropic_output import MessageReply, anthropic_error
+from llm_worker_rbee.http.anthropic_schemas import CountTokensBody, MessagesBody, Tool
+from llm_worker_rbee.http.app import deadline_for, job_id_for, log_prompt, open_session, parse_body
+from llm_worker_rbee.http.chat_turns import (
+    chat_request,
+    check_model,
+    json_response,
+    render,
+    sampling_fields,
+    tool_plan,
+)
+from llm_worker_rbee.http.errors import bad_request
+from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
+from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.sse import SSE_HEADERS, SessionBody
+from llm_worker_rbee.tools import ToolChoice, ToolDef, ToolPlan
+
+PATH = "/v1/messages"
+# Messages API fields this worker does not implement: 400 naming the field.
+REFUSED: dict[str, str] = {
+    "thinking": "thinking is not supported: the served model does not reason",
+    "mcp_servers": "MCP servers are not supported",
+    "container": "containers (code execution) are not supported",
+}
+PARAMS = {
+    "prompt": "messages",
+    "messages": "messages",
+    "stop": "stop_sequences",
+    "response_format": "output_config.format",
+}
+
+
+# Anthropic's error type for each status; any other status below 500 is
+# invalid_request_error, and from 500 api_error.
+def register(app: QuartTrio, services: Services) -> None:
+    @app.post(PATH)
+    async def create_message() -> Response:
+        body = await parse_body(MessagesBody)
+        model, _ = services.serving()
+        _check(services, body)
+        messages = conversation(body.system, body.messages)
+        plan = _plan(model, body.tools, body.tool_choice)
+        if plan.family is not None and _response_format(body) is not None:
+            raise bad_request(
+                "output_config.format with tools is not supported: a reply is either JSON "
+                'text or tool calls; send tool_choice {"type": "none"} for JSON text',
+                param="output_config.format",
+                code="unsupported_parameter",
+            )
+        prompt = render(model, messages, param="messages", tools=plan.tools)
+        fields = sampling_fields(
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+            seed=body.seed,
+            stop=body.stop_sequences or (),
+            response_format=_response_format(body),
+        )
+        job_id = job_id_for(services)
+        log_prompt(services, prompt.text)
+        inference = chat_request(
+            model,
+            prompt,
+            fields,
+            job_id=job_id,
+            max_tokens=body.max_tokens,
+            deadline=deadline_for(services, body.timeout),
+            params=PARAMS,
+            grammar=plan.grammar,
+        )
+        reply = MessageReply(services, body, inference, plan)
+        stream = await open_session(services, inference)
+        if body.stream:
+            frames = reply.frames(stream, services.settings.sse_keepalive)
+            response = Response(SessionBody(stream, frames), headers=SSE_HEADERS)
+            response.timeout = None
+        else:
+            response = await reply.whole(stream)
+        response.headers["X-Request-Id"] = job_id
+        return response
+
+    @app.post(f"{PATH}/count_tokens")
+    async def count_tokens() -> Response:
+        body = await parse_body(CountTokensBody)
+        model, _ = services.serving()
+        check_model(services, body.model)
+        plan = _plan(model, body.tools, None)
+        messages = conversation(body.system, body.messages)
+        prompt = render(model, messages, param="messages", tools=plan.tools)
+        tokens = model.tokenize(prompt.text, add_special=prompt.add_special)
+        return json_response({"input_tokens": len(tokens)})
+
+    @app.after_request
+    async def anthropic_errors(response: Response) -> Response:
+        """Errors on these routes, whoever raised them (validation, auth, 404, 413, 503),
+        leave in Anthropic's shape, so its SDK reads their message."""
+        if not (request.path == PATH or request.path.startswith(f"{PATH}/")):
+            return response
+        if response.status_code < 400 or response.mimetype != "application/json":
+            return response
+        data = json.loads(await response.get_data())
+        if isinstance(data, dict) and isinstance(data.get("error"), dict) and "type" not in data:
+            response.set_data(json.dumps(anthropic_error(response.status_code, data["error"])))
+        return response
+
+
+def _check(services: Services, body: MessagesBody) -> None:
+    """Refused fields, the model's name and tools.
+
+    Raises:
+        ApiError: 400 `unsupported_parameter` naming a field this worker does not implement;
+            404 `model_not_found`.
+    """
+    for name, value in (body.model_extra or {}).items():
+        if name not in REFUSED or value in (None, False, {}, []):
+            continue
+        if name == "thinking" and isinstance(value, dict) and value.get("type") == "disabled":
+            continue
+        raise bad_request(REFUSED[name], param=name, code="unsupported_parameter")
+    check_model(services, body.model)
+    if body.output_config is not None and body.output_config.effort is not None:
+        raise bad_request(
+            "effort is not supported: the served model does not reason",
+            param="output_config.effort",
+            code="unsupported_parameter",
+        )
+
+
+def _response_format(body: MessagesBody) -> ResponseFormat | None:
+    """`output_config.format` as chat's response_format, enforced by the same grammar."""
+    if body.output_config is None or body.output_config.format is None:
+        return None
+    schema = JsonSchemaFormat(name="output", schema=body.output_config.format.json_schema)
+    return ResponseFormat(type="json_schema", json_schema=schema)
+
+
+def _plan(model: ModelHandle, tools: list[Tool] | None, choice: dict[str, Any] | None) -> ToolPlan:
+    """The tool plan for Anthropic's `tools` and `tool_choice`.
+
+    Raises:
+        ApiError: 400 naming `tools.N.type` for a server tool, `tool_choice` for a choice
+            that is not auto, any, tool or none.
+    """
+    defs: list[ToolDef] = []
+    for i, tool in enumerate(tools or []):
+        if tool.type not in (None, "custom"):
+            raise bad_request(
+                f"tools.{i}: {tool.type!r} tools are not supported; only client tools "
+                "(name, description, input_schema) are",
+                param=f"tools.{i}.type",
+                code="unsupported_parameter",
+            )
+        defs.append(ToolDef(tool.name, tool.description, tool.input_schema))
+    parallel = not (choice or {}).get("disable_parallel_tool_use", False)
+    return tool_plan(model, defs, _tool_choice(choice), parallel=parallel)
+
+
+def _tool_choice(choice: dict[str, Any] | None) -> ToolChoice | None:
+    if choice is None:
+        return None
+    kind = choice.get("type")
+    modes = {"auto": "auto", "any": "required", "none": "none"}
+    if isinstance(kind, str) and kind in modes:
+        return ToolChoice(modes[kind])  # type: ignore[arg-type]
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        return ToolChoice("named", choice["name"])
+    raise bad_request(
+        'tool_choice must be {"type": "auto" | "any" | "none"} or {"type": "tool", "name"}',
+        param="tool_choice",
+        code="unsupported_parameter",
+    )

@@ -1,0 +1,223 @@
+"""Anthropic's Messages API (POST /v1/messages): the request body, the message it answers,
+its stream events and its error shape, as pydantic models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+)
+
+from llm_worker_rbee.http.responses_api_schemas import str_or_list
+from llm_worker_rbee.http.schemas import Number
+
+# --- The request -------------------------------------------------------------------------
+
+
+class ContentBlock(BaseModel):
+    """A content block: `text` is read; with tools, `tool_use` (an earlier answer's call)
+    and `tool_result` (its result). The route refuses any other type by name (images,
+    documents, thinking)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: StrictStr
+    text: StrictStr | None = None
+    # tool_use
+    id: StrictStr | None = None
+    name: StrictStr | None = None
+    input: dict[str, Any] | None = None
+    # tool_result
+    tool_use_id: StrictStr | None = None
+    content: (
+        Annotated[
+            Annotated[StrictStr, Tag("str")] | Annotated[list[ContentBlock], Tag("list")],
+            Discriminator(str_or_list),
+        ]
+        | None
+    ) = None
+    is_error: StrictBool | None = None
+
+
+class InputMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["user", "assistant"]
+    content: Annotated[
+        Annotated[StrictStr, Tag("str")] | Annotated[list[ContentBlock], Tag("list")],
+        Discriminator(str_or_list),
+    ]
+
+
+class SystemBlock(BaseModel):
+    # cache_control and citations are accepted and ignored.
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: StrictStr
+
+
+class Tool(BaseModel):
+    """A client tool: `name`, `description`, `input_schema`; server tools are refused."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    description: StrictStr | None = None
+    input_schema: dict[str, Any] | None = None
+    type: StrictStr | None = None
+
+
+class JsonOutputFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    type: Literal["json_schema"]
+    # `schema` would shadow a BaseModel attribute, hence the alias.
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(BaseModel):
+    """`format`: JSON valid against a schema, enforced by a grammar; `effort` is refused
+    (the served model does not reason)."""
+
+    model_config = ConfigDict(extra="ignore")
+    format: JsonOutputFormat | None = None
+    effort: StrictStr | None = None
+
+
+class MessagesBody(BaseModel):
+    # Fields that are not Anthropic's are ignored; its fields this worker does not implement
+    # are refused by name (anthropic_routes.REFUSED).
+    model_config = ConfigDict(extra="allow")
+    model: StrictStr
+    max_tokens: Annotated[StrictInt, Field(ge=1)]
+    messages: Annotated[list[InputMessage], Field(min_length=1, max_length=4096)]
+    system: (
+        Annotated[
+            Annotated[StrictStr, Tag("str")] | Annotated[list[SystemBlock], Tag("list")],
+            Discriminator(str_or_list),
+        ]
+        | None
+    ) = None
+    stop_sequences: Annotated[list[StrictStr], Field(max_length=16)] | None = None
+    temperature: Annotated[Number, Field(ge=0, le=1)] | None = None
+    top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[StrictInt, Field(ge=0)] | None = None
+    stream: StrictBool | None = None
+    # `user_id`; ignored.
+    metadata: dict[str, Any] | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: dict[str, Any] | None = None
+    output_config: OutputConfig | None = None
+    # rbee extensions, as on the other routes.
+    seed: StrictInt | None = None
+    timeout: Annotated[Number, Field(gt=0)] | None = None
+
+
+class CountTokensBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: StrictStr
+    messages: Annotated[list[InputMessage], Field(min_length=1, max_length=4096)]
+    system: (
+        Annotated[
+            Annotated[StrictStr, Tag("str")] | Annotated[list[SystemBlock], Tag("list")],
+            Discriminator(str_or_list),
+        ]
+        | None
+    ) = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+
+
+# --- The response ------------------------------------------------------------------------
+
+
+class TextBlock(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ToolUseBlock(BaseModel):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+StopReason = Literal[
+    "end_turn", "max_tokens", "stop_sequence", "tool_use", "model_context_window_exceeded"
+]
+
+
+class MessageUsage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+
+
+class MessageObject(BaseModel):
+    id: str
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: str
+    content: list[TextBlock | ToolUseBlock]
+    stop_reason: StopReason | None
+    stop_sequence: str | None
+    usage: MessageUsage
+
+
+class TokenCount(BaseModel):
+    input_tokens: int
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+    # The worker's own `param` and `code` (docs/API.md), beside Anthropic's two fields.
+    param: str | None = None
+    code: str | None = None
+
+
+class AnthropicError(BaseModel):
+    """Every error on /v1/messages: Anthropic's shape, as a body or an `event: error`."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+class MessageDeltaBody(BaseModel):
+    stop_reason: StopReason | None = None
+    stop_sequence: str | None = None
+
+
+class BlockDelta(BaseModel):
+    type: Literal["text_delta", "input_json_delta"]
+    text: str | None = None
+    partial_json: str | None = None
+
+
+StreamEventType = Literal[
+    "message_start",
+    "content_block_start",
+    "ping",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "error",
+]
+
+
+class MessageStreamEvent(BaseModel):
+    """One event of a Messages stream: `event: <type>` and `data:` with the same `type`."""
+
+    type: StreamEventType
+    message: MessageObject | None = None
+    index: int | None = None
+    content_block: TextBlock | ToolUseBlock | None = None
+    delta: BlockDelta | MessageDeltaBody | None = None
+    usage: MessageUsage | None = None
+    error: AnthropicErrorDetail | None = None

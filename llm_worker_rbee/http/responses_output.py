@@ -1,0 +1,288 @@
+"""The Responses API's response object, built the same way whole and streamed: the output
+items (messages and function calls) and, streamed, their typed events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from quart import Response
+
+from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.http.chat_turns import TurnOutput, json_response
+from llm_worker_rbee.http.errors import ApiError, ended_error
+from llm_worker_rbee.http.response_store import ResponseStore, StoredResponse
+from llm_worker_rbee.http.responses_api_schemas import ResponsesBody
+from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.sse import PING, next_choice, sse_data
+from llm_worker_rbee.http.translate import DEFAULTS
+from llm_worker_rbee.messages.session import Ended, ErrorInfo, TextDelta
+from llm_worker_rbee.prompts import ChatMessage
+from llm_worker_rbee.tools import (
+    ArgumentsDelta,
+    CallStarted,
+    ContentDelta,
+    ToolCall,
+    ToolEvent,
+    ToolPlan,
+    new_call_id,
+)
+
+
+def usage(ended: Ended) -> dict[str, Any]:
+    return {
+        "input_tokens": ended.tokens_in,
+        "input_tokens_details": {"cached_tokens": ended.cached_tokens},
+        "output_tokens": ended.tokens_out,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": ended.tokens_in + ended.tokens_out,
+    }
+
+
+class ResponseReply:
+    """One request's response object, whole or as its stream of typed events."""
+
+    def __init__(
+        self,
+        services: Services,
+        body: ResponsesBody,
+        turns: tuple[ChatMessage, ...],
+        store: ResponseStore,
+        plan: ToolPlan,
+    ) -> None:
+        self.id = f"resp_{uuid.uuid4().hex}"
+        self.created_at = int(services.wall_clock())
+        self.model_id = services.model_id
+        self.body = body
+        self.turns = turns
+        self.store = store
+        self.plan = plan
+        self.output = TurnOutput(plan, new_call_id)
+        self._sequence = 0
+        self.items: list[dict[str, Any]] = []  # the output items, in order
+        self._texts: dict[int, list[str]] = {}  # a message item's text, by output index
+        self._calls: dict[int, int] = {}  # a call's index -> its output index
+        self._open: int | None = None  # the output index of the item still being written
+
+    def response(
+        self,
+        status: str,
+        *,
+        output: list[dict[str, Any]],
+        ended: Ended | None = None,
+        error: ErrorInfo | None = None,
+    ) -> dict[str, Any]:
+        body = self.body
+        text_format: dict[str, Any] = {"type": "text"}
+        if body.text is not None and body.text.format is not None:
+            text_format = body.text.format.model_dump(by_alias=True, exclude_none=True)
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "error": None if error is None else {"code": error.code, "message": error.message},
+            "incomplete_details": (
+                {"reason": "max_output_tokens"} if status == "incomplete" else None
+            ),
+            "instructions": body.instructions,
+            "max_output_tokens": body.max_output_tokens,
+            "model": self.model_id,
+            "output": output,
+            "parallel_tool_calls": body.parallel_tool_calls is not False,
+            "previous_response_id": body.previous_response_id,
+            "store": body.store is not False,
+            "temperature": DEFAULTS.temperature if body.temperature is None else body.temperature,
+            "top_p": DEFAULTS.top_p if body.top_p is None else body.top_p,
+            "text": {"format": text_format},
+            "tool_choice": "auto" if body.tool_choice is None else body.tool_choice,
+            "tools": [t.model_dump(exclude_none=True) for t in body.tools or []],
+            "truncation": "disabled",
+            "usage": None if ended is None else usage(ended),
+            "metadata": body.metadata or {},
+            "user": body.user,
+        }
+
+    @staticmethod
+    def output_text(text: str) -> dict[str, Any]:
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+    # --- output items: built the same way whole and streamed; the frames are the events ---
+
+    def on(self, events: list[ToolEvent]) -> list[bytes]:
+        frames: list[bytes] = []
+        for event in events:
+            if isinstance(event, ContentDelta):
+                if self._open is None or self.items[self._open]["type"] != "message":
+                    frames += self.close_item("completed")
+                    frames += self.open_message()
+                assert self._open is not None
+                self._texts[self._open].append(event.text)
+                frames.append(
+                    self.event(
+                        "response.output_text.delta",
+                        **self._at(self._open),
+                        delta=event.text,
+                        logprobs=[],
+                    )
+                )
+            elif isinstance(event, CallStarted):
+                frames += self.close_item("completed")
+                frames += self.open_call(event)
+            elif isinstance(event, ArgumentsDelta):
+                index = self._calls[event.index]
+                self.items[index]["arguments"] += event.text
+                frames.append(
+                    self.event(
+                        "response.function_call_arguments.delta",
+                        item_id=self.items[index]["id"],
+                        output_index=index,
+                        delta=event.text,
+                    )
+                )
+        return frames
+
+    def _at(self, index: int) -> dict[str, Any]:
+        return {"item_id": self.items[index]["id"], "output_index": index, "content_index": 0}
+
+    def open_message(self) -> list[bytes]:
+        index = len(self.items)
+        item = {
+            "type": "message",
+            "id": f"msg_{uuid.uuid4().hex}",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        self.items.append(item)
+        self._texts[index] = []
+        self._open = index
+        return [
+            self.event("response.output_item.added", output_index=index, item=dict(item)),
+            self.event("response.content_part.added", **self._at(index), part=self.output_text("")),
+        ]
+
+    def open_call(self, started: CallStarted) -> list[bytes]:
+        index = len(self.items)
+        item = {
+            "type": "function_call",
+            "id": f"fc_{uuid.uuid4().hex}",
+            "call_id": started.id,
+            "name": started.name,
+            "arguments": "",
+            "status": "in_progress",
+        }
+        self.items.append(item)
+        self._calls[started.index] = index
+        self._open = index
+        return [self.event("response.output_item.added", output_index=index, item=dict(item))]
+
+    def seal_item(self, status: str) -> int | None:
+        """Ends the open item, if any, as `status`; returns its output index."""
+        if self._open is None:
+            return None
+        index, self._open = self._open, None
+        item = self.items[index]
+        item["status"] = status
+        if item["type"] == "message":
+            item["content"] = [self.output_text("".join(self._texts[index]))]
+        return index
+
+    def close_item(self, status: str) -> list[bytes]:
+        index = self.seal_item(status)
+        if index is None:
+            return []
+        item = self.items[index]
+        frames: list[bytes] = []
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            frames += [
+                self.event("response.output_text.done", **self._at(index), text=text, logprobs=[]),
+                self.event(
+                    "response.content_part.done", **self._at(index), part=self.output_text(text)
+                ),
+            ]
+        else:
+            frames.append(
+                self.event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    arguments=item["arguments"],
+                )
+            )
+        frames.append(self.event("response.output_item.done", output_index=index, item=item))
+        return frames
+
+    def finish(self, ended: Ended) -> tuple[list[bytes], dict[str, Any]]:
+        """The frames that close the output, and the final response object (kept in the
+        store unless `store` is false)."""
+        status = "incomplete" if ended.stop_reason == "max_tokens" else "completed"
+        frames = self.on(self.output.finish())
+        if not self.items:  # an empty answer is still a message
+            frames += self.open_message()
+        frames += self.close_item(status)
+        final = self.response(status, output=self.items, ended=ended)
+        if self.body.store is not False:
+            content = "".join(t for i in sorted(self._texts) for t in self._texts[i])
+            calls = tuple(
+                ToolCall(item["call_id"], item["name"], item["arguments"])
+                for item in self.items
+                if item["type"] == "function_call"
+            )
+            history = (*self.turns, ChatMessage("assistant", content, tool_calls=calls))
+            self.store.put(self.id, StoredResponse(final, history))
+        return frames, final
+
+    async def whole(self, stream: ChoiceStream) -> Response:
+        try:
+            async for _, event in stream.events:
+                if isinstance(event, TextDelta):
+                    self.on(self.output.feed(event.text))
+                elif isinstance(event, Ended):
+                    error = ended_error(event)
+                    if error is not None:
+                        raise ApiError.from_info(error)
+                    return json_response(self.finish(event)[1])
+        finally:
+            stream.close()
+        raise ApiError(500, "generation ended without a result", type="server_error")
+
+    def event(self, kind: str, **fields: Any) -> bytes:
+        payload = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return sse_data(payload, kind)
+
+    async def frames(self, stream: ChoiceStream, keepalive: float) -> AsyncIterator[bytes]:
+        """response.created and .in_progress; each output item opened (the message at once
+        without tools; with tools, an item when its content or call begins), its deltas,
+        each closed; then response.completed (or .incomplete). A request that fails after it
+        started ends with response.failed carrying the error."""
+        yield self.event("response.created", response=self.response("in_progress", output=[]))
+        yield self.event("response.in_progress", response=self.response("in_progress", output=[]))
+        if self.output.parser is None:
+            for frame in self.open_message():
+                yield frame
+        while True:
+            item = await next_choice(stream, keepalive)
+            if item is None:
+                yield PING
+                continue
+            _, event = item
+            if isinstance(event, TextDelta):
+                for frame in self.on(self.output.feed(event.text)):
+                    yield frame
+            elif isinstance(event, Ended):
+                error = ended_error(event)
+                if error is not None:
+                    self.seal_item("incomplete")
+                    failed = self.response("failed", output=self.items, ended=event, error=error)
+                    yield self.event("response.failed", response=failed)
+                    return
+                frames, final = self.finish(event)
+                for frame in frames:
+                    yield frame
+                kind = "response.incomplete" if final["status"] == "incomplete" else None
+                yield self.event(kind or "response.completed", response=final)
+                return
