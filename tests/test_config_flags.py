@@ -45,6 +45,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "log_prompts": ("true", True),
     "max_body_bytes": ("2048", 2048),
     "insecure": ("1", True),
+    "cors_origins": (
+        "https://app.example,http://localhost:5173",
+        "https://app.example,http://localhost:5173",
+    ),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,13 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("get", "/heartbeat", "the heartbeat payload sent to the hive", r.Heartbeat),
     Operation("get", "/v1/models", "the served model", r.ModelList),
+    Operation(
+        "get",
+        "/v1/models/{model_id}",
+        "the served model under its id or an alias",
+        r.Model,
+        errors=(404,),
+    ),
     Operation("get", "/v1/slots", "slots and queue", r.Slots),
     Operation(
         "post",
@@ -155,9 +163,11 @@ def document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": ref(op.body)}},
             }
-        if "{job_id}" in op.path:
+        names = re.findall(r"\{(\w+)\}", op.path)
+        if names:
             operation["parameters"] = [
-                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in names
             ]
         paths.setdefault(op.path, {})[op.method] = operation
     return {
