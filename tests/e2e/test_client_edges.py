@@ -6,17 +6,12 @@ SDK retrieves the model and its default retries get a burst through, llama-serve
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-# litellm reads its model price list at import; this keeps it to the copy it ships with
-# (the network is loopback only).
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 import httpx
-import litellm
+import litellm  # LITELLM_LOCAL_MODEL_COST_MAP is set in conftest.py, before this import
 import openai
 import pytest
 from langchain_core.exceptions import ContextOverflowError
