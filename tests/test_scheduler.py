@@ -68,6 +68,6 @@ async def test_a_requests_waiting_choices_share_one_place_and_requests_take_turn
         await scheduler.send(Leave("big.2"))
         assert await replies["big.3"].receive() == Granted(0)
         assert scheduler.statistics().queue_depth == 0
-        # Three holds of 0 s since, each weighing 0.2 in the mean.
-        assert scheduler.statistics().mean_job_s == pytest.approx(3.0 * 0.8**3)
+        # Three holds of 0 s since, each weighing 0.3 in the mean.
+        assert scheduler.statistics().mean_job_s == pytest.approx(3.0 * 0.7**3)
         nursery.cancel_scope.cancel()

@@ -24,8 +24,10 @@ from llm_worker_rbee.tracing import Tracer, no_trace
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 256
-# Weight of the newest slot hold in the recent mean job time (an exponentially weighted mean).
-MEAN_WEIGHT = 0.2
+# Weight of the newest slot hold in the recent mean job time (an exponentially weighted
+# mean): high enough that the slow first jobs of a cold worker are forgotten within a few
+# waves, low enough that one odd job does not swing Retry-After.
+MEAN_WEIGHT = 0.3
 
 # (prompt tokens, free slots) -> the slot to grant. The engine's choice: the slot whose
 # prompt cache shares the longest prefix (see Engine.choose_slot).
