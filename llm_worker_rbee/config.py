@@ -69,6 +69,8 @@ class Settings(BaseModel):
     log_prompts: bool = False
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1 << 30)
     insecure: bool = False
+    # Browser origins allowed to call the worker: comma-separated, or `*`; None: no CORS.
+    cors_origins: str | None = None
     # Secrets come from the environment only (a flag would show in `ps`): see SECRET_ENV.
     api_key: SecretStr | None = None
     hive_token: SecretStr | None = None
@@ -152,6 +154,22 @@ class Settings(BaseModel):
             return 0
         return self.gpu_layers if isinstance(self.gpu_layers, int) else -1
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for origin in (part.strip() for part in value.split(",")):
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin: give scheme://host[:port] or *")
+        return value
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        if self.cors_origins is None:
+            return frozenset()
+        return frozenset(part.strip() for part in self.cors_origins.split(","))
+
     @property
     def queue_limit(self) -> int:
         return 2 * self.slots if self.max_queue is None else self.max_queue
@@ -197,6 +215,9 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("log_prompts", "log prompt and completion text (off by default)", switch=True),
     _Flag("max_body_bytes", "largest request body; larger ones get 413 (default 4 MiB)", "N"),
     _Flag("insecure", "allow a non-loopback --host without an API key", switch=True),
+    _Flag(
+        "cors_origins", "browser origins allowed (comma-separated, or *); default none", "ORIGINS"
+    ),
 )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from llm_worker_rbee.actors.text import TURN_HEADER
 from llm_worker_rbee.tools.family import (
     ToolFamily,
     ToolsUnsupported,
@@ -21,8 +22,9 @@ from llm_worker_rbee.tools.family import (
 from llm_worker_rbee.tools.spec import ToolCall, ToolDef
 
 # Base models (like the bundled Gemma 3 270M) carry no chat template. They then get a plain
-# transcript, and the next user turn marker becomes a stop string so the model does not
-# write the user's lines too.
+# transcript, and the next turn marker becomes a stop so the model does not write the
+# user's lines too: "\nUser:", and any new line that starts a speaker's turn ("\nStudent:",
+# "\nAssistant:"), since base models invent speakers.
 FALLBACK_USER_TURN = "\nUser:"
 
 
@@ -57,9 +59,17 @@ def render_chat(
     tools: Sequence[ToolDef] = (),
 ) -> ChatPrompt:
     """The prompt for `messages`; `tools` are given to the template as its `tools` list
-    (the caller checked that the template takes them, see `tools.plan_tools`)."""
+    (the caller checked that the template takes them, see `tools.plan_tools`). A final
+    assistant message without calls is continued (a prefill): the messages before it are
+    rendered with the generation prompt and its text follows, so the reply carries on from
+    it instead of starting a new turn."""
+    prefill = ""
+    if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
+        prefill = messages[-1].content
+        messages = messages[:-1]
     if template is None:
-        return ChatPrompt(_transcript(messages), (FALLBACK_USER_TURN,), add_special=True)
+        text = _transcript(messages) + (" " + prefill if prefill else "")
+        return ChatPrompt(text, (FALLBACK_USER_TURN, TURN_HEADER), add_special=True)
     # Hugging Face's template environment, which published templates are written for.
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
@@ -84,6 +94,7 @@ def render_chat(
         )
     except jinja2.TemplateError as exc:
         raise TemplateError(f"the model's chat template failed: {exc}") from exc
+    text += prefill
     return ChatPrompt(text, (), add_special=not (bos and text.startswith(bos)))
 
 

@@ -50,6 +50,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "local_mode": ("1", True),
     "cuda_device": ("1", 1),
     "job_pickup_timeout": ("5", 5.0),
+    "cors_origins": (
+        "https://app.example,http://localhost:5173",
+        "https://app.example,http://localhost:5173",
+    ),
 }
 # Flags that are another setting's second name (rbee's spellings).
 SETS = {"cuda_device": "device"}

@@ -3,6 +3,7 @@ parameter, the error shape, tokenize/detokenize, and /openapi.json covering ever
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -178,7 +179,7 @@ async def test_openapi_describes_every_route(autojump_clock: trio.testing.MockCl
         assert doc["openapi"].startswith("3.")
         app = worker.app
         routes = {
-            (rule.rule.replace("<", "{").replace(">", "}"), method.lower())
+            (re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule), method.lower())
             for rule in app.url_map.iter_rules()  # type: ignore[attr-defined]
             for method in rule.methods
             if method not in ("HEAD", "OPTIONS") and rule.endpoint != "static"

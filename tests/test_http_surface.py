@@ -250,16 +250,18 @@ async def test_logit_bias_keys_must_be_token_ids_in_the_vocabulary(
     assert worker.engine.admitted[-1].logit_bias == ((258, -100.0),)
 
 
-@pytest.mark.behavior("INF-022", "ERR-001")
-async def test_more_choices_than_slots_is_400(autojump_clock: trio.testing.MockClock) -> None:
+@pytest.mark.behavior("INF-022", "INF-035", "ERR-001")
+async def test_more_choices_than_slots_wait_and_more_than_128_is_400(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with inprocess_worker(Settings(worker_id="n", slots=2)) as worker:
         many = await worker.request("POST", "/v1/completions", {"prompt": "hi", "n": 3})
         prompts = await worker.request("POST", "/v1/completions", {"prompt": ["a", "b", "c"]})
-        fits = await worker.request("POST", "/v1/completions", {"prompt": ["a", "b"]})
-    assert (many.status, many.json()["error"]["param"]) == (400, "n")
-    assert many.json()["error"]["code"] == "invalid_value"
-    assert (prompts.status, prompts.json()["error"]["param"]) == (400, "prompt")
-    assert fits.status == 200 and len(fits.json()["choices"]) == 2
+        too_many = await worker.request("POST", "/v1/completions", {"prompt": ["a", "b"], "n": 65})
+    assert many.status == 200 and len(many.json()["choices"]) == 3
+    assert prompts.status == 200 and len(prompts.json()["choices"]) == 3
+    assert (too_many.status, too_many.json()["error"]["param"]) == (400, "prompt")
+    assert too_many.json()["error"]["code"] == "invalid_value"
 
 
 @pytest.mark.behavior("INF-022")

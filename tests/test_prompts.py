@@ -7,6 +7,7 @@ import pytest
 import trio
 import trio.testing
 
+from llm_worker_rbee.actors.text import TURN_HEADER
 from llm_worker_rbee.http import openai_routes
 from llm_worker_rbee.prompts import (
     FALLBACK_USER_TURN,
@@ -53,8 +54,25 @@ def test_without_a_template_a_transcript_with_a_stop_string() -> None:
     assert prompt.text == (
         "System: Be brief.\nUser: Hi\nAssistant: Hello\nUser: ?\nSystem: x\nAssistant:"
     )
-    assert prompt.extra_stops == (FALLBACK_USER_TURN,) == ("\nUser:",)
+    assert prompt.extra_stops == (FALLBACK_USER_TURN, TURN_HEADER)
+    assert FALLBACK_USER_TURN == "\nUser:"
     assert prompt.add_special
+
+
+@pytest.mark.behavior("INF-036")
+def test_a_final_assistant_message_is_continued() -> None:
+    messages = [*MESSAGES, ChatMessage("assistant", "Well, the")]
+    transcript = render_chat(messages, None, bos="<b>", eos="<e>")
+    assert transcript.text == "User: Hi\nAssistant: Hello\nUser: ?\nAssistant: Well, the"
+    templated = render_chat(messages, TEMPLATE, bos="<b>", eos="<e>")
+    # No end of turn after the prefill and no second model turn: the reply carries on.
+    assert templated.text.endswith(
+        "<start_of_turn>user\n?<end_of_turn>\n<start_of_turn>model\nWell, the"
+    )
+    assert templated.text.count("<start_of_turn>model") == 1
+    assert templated.add_special is False
+    # An assistant message earlier in the conversation is an ordinary turn.
+    assert render_chat(MESSAGES, None, bos="", eos="").text.endswith("User: ?\nAssistant:")
 
 
 @pytest.mark.behavior("ERR-004")

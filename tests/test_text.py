@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_worker_rbee.actors.text import PieceDecoder, StopMatcher
+from llm_worker_rbee.actors.text import TURN_HEADER, PieceDecoder, StopMatcher
 
 
 def feed_all(matcher: StopMatcher, pieces: list[str]) -> str:
@@ -38,6 +38,38 @@ def test_stop_matcher_holds_back_possible_prefix() -> None:
     matcher = StopMatcher(["</s>"])
     assert matcher.feed("abc</") == "abc"
     assert matcher.feed("x") == "</x"
+
+
+@pytest.mark.parametrize(
+    ("pieces", "released", "matched"),
+    [
+        (["Sure.", "\nStud", "ent:", " and"], "Sure.", "\nStudent:"),
+        (["Hi\nAssistant: again"], "Hi", "\nAssistant:"),
+        (["a\nA", ": b"], "a", "\nA:"),
+        (["two\nlines, no speaker"], "two\nlines, no speaker", None),
+        (["\nThe end: ", "of it"], "\nThe end: of it", None),  # a space: not a header
+        (["x\nBob"], "x\nBob", None),  # held, then released at the end
+        (['said: "hi"'], 'said: "hi"', None),  # not at the start of a line
+    ],
+)
+@pytest.mark.behavior("INF-037")
+def test_a_turn_header_ends_the_reply(
+    pieces: list[str], released: str, matched: str | None
+) -> None:
+    matcher = StopMatcher(["\nUser:", TURN_HEADER])
+    assert feed_all(matcher, pieces) == released
+    assert matcher.matched == matched
+
+
+@pytest.mark.behavior("INF-037")
+def test_a_possible_turn_header_is_held_back_until_it_cannot_be_one() -> None:
+    matcher = StopMatcher([TURN_HEADER])
+    assert matcher.feed("Yes.\nTea") == "Yes."
+    assert matcher.feed("cher says") == "\nTeacher says"
+    assert matcher.feed("\n\n") == "\n"
+    assert matcher.feed("Q") == ""
+    assert matcher.feed(":") == ""
+    assert matcher.matched == "\nQ:"
 
 
 @pytest.mark.behavior("INF-017")

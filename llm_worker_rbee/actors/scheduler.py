@@ -1,8 +1,9 @@
-"""SlotScheduler: N slots and a bounded FIFO queue in front of them."""
+"""SlotScheduler: N slots and a bounded queue of requests in front of them."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +24,17 @@ from llm_worker_rbee.tracing import Tracer, no_trace
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 256
+# Weight of the newest slot hold in the recent mean job time (an exponentially weighted
+# mean): high enough that the slow first jobs of a cold worker are forgotten within a few
+# waves, low enough that one odd job does not swing Retry-After.
+MEAN_WEIGHT = 0.3
 
 # (prompt tokens, free slots) -> the slot to grant. The engine's choice: the slot whose
 # prompt cache shares the longest prefix (see Engine.choose_slot).
 SlotChooser = Callable[[Sequence[int], Sequence[int]], int]
+
+
+_Reply = trio.MemorySendChannel[SlotReply]
 
 
 def first_free(prompt: Sequence[int], free: Sequence[int]) -> int:
@@ -43,6 +51,16 @@ class SchedulerStatistics:
     slot_jobs: tuple[str | None, ...]
     queued_jobs: tuple[str, ...]
     rejected_total: int
+    # Recent mean seconds a job holds its slot; None until a job has given one back.
+    mean_job_s: float | None = None
+
+    def retry_after(self) -> int:
+        """Seconds until a refused request is likely to find a place: the waiting jobs times
+        the recent mean job time over the slots, rounded up, at least 1."""
+        waiting = len(self.queued_jobs)
+        if self.mean_job_s is None or waiting == 0:
+            return 1
+        return max(1, math.ceil(waiting * self.mean_job_s / self.slots_total))
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,13 @@ class SchedulerHandle:
 class SlotScheduler:
     """Grants slots first come, first served; which free slot, the injected chooser decides.
 
+    The queue holds requests, not jobs: the choices of one request (OpenAI `n`, a list of
+    prompts; Acquire's `group`) that find no free slot wait together in one place, so a
+    request of 20 choices takes one of the `max_queue` places and runs in waves. When a slot
+    frees, the request at the head of the queue gets it for its next choice and, if more of
+    its choices wait, goes to the back: requests take turns, a large one never starves the
+    ones behind it.
+
     A request that leaves (finished, cancelled, or its client went away) sends Leave; that
     frees its slot or takes it out of the queue, whichever applies, so nothing leaks even
     when a grant and a departure cross.
@@ -81,9 +106,13 @@ class SlotScheduler:
         self.trace = tracer
         self._chooser = chooser
         self._owners: list[str | None] = [None] * n_slots
-        self._queue: OrderedDict[str, trio.MemorySendChannel[SlotReply]] = OrderedDict()
+        self._granted_at: list[float] = [0.0] * n_slots
+        # Waiting requests in turn order, each with its waiting jobs in order.
+        self._queue: OrderedDict[str, OrderedDict[str, _Reply]] = OrderedDict()
+        self._group_of: dict[str, str] = {}  # waiting job -> its request's place
         self._max_queue = max_queue
         self._rejected = 0
+        self._mean_job_s: float | None = None
         self._changed = trio.Event()
 
     def statistics(self) -> SchedulerStatistics:
@@ -93,8 +122,9 @@ class SlotScheduler:
             queue_depth=len(self._queue),
             max_queue=self._max_queue,
             slot_jobs=tuple(self._owners),
-            queued_jobs=tuple(self._queue),
+            queued_jobs=tuple(job for jobs in self._queue.values() for job in jobs),
             rejected_total=self._rejected,
+            mean_job_s=self._mean_job_s,
         )
 
     def _idle(self) -> bool:
@@ -119,21 +149,37 @@ class SlotScheduler:
                 self._changed = trio.Event()
 
     def _acquire(self, command: Acquire) -> None:
-        if command.job_id in self._queue or command.job_id in self._owners:
-            log.warning("job %s asked for a second slot; refused", command.job_id)
-            self._reply(command.job_id, command.reply, QueueFull(len(self._queue)))
+        job_id = command.job_id
+        if job_id in self._group_of or job_id in self._owners:
+            log.warning("job %s asked for a second slot; refused", job_id)
+            self._reply(job_id, command.reply, self._full())
             return
         if not self._queue and None in self._owners:
-            slot = self._choose(command.prompt_tokens)
-            if self._reply(command.job_id, command.reply, Granted(slot)):
-                self._owners[slot] = command.job_id
+            self._grant(job_id, command.reply, self._choose(command.prompt_tokens))
             return
-        if len(self._queue) >= self._max_queue:
-            self._rejected += 1
-            self._reply(command.job_id, command.reply, QueueFull(len(self._queue)))
-            return
-        if self._reply(command.job_id, command.reply, Queued(len(self._queue))):
-            self._queue[command.job_id] = command.reply
+        group = command.group or job_id
+        waiting = self._queue.get(group)
+        if waiting is None:  # a request of its own, or its first choice to wait
+            if len(self._queue) >= self._max_queue:
+                self._rejected += 1
+                self._reply(job_id, command.reply, self._full())
+                return
+            position = len(self._queue)
+        else:  # the request already holds its place
+            position = list(self._queue).index(group)
+        if self._reply(job_id, command.reply, Queued(position)):
+            self._queue.setdefault(group, OrderedDict())[job_id] = command.reply
+            self._group_of[job_id] = group
+
+    def _full(self) -> QueueFull:
+        return QueueFull(len(self._queue), self.statistics().retry_after())
+
+    def _grant(self, job_id: str, reply: _Reply, slot: int) -> bool:
+        if not self._reply(job_id, reply, Granted(slot)):
+            return False
+        self._owners[slot] = job_id
+        self._granted_at[slot] = trio.current_time()
+        return True
 
     def _choose(self, prompt: Sequence[int]) -> int:
         free = [slot for slot, owner in enumerate(self._owners) if owner is None]
@@ -144,24 +190,36 @@ class SlotScheduler:
         return slot
 
     def _leave(self, command: Leave) -> None:
-        if command.job_id in self._queue:
-            del self._queue[command.job_id]
+        group = self._group_of.pop(command.job_id, None)
+        if group is not None:
+            waiting = self._queue[group]
+            del waiting[command.job_id]
+            if not waiting:
+                del self._queue[group]
             return
         if command.job_id in self._owners:
             slot = self._owners.index(command.job_id)
             self._owners[slot] = None
+            self._note_job_time(trio.current_time() - self._granted_at[slot])
             self._grant_next(slot)
+
+    def _note_job_time(self, seconds: float) -> None:
+        mean = self._mean_job_s
+        self._mean_job_s = seconds if mean is None else mean + MEAN_WEIGHT * (seconds - mean)
 
     def _grant_next(self, slot: int) -> None:
         while self._queue:
-            job_id, reply = self._queue.popitem(last=False)
-            if self._reply(job_id, reply, Granted(slot)):
-                self._owners[slot] = job_id
+            group, waiting = next(iter(self._queue.items()))
+            job_id, reply = waiting.popitem(last=False)
+            del self._group_of[job_id]
+            if waiting:
+                self._queue.move_to_end(group)  # its other choices wait for their next turn
+            else:
+                del self._queue[group]
+            if self._grant(job_id, reply, slot):
                 return
 
-    def _reply(
-        self, job_id: str, channel: trio.MemorySendChannel[SlotReply], reply: SlotReply
-    ) -> bool:
+    def _reply(self, job_id: str, channel: _Reply, reply: SlotReply) -> bool:
         self.trace(f"session:{job_id}", reply)
         return _send_nowait(channel, reply)
 

@@ -57,13 +57,15 @@ OUT_OF_MEMORY = ErrorInfo(
 )
 
 
-def overloaded(queue_depth: int) -> ErrorInfo:
-    """The 503 for a request that finds every slot busy and the queue full."""
+def overloaded(queue_depth: int, retry_after: int = 1) -> ErrorInfo:
+    """The 503 for a request that finds every slot busy and the queue full; `retry_after`:
+    the scheduler's estimate of when a place frees (SchedulerStatistics.retry_after)."""
     return ErrorInfo(
         status=503,
         type="overloaded",
         code="all_slots_busy",
         message=f"all slots are busy and {queue_depth} requests wait",
+        retry_after=retry_after,
     )
 
 
@@ -86,9 +88,16 @@ class InferenceSession:
         tracer: Tracer = no_trace,
         *,
         index: int = 0,
+        group: str | None = None,
+        after: trio.Event | None = None,
     ) -> None:
         self.request = request
         self.index = index  # the choice this session answers
+        self._group = group  # the request's job id when it has several choices
+        # A request's choices ask for slots in index order: each waits until the one
+        # before it has asked, so the first wave is choices 0, 1, 2, ...
+        self._after = after
+        self.asked = trio.Event()
         self._model = model
         self._scheduler = scheduler
         self._trace = tracer
@@ -137,6 +146,7 @@ class InferenceSession:
                 self._trace(f"http:{self.job_id}", final)
                 await _send_final(out, (self.index, final))
             finally:
+                self.asked.set()
                 await self._release()
                 self.done.set()
 
@@ -158,12 +168,20 @@ class InferenceSession:
         request = self.request
         reply_send, reply_recv = trio.open_memory_channel[SlotReply](2)
         async with reply_recv:
+            if self._after is not None:
+                await self._after.wait()
             await self._scheduler.send(
-                Acquire(request.job_id, reply_send, prompt_tokens=request.prompt_tokens)
+                Acquire(
+                    request.job_id,
+                    reply_send,
+                    prompt_tokens=request.prompt_tokens,
+                    group=self._group,
+                )
             )
+            self.asked.set()
             reply = await reply_recv.receive()
             if isinstance(reply, QueueFull):
-                return Rejected(overloaded(reply.queue_depth))
+                return Rejected(overloaded(reply.queue_depth, reply.retry_after))
             position = reply.position if isinstance(reply, Queued) else None
             await self._emit(out, Accepted(request.job_id, position))
             while not isinstance(reply, Granted):
@@ -304,10 +322,18 @@ class SessionPool:
             OUT_BUFFER * len(requests)
         )
         sessions: list[InferenceSession] = []
+        # Choices beyond the free slots wait in the scheduler's queue as one request.
+        group = requests[0].job_id if len(requests) > 1 else None
         with send:
             for index, request in enumerate(requests):
                 session = InferenceSession(
-                    request, self._model, self._scheduler, self._trace, index=index
+                    request,
+                    self._model,
+                    self._scheduler,
+                    self._trace,
+                    index=index,
+                    group=group,
+                    after=sessions[-1].asked if sessions else None,
                 )
                 self._live[request.job_id] = session
                 self._requests_total += 1

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Sequence
+
+# A stop entry meaning "a new line that starts a speaker's turn" (`\nStudent:`, `\nAI:`):
+# the plain transcript a base model gets (prompts.py) ends the reply at any of them, since
+# the model invents speakers. The NUL keeps it apart from any stop a client would send.
+TURN_HEADER = "\x00turn header"
+_HEADER = re.compile(r"\n[A-Z][A-Za-z]{0,23}:")
+# The end of the text that may still grow into a header: held back until it cannot.
+_HEADER_START = re.compile(r"\n(?:[A-Z][A-Za-z]{0,23})?\Z")
 
 
 class PieceDecoder:
@@ -27,7 +36,8 @@ class StopMatcher:
     """
 
     def __init__(self, stops: Sequence[str]) -> None:
-        self._stops = tuple(s for s in stops if s)
+        self._headers = TURN_HEADER in stops
+        self._stops = tuple(s for s in stops if s and s != TURN_HEADER)
         self._held = ""
         self.matched: str | None = None
 
@@ -36,13 +46,16 @@ class StopMatcher:
         if self.matched is not None:
             return ""
         buffer = self._held + text
-        if not self._stops:
+        if not self._stops and not self._headers:
             return buffer
         first: tuple[int, str] | None = None
         for stop in self._stops:
             index = buffer.find(stop)
             if index >= 0 and (first is None or index < first[0]):
                 first = (index, stop)
+        header = _HEADER.search(buffer) if self._headers else None
+        if header is not None and (first is None or header.start() < first[0]):
+            first = (header.start(), header.group())
         if first is not None:
             self.matched = first[1]
             self._held = ""
@@ -58,6 +71,9 @@ class StopMatcher:
 
     def _partial_suffix(self, buffer: str) -> int:
         longest = 0
+        if self._headers:
+            start = _HEADER_START.search(buffer)
+            longest = 0 if start is None else len(start.group())
         for stop in self._stops:
             for size in range(min(len(stop) - 1, len(buffer)), longest, -1):
                 if buffer.endswith(stop[:size]):

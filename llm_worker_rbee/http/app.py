@@ -57,6 +57,7 @@ def create_app(services: Services) -> QuartTrio:
     app.asgi_app = SessionGuard(app.asgi_app)  # type: ignore[method-assign,assignment,arg-type]
     app.before_request(_read_whole_body)
     _register_errors(app)
+    _register_cors(app, services)  # before auth: a browser's preflight carries no key
     _register_auth(app, services)
     system_routes.register(app, services)
     loading_routes.register(app, services)
@@ -125,7 +126,7 @@ def _refuse(stream: ChoiceStream, first: SessionEvent) -> None:
     """
     if isinstance(first, Rejected):
         stream.close()
-        raise ApiError.from_info(first.error, headers={"Retry-After": "1"})
+        raise ApiError.from_info(first.error)  # Retry-After: the scheduler's estimate
     if isinstance(first, Ended):
         stream.close()
         raise ApiError.from_info(ended_error(first) or CANCELLED)
@@ -253,7 +254,9 @@ def _validation_error(exc: ValidationError) -> ApiError:
     param = ".".join(param_parts) or None
     if error["type"] == "missing":
         return bad_request(f"'{param}' is required", param=param, code="missing_required_parameter")
-    return bad_request(f"invalid '{param}': {error['msg']}", param=param)
+    # A validator's own refusal names what is not supported; pydantic prefixes it.
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return bad_request(f"invalid '{param}': {message}", param=param)
 
 
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "function-after", "constrained-str"}
@@ -305,9 +308,59 @@ def _register_auth(app: QuartTrio, services: Services) -> None:
             return
         stats = scheduler.statistics()
         if stats.slots_busy >= stats.slots_total and stats.queue_depth >= stats.max_queue:
-            error = overloaded(stats.queue_depth)
+            error = overloaded(stats.queue_depth, stats.retry_after())
             services.metrics.observe("http:", Rejected(error))
-            raise ApiError.from_info(error, headers={"Retry-After": "1"})
+            raise ApiError.from_info(error)
+
+
+# What a browser may send and read (CORS). Requested headers are allowed too: the key is
+# what guards the worker, not the headers a client library adds.
+CORS_METHODS = "GET, POST, DELETE, OPTIONS"
+CORS_HEADERS = ("Authorization", "Content-Type", "X-Api-Key", "X-Request-Id", "X-Request-Deadline")
+CORS_EXPOSED = "X-Request-Id, Retry-After"
+CORS_MAX_AGE_S = 3600
+
+
+def _register_cors(app: QuartTrio, services: Services) -> None:
+    """`--cors-origins`: answers preflights (before auth) and marks answers readable."""
+    allowed = services.settings.allowed_origins
+
+    def allow_origin() -> str | None:
+        origin = request.headers.get("Origin")
+        if origin is None or not allowed:
+            return None
+        if "*" in allowed:
+            return "*"
+        return origin if origin in allowed else None
+
+    @app.before_request
+    async def _preflight() -> Response | None:
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return None
+        origin = allow_origin()
+        if origin is None:
+            return None  # not ours to allow: the browser refuses the call
+        asked = request.headers.get("Access-Control-Request-Headers", "")
+        headers = list(CORS_HEADERS)
+        for name in (part.strip() for part in asked.split(",")):
+            if name and name.lower() not in (h.lower() for h in headers):
+                headers.append(name)
+        response = Response(b"", status=204)
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+        response.headers["Access-Control-Allow-Headers"] = ", ".join(headers)
+        response.headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+        response.headers["Vary"] = "Origin"
+        return response
+
+    @app.after_request
+    async def _allow(response: Response) -> Response:
+        origin = allow_origin()
+        if origin is not None and "Access-Control-Allow-Origin" not in response.headers:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
+            response.headers["Vary"] = "Origin"
+        return response
 
 
 MAX_JSON_DEPTH = 32

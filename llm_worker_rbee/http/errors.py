@@ -63,6 +63,26 @@ def bad_request(message: str, *, param: str | None = None, code: str = "invalid_
     return ApiError(400, message, param=param, code=code)
 
 
+def context_length_exceeded(limit: int, tokens: int, *, param: str) -> ApiError:
+    """The 400 for a prompt that does not fit, in OpenAI's wording: client libraries
+    (litellm, LangChain) recognise a context overflow by this message, not by the code.
+
+    Args:
+        limit: the tokens a sequence may hold, prompt and completion together.
+        tokens: the prompt's tokens.
+        param: `messages` (chat) or `prompt`.
+    """
+    what = "messages" if param == "messages" else param
+    return ApiError(
+        400,
+        f"This model's maximum context length is {limit} tokens. However, your {what} "
+        f"resulted in {tokens} tokens. Please reduce the length of the {what}. (This worker "
+        "gives each sequence that many tokens, prompt and completion together.)",
+        param=param,
+        code="context_length_exceeded",
+    )
+
+
 CANCELLED = ErrorInfo(503, "unavailable", "cancelled", "the request was cancelled")
 
 

@@ -11,6 +11,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from llm_worker_rbee import __version__
+from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.app import (
     deadline_for,
@@ -39,6 +40,9 @@ from llm_worker_rbee.tools import NO_TOOLS, ToolCallParser, ToolEvent, ToolPlan
 FINGERPRINT = f"llm-worker-rbee-{__version__}"
 # OpenAI's legacy completions default to 16 new tokens; chat defaults to what fits.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+# Choices (n times the prompts) one request may ask for; those beyond the free slots wait in
+# the queue, all of them in the one place their request takes there (SlotScheduler).
+MAX_CHOICES = 128
 
 
 def finish_reason(ended: Ended) -> str:
@@ -67,10 +71,18 @@ def register(app: QuartTrio, services: Services) -> None:
             raise bad_request(refused[1], param=refused[0], code="unsupported_parameter")
         services.require_model(body.model)
         choices = (body.n or 1) * prompts
-        if choices > services.settings.slots:
+        settings = services.settings
+        if choices > MAX_CHOICES:
             raise bad_request(
-                f"{choices} choices need {choices} slots; this worker has "
-                f"{services.settings.slots}",
+                f"{choices} choices (n times the prompts) are more than the {MAX_CHOICES} "
+                "one request may ask for",
+                param="n" if prompts == 1 else "prompt",
+            )
+        if choices > settings.slots and settings.queue_limit == 0:
+            # Choices beyond the slots wait in the queue, and this worker has none.
+            raise bad_request(
+                f"{choices} choices need {choices} slots and this worker has "
+                f"{settings.slots} and no queue (--max-queue 0)",
                 param="n" if prompts == 1 else "prompt",
             )
         return body.n or 1
@@ -79,7 +91,7 @@ def register(app: QuartTrio, services: Services) -> None:
     async def completions() -> Response:
         body = await parse_body(CompletionBody)
         model, _ = services.serving()
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        prompts = body.prompts()
         n = check_common(body, len(prompts))
         if body.logprobs is not None and body.echo:
             raise bad_request(
@@ -89,7 +101,7 @@ def register(app: QuartTrio, services: Services) -> None:
             )
         job_id = job_id_for(services)
         for prompt in prompts:
-            log_prompt(services, prompt)
+            log_prompt(services, prompt if isinstance(prompt, str) else f"<{len(prompt)} tokens>")
         deadline = deadline_for(services, body.timeout)
         requests = [
             build_request(
@@ -105,7 +117,8 @@ def register(app: QuartTrio, services: Services) -> None:
             for p, prompt in enumerate(prompts)
             for i in range(n)
         ]
-        echo = [prompt for prompt in prompts for _ in range(n)] if body.echo else None
+        texts = [p if isinstance(p, str) else _detokenize(model, p) for p in prompts]
+        echo = [text for text in texts for _ in range(n)] if body.echo else None
         reply = _Reply(
             "cmpl",
             "text_completion",
@@ -168,6 +181,11 @@ def register(app: QuartTrio, services: Services) -> None:
             tools=tools,
         )
         return await reply.respond(services, requests, body, [0] * n)
+
+
+def _detokenize(model: ModelHandle, tokens: Sequence[int]) -> str:
+    """A token-array prompt's text, for `echo` (its ids were checked by build_request)."""
+    return b"".join(model.engine.token_piece(t) for t in tokens).decode("utf-8", "replace")
 
 
 def _choice_job_id(job_id: str, index: int) -> str:

@@ -61,6 +61,13 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/heartbeat", "the heartbeat payload sent to the hive", r.Heartbeat),
     Operation("get", "/info", "rbee's WorkerInfo, as the queen heartbeat carries it", r.WorkerInfo),
     Operation("get", "/v1/models", "the served model", r.ModelList),
+    Operation(
+        "get",
+        "/v1/models/{model_id}",
+        "the served model under its id or an alias",
+        r.Model,
+        errors=(404,),
+    ),
     Operation("get", "/v1/slots", "slots and queue", r.Slots),
     Operation(
         "post",

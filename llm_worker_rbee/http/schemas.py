@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast, get_args
 
 from pydantic import (
     BaseModel,
@@ -12,6 +12,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_validator,
     model_validator,
 )
 
@@ -19,6 +20,18 @@ from pydantic import (
 # it carries its range into the JSON schema that /openapi.json publishes.
 Number = StrictFloat
 JOB_ID_PATTERN = r"^[A-Za-z0-9._:@+=-]{1,128}$"
+MAX_STOPS = 4
+# OpenAI's names of content parts that are not text, as a refusal names them.
+PART_KINDS = {
+    "image_url": "image",
+    "input_image": "image",
+    "image": "image",
+    "input_audio": "audio",
+    "audio": "audio",
+    "file": "file",
+    "input_file": "file",
+    "refusal": "refusal",
+}
 
 
 class _Body(BaseModel):
@@ -69,7 +82,7 @@ class SamplingFields(_Body):
     presence_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
     seed: StrictInt | None = None
-    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=4)] | None = None
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOPS)] | None = None
     n: Annotated[StrictInt, Field(ge=1, le=128)] | None = None
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
@@ -86,6 +99,17 @@ class SamplingFields(_Body):
     user: StrictStr | None = None
     # rbee extension: seconds this request may take, time in the queue included.
     timeout: Annotated[Number, Field(gt=0)] | None = None
+    # llama-server's extensions: a GBNF grammar (root rule `root`), or a JSON schema the
+    # output must match; either one, or response_format, constrains the output.
+    grammar: StrictStr | None = None
+    json_schema: dict[str, Any] | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_count(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop strings are allowed, got {len(value)}")
+        return value
 
 
 class TextPart(BaseModel):
@@ -137,6 +161,29 @@ class Message(BaseModel):
             raise ValueError("a tool message needs the tool_call_id of the call it answers")
         return self
 
+    @field_validator("role", mode="before")
+    @classmethod
+    def _known_role(cls, value: Any) -> Any:
+        roles = get_args(cls.model_fields["role"].annotation)
+        if isinstance(value, str) and value not in roles:
+            raise ValueError(
+                f"the role {value!r} is not supported; a message's role is one of "
+                + ", ".join(roles)
+            )
+        return value
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, value: Any) -> Any:
+        for part in value if isinstance(value, list) else ():
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind != "text":
+                name = PART_KINDS.get(kind, repr(kind))
+                raise ValueError(
+                    f"{name} content parts are not supported by this worker (text only)"
+                )
+        return value
+
     def text(self) -> str:
         if self.content is None:
             return ""
@@ -186,12 +233,59 @@ class ChatCompletionBody(SamplingFields):
     parallel_tool_calls: StrictBool | None = None
 
 
+TokenIds = Annotated[list[StrictInt], Field(min_length=1)]
+
+
 class CompletionBody(SamplingFields):
-    # A list of prompts gets one choice per prompt (times n); each choice needs a slot.
-    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=128)]
+    # OpenAI's four forms: a string, strings, token ids, or lists of token ids. A list of
+    # prompts gets one choice per prompt (times n); choices beyond the slots wait their turn.
+    prompt: (
+        StrictStr
+        | Annotated[list[StrictStr], Field(min_length=1, max_length=128)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=128)]
+    )
     echo: StrictBool | None = None
     # The sampled token's logprob and this many alternatives per token.
     logprobs: Annotated[StrictInt, Field(ge=0, le=5)] | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_form(cls, value: Any) -> Any:
+        if prompt_form(value) is None:
+            raise ValueError(
+                "the prompt must be a string, a list of strings, a list of token ids or a "
+                "list of lists of token ids"
+            )
+        return value
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text, or token ids (OpenAI's token-array forms)."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if prompt_form(self.prompt) == "tokens":
+            return [cast(list[int], self.prompt)]
+        return cast(list[str | list[int]], self.prompt)
+
+
+def prompt_form(value: Any) -> Literal["text", "texts", "tokens", "token lists"] | None:
+    """Which of OpenAI's four prompt forms `value` is (None: none of them). An empty list is
+    given a form so that its length, not its shape, is what the error names."""
+    if isinstance(value, str):
+        return "text"
+    if not isinstance(value, list):
+        return None
+    if all(isinstance(item, str) for item in value):
+        return "texts"
+    if all(_is_token(item) for item in value):
+        return "tokens"
+    if all(isinstance(item, list) and all(map(_is_token, item)) for item in value):
+        return "token lists"
+    return None
+
+
+def _is_token(item: Any) -> bool:
+    return isinstance(item, int) and not isinstance(item, bool)
 
 
 class InferenceBody(SamplingFields):

@@ -7,6 +7,7 @@ from typing import Any
 from quart import Response
 from quart_trio import QuartTrio
 
+from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.lifecycle import WorkerState
 from llm_worker_rbee.status import heartbeat_payload, worker_info_payload
@@ -23,10 +24,9 @@ def register(app: QuartTrio, services: Services) -> None:
             "state": state.value,
         }, 200 if ready else 503
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+    def model_entry(model_id: str) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "id": services.model_id,
+            "id": model_id,
             "object": "model",
             "created": 0,
             "owned_by": "llm-worker-rbee",
@@ -41,7 +41,24 @@ def register(app: QuartTrio, services: Services) -> None:
                 "slots": services.settings.slots,
                 "model_ref": services.settings.model_ref,
             }
-        return {"object": "list", "data": [entry]}
+        return entry
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_entry(services.model_id)]}
+
+    @app.get("/v1/models/<path:model_id>")
+    async def model(model_id: str) -> dict[str, Any]:
+        """The served model under any name it answers to (id, --model-ref, an alias)."""
+        if model_id not in services.accepted_model_ids():
+            raise ApiError(
+                404,
+                f"the model {model_id!r} is not served here; this worker serves "
+                f"{services.model_id!r}",
+                param="model",
+                code="model_not_found",
+            )
+        return model_entry(model_id)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.engine.base import Engine
-from llm_worker_rbee.grammar import GrammarError, json_object_grammar, schema_grammar
-from llm_worker_rbee.http.errors import ApiError, bad_request
+from llm_worker_rbee.grammar import (
+    MAX_GRAMMAR_CHARS,
+    GrammarError,
+    json_object_grammar,
+    schema_grammar,
+)
+from llm_worker_rbee.http.errors import bad_request, context_length_exceeded
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.messages.session import InferenceRequest
@@ -68,6 +75,75 @@ def grammar_for(response_format: ResponseFormat | None, engine: Engine) -> str |
     return grammar
 
 
+def body_grammar(body: SamplingFields, engine: Engine) -> str | None:
+    """The grammar constraining the output: `response_format`, or llama-server's `grammar`
+    (GBNF) or top-level `json_schema`; at most one of them.
+
+    Raises:
+        ApiError: 400 naming the field for a second constraint, a grammar llama.cpp cannot
+            parse, or a schema that cannot be enforced.
+    """
+    given = [
+        name
+        for name, present in (
+            (
+                "response_format",
+                body.response_format is not None and body.response_format.type != "text",
+            ),
+            ("grammar", body.grammar is not None),
+            ("json_schema", body.json_schema is not None),
+        )
+        if present
+    ]
+    if len(given) > 1:
+        raise bad_request(
+            f"{given[0]} and {given[1]} both constrain the output; send one of them",
+            param=given[1],
+        )
+    if body.grammar is not None:
+        if len(body.grammar) > MAX_GRAMMAR_CHARS:
+            raise bad_request(
+                f"the grammar has {len(body.grammar)} characters; at most "
+                f"{MAX_GRAMMAR_CHARS} are allowed",
+                param="grammar",
+            )
+        try:
+            engine.check_grammar(body.grammar)
+        except ValueError as exc:
+            raise bad_request(
+                f"the grammar cannot be used: {exc} (GBNF with a `root` rule is expected)",
+                param="grammar",
+            ) from None
+        return body.grammar
+    if body.json_schema is not None:
+        try:
+            grammar = schema_grammar(body.json_schema)
+            engine.check_grammar(grammar)
+        except (GrammarError, ValueError) as exc:
+            raise bad_request(str(exc), param="json_schema") from None
+        return grammar
+    return grammar_for(body.response_format, engine)
+
+
+def prompt_tokens(
+    model: ModelHandle, prompt: str | Sequence[int], *, add_special: bool, param: str
+) -> list[int]:
+    """A text prompt tokenized, or token ids (OpenAI's token-array prompts) taken as they are.
+
+    Raises:
+        ApiError: 400 naming `param` for a token id outside the vocabulary.
+    """
+    if isinstance(prompt, str):
+        return model.tokenize(prompt, add_special=add_special)
+    n_vocab = model.info.n_vocab
+    for token in prompt:
+        if not 0 <= token < n_vocab:
+            raise bad_request(
+                f"token {token} is outside the vocabulary (0..{n_vocab - 1})", param=param
+            )
+    return list(prompt)
+
+
 def _or(value: float | None, default: float) -> float:
     return default if value is None else float(value)
 
@@ -81,7 +157,7 @@ def stops_of(body: SamplingFields) -> tuple[str, ...]:
 def build_request(
     model: ModelHandle,
     body: SamplingFields,
-    prompt: str,
+    prompt: str | Sequence[int],
     *,
     job_id: str,
     add_special: bool,
@@ -92,9 +168,10 @@ def build_request(
     logprobs: int | None = None,
     grammar: str | None = None,
 ) -> InferenceRequest:
-    """Tokenizes and checks the prompt against the per-sequence context; builds the
-    grammar `response_format` asks for. `logprobs`: None, or how many alternatives per token
-    to report. `grammar`: one the caller built and checked (e.g. forcing a tool call).
+    """Tokenizes (or, for token ids, checks) and checks the prompt against the per-sequence
+    context; builds the grammar `response_format`, `grammar` or `json_schema` asks for.
+    `logprobs`: None, or how many alternatives per token to report. `grammar`: one the
+    caller built and checked (e.g. forcing a tool call), which wins over the body's.
 
     Raises:
         ApiError: 400 for an empty prompt, one that does not fit the context, a schema that
@@ -105,20 +182,14 @@ def build_request(
             f"min_tokens ({body.min_tokens}) is more than max_tokens ({max_tokens})",
             param="min_tokens",
         )
-    if grammar is None:  # a grammar given (forcing a tool call) wins over response_format
-        grammar = grammar_for(body.response_format, model.engine)
-    tokens = model.tokenize(prompt, add_special=add_special)
+    if grammar is None:  # a grammar given (forcing a tool call) wins over the body's
+        grammar = body_grammar(body, model.engine)
+    tokens = prompt_tokens(model, prompt, add_special=add_special, param=prompt_param)
     if not tokens:
         raise bad_request("the prompt is empty", param=prompt_param, code="empty_prompt")
     capacity = model.info.seq_capacity
     if len(tokens) >= capacity:
-        raise ApiError(
-            400,
-            f"the prompt has {len(tokens)} tokens but this worker's context holds "
-            f"{capacity} tokens per sequence (prompt and completion together)",
-            param=prompt_param,
-            code="context_length_exceeded",
-        )
+        raise context_length_exceeded(capacity, len(tokens), param=prompt_param)
     room = capacity - len(tokens)
     return InferenceRequest(
         job_id=job_id,

@@ -22,6 +22,8 @@ class Granted:
 @dataclass(frozen=True, slots=True)
 class QueueFull:
     queue_depth: int
+    # Seconds until a place is likely free: what the 503's Retry-After says.
+    retry_after: int = 1
 
 
 SlotReply = Queued | Granted | QueueFull
@@ -38,6 +40,9 @@ class Acquire:
     job_id: str
     reply: trio.MemorySendChannel[SlotReply] = field(compare=False)
     prompt_tokens: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    # The request this job is a choice of (its job id); None: a request of its own. A
+    # request's waiting choices share one place in the queue.
+    group: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,10 @@ class RequestExpect(_Strict):
     marker: str | None = None
     # Every line of the stream was a `data:` frame (no `event:` lines, no comments).
     data_only: bool | None = None
+    # OpenAI requests with several choices: each choice's text, by index (a whole body's
+    # `choices[i]` must carry index i), and, streamed, when each choice's finish arrived.
+    choices: list[str] | None = None
+    choice_ends: list[float] | None = None
 
 
 class StateExpect(_Strict):
@@ -551,6 +555,8 @@ class _Summary:
     queue_position: int | Literal["none"] | None = None
     job_id: str | None = None
     marker: str | None = None
+    choice_texts: dict[int, str] = field(default_factory=dict)
+    choice_ends: dict[int, float] = field(default_factory=dict)
 
 
 def _summarise(exchange: Exchange) -> _Summary:
@@ -565,6 +571,10 @@ def _summarise(exchange: Exchange) -> _Summary:
         if "sse_url" in body:  # a posted job whose stream was never read
             summary.job_id = body["job_id"]
             return summary
+        for position, each in enumerate(body["choices"]):
+            text = each.get("text") or each.get("message", {}).get("content") or ""
+            index = each["index"]
+            summary.choice_texts[position] = text if index == position else f"<index {index}>"
         choice = body["choices"][0]
         summary.finish_reason = choice["finish_reason"]
         summary.text = choice.get("text") or choice.get("message", {}).get("content") or ""
@@ -604,6 +614,12 @@ def _summarise(exchange: Exchange) -> _Summary:
         else:
             choice = data["choices"][0]
             piece = choice.get("text") or choice.get("delta", {}).get("content")
+            index = choice["index"]
+            summary.choice_texts[index] = summary.choice_texts.get(index, "") + (piece or "")
+            if choice.get("finish_reason"):
+                summary.choice_ends[index] = event.at
+            if index != 0:
+                continue
             if piece:
                 summary.text += piece
                 summary.token_times.append(event.at)
@@ -650,12 +666,17 @@ def _check(scenario: Scenario, observed: _Observed) -> list[str]:
             "posted_status": posted.status if (posted := observed.posts.get(name)) else None,
             "marker": summary.marker,
             "data_only": not exchange.pings and all(e.name is None for e in exchange.events),
+            "choices": [summary.choice_texts[i] for i in sorted(summary.choice_texts)],
+            "choice_ends": [summary.choice_ends[i] for i in sorted(summary.choice_ends)],
         }
         end = got["ended_at"]
         when = "never ended" if end is None else f"ended at t={end:.3f}"
         for key, want in expect.model_dump(exclude_none=True).items():
             have = got[key]
-            ok = have >= want if key == "min_pings" else _same(have, want)
+            if key == "choice_ends":
+                ok = len(have) == len(want) and all(map(_same, have, want))
+            else:
+                ok = have >= want if key == "min_pings" else _same(have, want)
             if not ok:
                 failures.append(f"request {name!r}: expected {key}={want!r}, got {have!r} ({when})")
     for check, seen in observed.states:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import httpx
@@ -9,6 +10,10 @@ import openai
 import pytest
 
 from llm_worker_rbee.testing.process import WorkerProcess
+
+# litellm reads its model price list when imported, from the network unless told to use the
+# copy it ships with; set here, before any test module imports it (the network is loopback).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "2", "--alias", "my-alias"]
 
