@@ -23,6 +23,9 @@ from pydantic import (
 )
 
 ENV_PREFIX = "LLM_WORKER_"
+# What an unresolved `--ctx-size` (auto) means where no model file is read (the fake
+# engine), and the least auto goes down to when the trained context does not fit.
+DEFAULT_CTX_SIZE = 4096
 
 
 class Settings(BaseModel):
@@ -42,7 +45,9 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     hive_url: str | None = None
-    ctx_size: int = Field(default=4096, ge=64, le=1 << 20)
+    # None: the model's trained context, bounded by the memory budget (engine/preflight.py
+    # resolves it before the load; `ctx_tokens` is what a worker without a model file uses).
+    ctx_size: int | None = Field(default=None, ge=64, le=1 << 20)
     slots: int = Field(default=4, ge=1, le=256)
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     batch_size: int = Field(default=512, ge=1, le=1 << 16)
@@ -56,6 +61,9 @@ class Settings(BaseModel):
     log_prompts: bool = False
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1 << 30)
     insecure: bool = False
+    # The exact mode: per-slot KV streams and prompts decoded alone, so a request's tokens
+    # do not depend on its company (docs/PERFORMANCE.md). Off: one KV pool, mixed batches.
+    batch_invariant: bool = False
     # Secrets come from the environment only (a flag would show in `ps`): see SECRET_ENV.
     api_key: SecretStr | None = None
     hive_token: SecretStr | None = None
@@ -72,7 +80,7 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check_ctx_per_slot(self) -> Settings:
-        if self.ctx_size // self.slots < 16:
+        if self.ctx_size is not None and self.ctx_size // self.slots < 16:
             raise ValueError(f"--ctx-size {self.ctx_size} leaves under 16 tokens per slot")
         if not _loopback(self.host) and self.api_key is None and not self.insecure:
             raise ValueError(
@@ -109,6 +117,12 @@ class Settings(BaseModel):
         return self.gpu_layers if isinstance(self.gpu_layers, int) else -1
 
     @property
+    def ctx_tokens(self) -> int:
+        """The context size: `--ctx-size`, or (auto, not resolved against a model file, as
+        on the fake engine) DEFAULT_CTX_SIZE."""
+        return DEFAULT_CTX_SIZE if self.ctx_size is None else self.ctx_size
+
+    @property
     def queue_limit(self) -> int:
         return 2 * self.slots if self.max_queue is None else self.max_queue
 
@@ -134,7 +148,12 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("host", "address to bind (default 127.0.0.1)"),
     _Flag("port", "port to bind (default 8080; 0 picks a free one)"),
     _Flag("hive_url", "the hive's base URL; unset: no hive", "URL"),
-    _Flag("ctx_size", "context tokens, shared by all slots (default 4096)", "N"),
+    _Flag(
+        "ctx_size",
+        "context tokens, shared by all slots (default: the model's trained context, "
+        "bounded by memory)",
+        "N",
+    ),
     _Flag("slots", "concurrent sequences (default 4)", "N"),
     _Flag("threads", "CPU threads for llama.cpp (default: all cores)", "N"),
     _Flag("batch_size", "tokens per decode step, prompt chunks included (default 512)", "N"),
@@ -148,6 +167,11 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("log_prompts", "log prompt and completion text (off by default)", switch=True),
     _Flag("max_body_bytes", "largest request body; larger ones get 413 (default 4 MiB)", "N"),
     _Flag("insecure", "allow a non-loopback --host without an API key", switch=True),
+    _Flag(
+        "batch_invariant",
+        "the same answer alone or in company: per-slot KV, prompts decoded alone (slower)",
+        switch=True,
+    ),
 )
 
 

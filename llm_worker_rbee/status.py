@@ -28,7 +28,7 @@ def ready_payload(services: Services, binds: list[str]) -> Payload:
         "backend": settings.backend,
         "device": settings.device,
         "slots_total": settings.slots,
-        "ctx_size": settings.ctx_size,
+        "ctx_size": settings.ctx_tokens,
         "version": __version__,
     }
 

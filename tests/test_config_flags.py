@@ -45,6 +45,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "log_prompts": ("true", True),
     "max_body_bytes": ("2048", 2048),
     "insecure": ("1", True),
+    "batch_invariant": ("true", True),
 }
 
 
@@ -60,6 +61,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "CFG-010",
     "CFG-011",
     "CFG-013",
+    "CFG-036",
 )
 def test_every_flag_and_variable_sets_its_setting(flag: Any) -> None:
     assert flag.name in SAMPLES, f"{flag_of(flag.name)}: add a sample value to SAMPLES"

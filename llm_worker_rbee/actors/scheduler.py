@@ -1,4 +1,4 @@
-"""SlotScheduler: N slots and a bounded FIFO queue in front of them."""
+"""SlotScheduler: N slots, the KV cells they share, and a bounded FIFO queue in front."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from llm_worker_rbee.engine.cells import fits
 from llm_worker_rbee.messages.slots import (
     Acquire,
     Granted,
@@ -43,6 +44,9 @@ class SchedulerStatistics:
     slot_jobs: tuple[str | None, ...]
     queued_jobs: tuple[str, ...]
     rejected_total: int
+    # The shared KV pool (None: each slot owns its cells) and what running requests reserved.
+    pool_cells: int | None = None
+    cells_reserved: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,11 @@ class SchedulerHandle:
 class SlotScheduler:
     """Grants slots first come, first served; which free slot, the injected chooser decides.
 
+    With a shared KV pool (`pool`), a request also needs its cells (`Acquire.cells`): it is
+    granted a slot only while the reservations of the running requests and its own fit the
+    pool, and otherwise waits in the queue; the queue is served in order, so a long request
+    at its head is not overtaken forever by short ones (engine/cells.py).
+
     A request that leaves (finished, cancelled, or its client went away) sends Leave; that
     frees its slot or takes it out of the queue, whichever applies, so nothing leaks even
     when a grant and a departure cross.
@@ -77,11 +86,14 @@ class SlotScheduler:
         *,
         tracer: Tracer = no_trace,
         chooser: SlotChooser = first_free,
+        pool: int | None = None,
     ) -> None:
         self.trace = tracer
         self._chooser = chooser
         self._owners: list[str | None] = [None] * n_slots
-        self._queue: OrderedDict[str, trio.MemorySendChannel[SlotReply]] = OrderedDict()
+        self._pool = pool
+        self._reserved = [0] * n_slots  # cells reserved by each slot's request
+        self._queue: OrderedDict[str, Acquire] = OrderedDict()
         self._max_queue = max_queue
         self._rejected = 0
         self._changed = trio.Event()
@@ -95,6 +107,8 @@ class SlotScheduler:
             slot_jobs=tuple(self._owners),
             queued_jobs=tuple(self._queue),
             rejected_total=self._rejected,
+            pool_cells=self._pool,
+            cells_reserved=sum(self._reserved),
         )
 
     def _idle(self) -> bool:
@@ -123,17 +137,27 @@ class SlotScheduler:
             log.warning("job %s asked for a second slot; refused", command.job_id)
             self._reply(command.job_id, command.reply, QueueFull(len(self._queue)))
             return
-        if not self._queue and None in self._owners:
-            slot = self._choose(command.prompt_tokens)
-            if self._reply(command.job_id, command.reply, Granted(slot)):
-                self._owners[slot] = command.job_id
+        if not self._queue and self._can_start(command):
+            self._grant(command)
             return
         if len(self._queue) >= self._max_queue:
             self._rejected += 1
             self._reply(command.job_id, command.reply, QueueFull(len(self._queue)))
             return
         if self._reply(command.job_id, command.reply, Queued(len(self._queue))):
-            self._queue[command.job_id] = command.reply
+            self._queue[command.job_id] = command
+
+    def _can_start(self, command: Acquire) -> bool:
+        """A slot is free and, from a shared pool, the request's cells fit beside the rest."""
+        return None in self._owners and fits(sum(self._reserved), command.cells, self._pool)
+
+    def _grant(self, command: Acquire) -> bool:
+        slot = self._choose(command.prompt_tokens)
+        if not self._reply(command.job_id, command.reply, Granted(slot)):
+            return False
+        self._owners[slot] = command.job_id
+        self._reserved[slot] = command.cells
+        return True
 
     def _choose(self, prompt: Sequence[int]) -> int:
         free = [slot for slot, owner in enumerate(self._owners) if owner is None]
@@ -150,14 +174,18 @@ class SlotScheduler:
         if command.job_id in self._owners:
             slot = self._owners.index(command.job_id)
             self._owners[slot] = None
-            self._grant_next(slot)
+            self._reserved[slot] = 0
+            self._grant_waiting()
 
-    def _grant_next(self, slot: int) -> None:
+    def _grant_waiting(self) -> None:
+        """Grants the head of the queue while it can start (a freed slot, or freed cells
+        letting several short requests in at once); a head that cannot waits, in order."""
         while self._queue:
-            job_id, reply = self._queue.popitem(last=False)
-            if self._reply(job_id, reply, Granted(slot)):
-                self._owners[slot] = job_id
+            head = next(iter(self._queue.values()))
+            if not self._can_start(head):
                 return
+            del self._queue[head.job_id]
+            self._grant(head)  # a head whose session is gone is skipped
 
     def _reply(
         self, job_id: str, channel: trio.MemorySendChannel[SlotReply], reply: SlotReply

@@ -152,7 +152,12 @@ class InferenceSession:
         reply_send, reply_recv = trio.open_memory_channel[SlotReply](2)
         async with reply_recv:
             await self._scheduler.send(
-                Acquire(request.job_id, reply_send, prompt_tokens=request.prompt_tokens)
+                Acquire(
+                    request.job_id,
+                    reply_send,
+                    prompt_tokens=request.prompt_tokens,
+                    cells=len(request.prompt_tokens) + request.max_tokens,
+                )
             )
             reply = await reply_recv.receive()
             if isinstance(reply, QueueFull):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.engine.base import Engine
+from llm_worker_rbee.engine.cells import completion_limit
 from llm_worker_rbee.grammar import GrammarError, json_object_grammar, schema_grammar
 from llm_worker_rbee.http.errors import ApiError, bad_request
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
@@ -91,7 +92,8 @@ def build_request(
     extra_stops: tuple[str, ...] = (),
     logprobs: int | None = None,
 ) -> InferenceRequest:
-    """Tokenizes and checks the prompt against the per-sequence context; builds the
+    """Tokenizes and checks the prompt against the context one request may use (the whole
+    pool in fast mode, a slot's stream with --batch-invariant); builds the
     grammar `response_format` asks for. `logprobs`: None, or how many alternatives per token
     to report.
 
@@ -112,17 +114,16 @@ def build_request(
     if len(tokens) >= capacity:
         raise ApiError(
             400,
-            f"the prompt has {len(tokens)} tokens but this worker's context holds "
-            f"{capacity} tokens per sequence (prompt and completion together)",
+            f"This model's maximum context length is {capacity} tokens. "
+            f"However, your messages resulted in {len(tokens)} tokens.",
             param=prompt_param,
             code="context_length_exceeded",
         )
-    room = capacity - len(tokens)
     return InferenceRequest(
         job_id=job_id,
         prompt_tokens=tuple(tokens),
         sampling=sampling_from(body, model.info.n_vocab, grammar=grammar, logprobs=logprobs),
-        max_tokens=room if max_tokens is None else min(max_tokens, room),
+        max_tokens=completion_limit(model.info, len(tokens), max_tokens),
         stop=stops_of(body) + extra_stops,
         deadline=deadline,
     )

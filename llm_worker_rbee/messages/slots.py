@@ -32,12 +32,15 @@ class Acquire:
     """Ask for a slot. The answer (Granted, or Queued then Granted, or QueueFull) goes to reply.
 
     `reply` needs a buffer of 2 so the scheduler never blocks on it. `prompt_tokens` lets
-    the scheduler pick the free slot whose prompt cache matches best.
+    the scheduler pick the free slot whose prompt cache matches best. `cells`: the KV cells
+    the request reserves (prompt + completion limit) when the slots share one pool
+    (engine/cells.py).
     """
 
     job_id: str
     reply: trio.MemorySendChannel[SlotReply] = field(compare=False)
     prompt_tokens: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    cells: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
