@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
         "measured, in turn (the table gives medians)",
     )
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument(
+        "--batch-invariant",
+        action="store_true",
+        help="run this worker in its exact mode (per-slot KV, prompts decoded alone)",
+    )
     return parser
 
 
@@ -177,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.quick:
         args.rounds = 1
-    machine = Machine(threads=args.threads)
+    machine = Machine(threads=args.threads, batch_invariant=args.batch_invariant)
     levels = (1, 2) if args.quick else LEVELS
     meter = BusyMeter().start()
     load_before = os.getloadavg()[0]

@@ -85,7 +85,7 @@ def _context(model: _Model, machine: Machine, n_seq: int) -> llama_cpp.llama_con
     params.n_outputs_max_per_seq = 1
     params.n_threads = machine.threads
     params.n_threads_batch = machine.threads
-    params.kv_unified = False  # as the worker
+    params.kv_unified = not machine.batch_invariant  # as the worker in the same mode
     params.swa_full = True
     params.no_perf = True
     ctx = llama_cpp.llama_init_from_model(model.model, params)

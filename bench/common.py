@@ -29,6 +29,7 @@ SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
 class Machine:
     threads: int
     ctx_size: int = CTX_SIZE
+    batch_invariant: bool = False  # this worker in its exact mode (`--batch-invariant`)
 
     @staticmethod
     def here() -> Machine:

@@ -14,13 +14,21 @@ share its decode steps, as far as llama.cpp's math allows. Two things are counte
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
 import trio
 
-from bench.common import prompt_for
+from bench.bare import model_facts
+from bench.common import Machine, prompt_for
+from bench.servers import this_worker
+from llm_worker_rbee.engine.bundled import bundled_model_path
 
 TOKENS = 64
 TRIALS = 12
@@ -93,3 +101,30 @@ async def _together(client: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> 
         for i in range(len(bodies)):
             nursery.start_soon(one, i)
     return texts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m bench.company [--batch-invariant] [--trials N]`: this check alone, on a
+    worker with 4 slots serving the bundled model (a minute or two on 2 cores)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.company")
+    parser.add_argument("--batch-invariant", action="store_true", help="the exact mode")
+    parser.add_argument("--trials", type=int, default=TRIALS)
+    args = parser.parse_args(argv)
+    model = bundled_model_path()
+    machine = Machine(threads=os.cpu_count() or 1, batch_invariant=args.batch_invariant)
+    served = this_worker(model, machine, 4)
+    try:
+        eog = model_facts(model).eog
+        result = trio.run(partial(run_company, served.url, eog=eog, trials=args.trials))
+    finally:
+        served.stop()
+    print(
+        f"{served.name}: beside three others vs alone, {len(result.differing)} of "
+        f"{result.trials} differed {result.differing}; from the cache vs decoded whole, "
+        f"{len(result.cache_differing)} of {result.trials} differed {result.cache_differing}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,7 +90,10 @@ def this_worker(model: Path, machine: Machine, slots: int) -> Served:
         "--ctx-size", str(machine.ctx_size), "--threads", str(machine.threads),
         "--log-level", "info",
     ]  # fmt: skip
-    served = Served(f"llm-worker-rbee ({slots} slots)", command, re.compile(r"ready: "))
+    if machine.batch_invariant:
+        command.append("--batch-invariant")
+    mode = ", batch-invariant" if machine.batch_invariant else ""
+    served = Served(f"llm-worker-rbee ({slots} slots{mode})", command, re.compile(r"ready: "))
     served.start()
     listening = re.compile(r"listening on (http://\S+)")
     served.url = next(m.group(1) for line in served.lines if (m := listening.search(line)))

@@ -25,6 +25,9 @@ from pydantic import (
 )
 
 ENV_PREFIX = "LLM_WORKER_"
+# What an unresolved `--ctx-size` (auto) means where no model file is read (the fake
+# engine), and the least auto goes down to when the trained context does not fit.
+DEFAULT_CTX_SIZE = 4096
 
 
 class Settings(BaseModel):
@@ -55,7 +58,9 @@ class Settings(BaseModel):
     # A job posted to /v1/jobs (or rbee's two-call /v1/inference) whose stream nobody opens
     # within this many seconds is cancelled and its slot freed.
     job_pickup_timeout: float = Field(default=30.0, gt=0)
-    ctx_size: int = Field(default=4096, ge=64, le=1 << 20)
+    # None: the model's trained context, bounded by the memory budget (engine/preflight.py
+    # resolves it before the load; `ctx_tokens` is what a worker without a model file uses).
+    ctx_size: int | None = Field(default=None, ge=64, le=1 << 20)
     slots: int = Field(default=4, ge=1, le=256)
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     batch_size: int = Field(default=512, ge=1, le=1 << 16)
@@ -71,6 +76,9 @@ class Settings(BaseModel):
     insecure: bool = False
     # Browser origins allowed to call the worker: comma-separated, or `*`; None: no CORS.
     cors_origins: str | None = None
+    # The exact mode: per-slot KV streams and prompts decoded alone, so a request's tokens
+    # do not depend on its company (docs/PERFORMANCE.md). Off: one KV pool, mixed batches.
+    batch_invariant: bool = False
     # Secrets come from the environment only (a flag would show in `ps`): see SECRET_ENV.
     api_key: SecretStr | None = None
     hive_token: SecretStr | None = None
@@ -118,7 +126,7 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _check_ctx_per_slot(self) -> Settings:
-        if self.ctx_size // self.slots < 16:
+        if self.ctx_size is not None and self.ctx_size // self.slots < 16:
             raise ValueError(f"--ctx-size {self.ctx_size} leaves under 16 tokens per slot")
         if not _loopback(self.host) and self.api_key is None and not self.insecure:
             raise ValueError(
@@ -171,6 +179,12 @@ class Settings(BaseModel):
         return frozenset(part.strip() for part in self.cors_origins.split(","))
 
     @property
+    def ctx_tokens(self) -> int:
+        """The context size: `--ctx-size`, or (auto, not resolved against a model file, as
+        on the fake engine) DEFAULT_CTX_SIZE."""
+        return DEFAULT_CTX_SIZE if self.ctx_size is None else self.ctx_size
+
+    @property
     def queue_limit(self) -> int:
         return 2 * self.slots if self.max_queue is None else self.max_queue
 
@@ -201,7 +215,12 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("local_mode", "rbee's local mode: loopback only, no API key", switch=True),
     _Flag("cuda_device", "rbee's name for --device", "N"),
     _Flag("job_pickup_timeout", "seconds a posted job waits for its stream reader (30)", "S"),
-    _Flag("ctx_size", "context tokens, shared by all slots (default 4096)", "N"),
+    _Flag(
+        "ctx_size",
+        "context tokens, shared by all slots (default: the model's trained context, "
+        "bounded by memory)",
+        "N",
+    ),
     _Flag("slots", "concurrent sequences (default 4)", "N"),
     _Flag("threads", "CPU threads for llama.cpp (default: all cores)", "N"),
     _Flag("batch_size", "tokens per decode step, prompt chunks included (default 512)", "N"),
@@ -217,6 +236,11 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("insecure", "allow a non-loopback --host without an API key", switch=True),
     _Flag(
         "cors_origins", "browser origins allowed (comma-separated, or *); default none", "ORIGINS"
+    ),
+    _Flag(
+        "batch_invariant",
+        "the same answer alone or in company: per-slot KV, prompts decoded alone (slower)",
+        switch=True,
     ),
 )
 

@@ -70,7 +70,7 @@ def ready_payload(services: Services, binds: list[str]) -> Payload:
         "device": services.device.spec,
         "device_uuid": services.device.uuid,
         "slots_total": settings.slots,
-        "ctx_size": settings.ctx_size,
+        "ctx_size": settings.ctx_tokens,
         "version": __version__,
     }
 

@@ -174,7 +174,11 @@ async def run_worker(
         if model is not None:
             scheduler = await root.start(
                 SlotScheduler(
-                    settings.slots, settings.queue_limit, tracer=tracer, chooser=model.choose_slot
+                    settings.slots,
+                    settings.queue_limit,
+                    tracer=tracer,
+                    chooser=model.choose_slot,
+                    pool=model.info.kv_pool,
                 ).run
             )
             sessions = await root.start(SessionPool(model, scheduler, tracer=tracer).run)
@@ -184,7 +188,13 @@ async def run_worker(
             lifecycle.attach_work(sessions)
             lifecycle.set_state(WorkerState.READY)
             progress.succeed()
-            log.info("ready: %s, %d slots, %d context", model_id, settings.slots, settings.ctx_size)
+            log.info(
+                "ready: %s, %d slots, %d context (%s)",
+                model_id,
+                settings.slots,
+                model.info.n_ctx,
+                "per-slot KV, batch-invariant" if model.info.kv_pool is None else "shared KV pool",
+            )
             task_status.started(services)
         await http_done.wait()
         # The goodbye needs the hive connection, which the root's cancellation would close.

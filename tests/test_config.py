@@ -14,9 +14,10 @@ def test_defaults() -> None:
         "127.0.0.1",
         8080,
         4,
-        4096,
+        None,  # auto: the model's trained context, resolved before the load
     )
     assert settings.queue_limit == 8
+    assert settings.ctx_tokens == 4096 and not settings.batch_invariant
     assert settings.model is None and settings.hive_url is None
 
 
@@ -26,7 +27,7 @@ def test_flag_beats_environment_beats_default() -> None:
     settings = settings_from({"slots": "5"}, environ=env)
     assert settings.slots == 5  # flag
     assert settings.port == 9001  # environment
-    assert settings.ctx_size == 4096  # default
+    assert settings.ctx_size is None  # default: auto
 
 
 @pytest.mark.behavior("CFG-001", "CFG-003")

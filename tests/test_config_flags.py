@@ -54,6 +54,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
         "https://app.example,http://localhost:5173",
         "https://app.example,http://localhost:5173",
     ),
+    "batch_invariant": ("true", True),
 }
 # Flags that are another setting's second name (rbee's spellings).
 SETS = {"cuda_device": "device"}
@@ -71,6 +72,7 @@ SETS = {"cuda_device": "device"}
     "CFG-010",
     "CFG-011",
     "CFG-013",
+    "CFG-036",
 )
 def test_every_flag_and_variable_sets_its_setting(flag: Any) -> None:
     assert flag.name in SAMPLES, f"{flag_of(flag.name)}: add a sample value to SAMPLES"

@@ -182,7 +182,9 @@ def plan(
     ram: int = 64 * GiB,
     **flags: str,
 ) -> StartPlan:
-    settings = settings_from(flags, environ={})
+    # A fixed context in per-slot streams keeps these figures apart from the automatic
+    # context and the shared pool (tests/test_auto_context.py, tests/test_memory_estimate.py).
+    settings = settings_from({"ctx_size": "4096", "batch_invariant": "true", **flags}, environ={})
     return plan_start(
         settings,
         probe=probe,

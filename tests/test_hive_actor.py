@@ -260,7 +260,7 @@ async def worker_with_hive(
     script: HiveScript, engine: FakeScript, *, task_status: trio.TaskStatus[tuple[Any, Services]]
 ) -> None:
     settings = Settings(worker_id="w", hive_url=script.url, slots=1, heartbeat_interval=10)
-    engine.n_ctx, engine.n_slots = settings.ctx_size, settings.slots
+    engine.n_ctx, engine.n_slots = settings.ctx_tokens, settings.slots
     server = InProcessServer()
     ids = count(1)
     runtime = Runtime(

@@ -55,11 +55,13 @@ async def test_models_lists_the_served_model_with_its_context(
                 "owned_by": "llm-worker-rbee",
                 "meta": {
                     "n_ctx": 2048,
-                    "n_ctx_per_slot": 1024,
+                    "n_ctx_per_slot": 2048,  # one pool: a request may use all of it
                     "n_ctx_train": 2048,
                     "n_vocab": 259,
                     "slots": 2,
                     "model_ref": "hf:org/repo",
+                    "kv_shared": True,
+                    "batch_invariant": False,
                 },
             }
         ],
@@ -213,11 +215,13 @@ async def test_a_prompt_of_no_tokens_is_400_empty_prompt() -> None:
     )
 
 
-@pytest.mark.behavior("INF-006")
+@pytest.mark.behavior("INF-006", "RES-023")
+@pytest.mark.parametrize(("batch_invariant", "room"), [(False, 128), (True, 64)])
 async def test_max_tokens_defaults_and_is_clamped_to_the_context(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, batch_invariant: bool, room: int
 ) -> None:
-    settings = Settings(worker_id="clamp", ctx_size=128, slots=2)  # 64 tokens a slot
+    # One pool of 128 cells, 64 a slot's share; or (--batch-invariant) 64 cells a slot.
+    settings = Settings(worker_id="clamp", ctx_size=128, slots=2, batch_invariant=batch_invariant)
     async with inprocess_worker(settings, long_script(500)) as worker:
         completion = await worker.request("POST", "/v1/completions", {"prompt": "hi"})
         chat = await worker.request(
@@ -230,7 +234,7 @@ async def test_max_tokens_defaults_and_is_clamped_to_the_context(
     usage = chat.json()["usage"]
     assert usage["completion_tokens"] == 64 - usage["prompt_tokens"]
     end = next(e.json() for e in rbee.events if e.name == "end")
-    assert (end["stop_reason"], end["tokens_in"], end["tokens_out"]) == ("max_tokens", 3, 61)
+    assert (end["stop_reason"], end["tokens_in"], end["tokens_out"]) == ("max_tokens", 3, room - 3)
 
 
 @pytest.mark.parametrize("key", ["abc", "259", "-1"])

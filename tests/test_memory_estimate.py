@@ -60,7 +60,7 @@ def _mib(pattern: str, log: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_reports() -> Iterator[dict[tuple[int, int, int], Reported]]:
+def llama_reports() -> Iterator[dict[tuple[int, int, int, bool], Reported]]:
     """Loads the bundled model through the engine for each context, capturing llama.cpp's log.
 
     The log is llama.cpp's own account of what it allocated: the model's buffers, each KV
@@ -76,7 +76,7 @@ def llama_reports() -> Iterator[dict[tuple[int, int, int], Reported]]:
     def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         lines.append(text.decode("utf-8", "replace"))
 
-    reports: dict[tuple[int, int, int], Reported] = {}
+    reports: dict[tuple[int, int, int, bool], Reported] = {}
     llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
     try:
         params = llama_cpp.llama_model_default_params()
@@ -84,15 +84,20 @@ def llama_reports() -> Iterator[dict[tuple[int, int, int], Reported]]:
         model = llama_cpp.llama_model_load_from_file(str(bundled_model_path()).encode(), params)
         model_size = int(llama_cpp.llama_model_size(model))
         llama_cpp.llama_model_free(model)
-        for ctx_size, slots, batch in CONTEXTS:
+        for ctx_size, slots, batch, exact in CONTEXTS:
             lines.clear()
             settings = Settings(
-                backend="cpu", ctx_size=ctx_size, slots=slots, batch_size=batch, threads=2
+                backend="cpu",
+                ctx_size=ctx_size,
+                slots=slots,
+                batch_size=batch,
+                threads=2,
+                batch_invariant=exact,
             )
             engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
             try:
                 log = "".join(lines)
-                reports[(ctx_size, slots, batch)] = Reported(
+                reports[(ctx_size, slots, batch, exact)] = Reported(
                     model_size=model_size,
                     model_buffers=_mib(r"CPU\w* model", log),
                     kv=_mib("KV", log),
@@ -106,7 +111,17 @@ def llama_reports() -> Iterator[dict[tuple[int, int, int], Reported]]:
     yield reports
 
 
-CONTEXTS = [(4096, 4, 512), (2048, 2, 256), (4000, 3, 512), (32768, 1, 128), (16384, 64, 512)]
+# (ctx_size, slots, batch_size, --batch-invariant): the shared pool, and per-slot streams.
+CONTEXTS = [
+    (4096, 4, 512, False),
+    (2048, 2, 256, False),
+    (4000, 3, 512, False),
+    (32768, 4, 512, False),
+    (16384, 64, 512, False),
+    (4096, 4, 512, True),
+    (4000, 3, 512, True),
+    (32768, 1, 128, True),
+]
 
 
 def within(estimated: int, reported: int, tolerance: float = 0.15) -> bool:
@@ -114,19 +129,20 @@ def within(estimated: int, reported: int, tolerance: float = 0.15) -> bool:
 
 
 @pytest.mark.real_model
-@pytest.mark.parametrize(("ctx_size", "slots", "batch"), CONTEXTS)
-@pytest.mark.behavior("LOAD-011")
+@pytest.mark.parametrize(("ctx_size", "slots", "batch", "exact"), CONTEXTS)
+@pytest.mark.behavior("LOAD-011", "INF-047")
 def test_estimate_matches_what_llama_cpp_allocates(
     gemma: ModelShape,
-    llama_reports: dict[tuple[int, int, int], Reported],
+    llama_reports: dict[tuple[int, int, int, bool], Reported],
     ctx_size: int,
     slots: int,
     batch: int,
+    exact: bool,
 ) -> None:
-    reported = llama_reports[(ctx_size, slots, batch)]
-    need = estimate(gemma, ContextShape(ctx_size, slots, batch), 0)
+    reported = llama_reports[(ctx_size, slots, batch, exact)]
+    need = estimate(gemma, ContextShape(ctx_size, slots, batch, kv_unified=not exact), 0)
     print(
-        f"\nctx {ctx_size} slots {slots} batch {batch}: estimate / llama.cpp (MiB) "
+        f"\nctx {ctx_size} slots {slots} batch {batch} exact {exact}: estimate / llama.cpp (MiB) "
         f"weights {need.weights_cpu / MiB:.2f} / {reported.model_buffers / MiB:.2f}, "
         f"KV {need.kv_cpu / MiB:.2f} / {reported.kv / MiB:.2f}, "
         f"compute {need.compute_cpu / MiB:.2f} / {reported.compute / MiB:.2f}, "
@@ -134,7 +150,8 @@ def test_estimate_matches_what_llama_cpp_allocates(
         f"total {need.cpu_total / MiB:.2f} / {reported.total / MiB:.2f}"
     )
     assert need.weights_cpu == reported.model_size  # the same tensors, to the byte
-    assert within(need.weights_cpu, reported.model_buffers)  # + llama.cpp's CPU repacking
+    # No CPU_REPACK buffer beside the mapped weights, in either mode (to the log's 0.01 MiB).
+    assert abs(reported.model_buffers - reported.model_size) < MiB / 100
     assert within(need.kv_cpu, reported.kv, 0.01)
     assert within(need.compute_cpu, reported.compute)
     assert within(need.output_cpu, reported.output, 0.01)
@@ -167,6 +184,9 @@ def test_gemma_shape_from_its_gguf(gemma: ModelShape) -> None:
 def test_cells_round_up_to_256_per_slot(ctx_size: int, slots: int, per_slot: int) -> None:
     # As llama.cpp: n_ctx 4000 with 3 sequences becomes 4608 cells, 1536 each.
     assert ContextShape(ctx_size, slots).cells_per_slot == per_slot
+    # One pool (fast mode): the whole context, rounded up once.
+    pool = ContextShape(ctx_size, slots, kv_unified=True)
+    assert pool.cells_per_slot == pool.cells(False, 0) == -(-ctx_size // 256) * 256
 
 
 @pytest.mark.behavior("LOAD-010")
@@ -191,7 +211,7 @@ def test_compute_follows_the_micro_batch(gemma: ModelShape) -> None:
     assert compute(300, 512) == 300 * 4 * (2 * 640 + 4 * 2048) + 300 * 512 * 2 * 2
     # Many slots: one row of logits each outgrows the FFN.
     many = estimate(gemma, ContextShape(16384, 64), 0)
-    assert many.compute_cpu == 64 * 4 * (262_144 + 2 * 640) + 512 * 256 * 2 * 2
+    assert many.compute_cpu == 64 * 4 * (262_144 + 2 * 640)  # the masks are gone by then
     assert many.output_cpu == 64 * 4 * 262_144
 
 

@@ -1,4 +1,5 @@
-"""SlotScheduler: N slots and a bounded queue of requests in front of them."""
+"""SlotScheduler: N slots, the KV cells they share, and a bounded queue of requests in
+front of them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from llm_worker_rbee.engine.cells import fits
 from llm_worker_rbee.messages.slots import (
     Acquire,
     Granted,
@@ -53,6 +55,9 @@ class SchedulerStatistics:
     rejected_total: int
     # Recent mean seconds a job holds its slot; None until a job has given one back.
     mean_job_s: float | None = None
+    # The shared KV pool (None: each slot owns its cells) and what running requests reserved.
+    pool_cells: int | None = None
+    cells_reserved: int = 0
 
     def retry_after(self) -> int:
         """Seconds until a refused request is likely to find a place: the waiting jobs times
@@ -90,6 +95,11 @@ class SlotScheduler:
     its choices wait, goes to the back: requests take turns, a large one never starves the
     ones behind it.
 
+    With a shared KV pool (`pool`), a job also needs its cells (`Acquire.cells`): it is
+    granted a slot only while the reservations of the running jobs and its own fit the
+    pool, and otherwise waits; the head of the queue is served first, so a long request is
+    not overtaken forever by short ones (engine/cells.py).
+
     A request that leaves (finished, cancelled, or its client went away) sends Leave; that
     frees its slot or takes it out of the queue, whichever applies, so nothing leaks even
     when a grant and a departure cross.
@@ -102,13 +112,16 @@ class SlotScheduler:
         *,
         tracer: Tracer = no_trace,
         chooser: SlotChooser = first_free,
+        pool: int | None = None,
     ) -> None:
         self.trace = tracer
         self._chooser = chooser
         self._owners: list[str | None] = [None] * n_slots
         self._granted_at: list[float] = [0.0] * n_slots
+        self._pool = pool
+        self._reserved = [0] * n_slots  # cells reserved by each slot's job
         # Waiting requests in turn order, each with its waiting jobs in order.
-        self._queue: OrderedDict[str, OrderedDict[str, _Reply]] = OrderedDict()
+        self._queue: OrderedDict[str, OrderedDict[str, Acquire]] = OrderedDict()
         self._group_of: dict[str, str] = {}  # waiting job -> its request's place
         self._max_queue = max_queue
         self._rejected = 0
@@ -125,6 +138,8 @@ class SlotScheduler:
             queued_jobs=tuple(job for jobs in self._queue.values() for job in jobs),
             rejected_total=self._rejected,
             mean_job_s=self._mean_job_s,
+            pool_cells=self._pool,
+            cells_reserved=sum(self._reserved),
         )
 
     def _idle(self) -> bool:
@@ -154,8 +169,8 @@ class SlotScheduler:
             log.warning("job %s asked for a second slot; refused", job_id)
             self._reply(job_id, command.reply, self._full())
             return
-        if not self._queue and None in self._owners:
-            self._grant(job_id, command.reply, self._choose(command.prompt_tokens))
+        if not self._queue and self._can_start(command):
+            self._grant(command)
             return
         group = command.group or job_id
         waiting = self._queue.get(group)
@@ -168,17 +183,23 @@ class SlotScheduler:
         else:  # the request already holds its place
             position = list(self._queue).index(group)
         if self._reply(job_id, command.reply, Queued(position)):
-            self._queue.setdefault(group, OrderedDict())[job_id] = command.reply
+            self._queue.setdefault(group, OrderedDict())[job_id] = command
             self._group_of[job_id] = group
+
+    def _can_start(self, command: Acquire) -> bool:
+        """A slot is free and, from a shared pool, the job's cells fit beside the rest."""
+        return None in self._owners and fits(sum(self._reserved), command.cells, self._pool)
 
     def _full(self) -> QueueFull:
         return QueueFull(len(self._queue), self.statistics().retry_after())
 
-    def _grant(self, job_id: str, reply: _Reply, slot: int) -> bool:
-        if not self._reply(job_id, reply, Granted(slot)):
+    def _grant(self, command: Acquire) -> bool:
+        slot = self._choose(command.prompt_tokens)
+        if not self._reply(command.job_id, command.reply, Granted(slot)):
             return False
-        self._owners[slot] = job_id
+        self._owners[slot] = command.job_id
         self._granted_at[slot] = trio.current_time()
+        self._reserved[slot] = command.cells
         return True
 
     def _choose(self, prompt: Sequence[int]) -> int:
@@ -200,24 +221,30 @@ class SlotScheduler:
         if command.job_id in self._owners:
             slot = self._owners.index(command.job_id)
             self._owners[slot] = None
+            self._reserved[slot] = 0
             self._note_job_time(trio.current_time() - self._granted_at[slot])
-            self._grant_next(slot)
+            self._grant_waiting()
 
     def _note_job_time(self, seconds: float) -> None:
         mean = self._mean_job_s
         self._mean_job_s = seconds if mean is None else mean + MEAN_WEIGHT * (seconds - mean)
 
-    def _grant_next(self, slot: int) -> None:
+    def _grant_waiting(self) -> None:
+        """Grants the head of the queue while it can start (a freed slot, or freed cells
+        letting several jobs in at once); a head that cannot start waits, and so does
+        everyone behind it. A head whose session is gone is skipped."""
         while self._queue:
             group, waiting = next(iter(self._queue.items()))
-            job_id, reply = waiting.popitem(last=False)
-            del self._group_of[job_id]
+            head = next(iter(waiting.values()))
+            if not self._can_start(head):
+                return
+            del waiting[head.job_id]
+            del self._group_of[head.job_id]
             if waiting:
                 self._queue.move_to_end(group)  # its other choices wait for their next turn
             else:
                 del self._queue[group]
-            if self._grant(job_id, reply, slot):
-                return
+            self._grant(head)
 
     def _reply(self, job_id: str, channel: _Reply, reply: SlotReply) -> bool:
         self.trace(f"session:{job_id}", reply)

@@ -176,6 +176,7 @@ class InferenceSession:
                     reply_send,
                     prompt_tokens=request.prompt_tokens,
                     group=self._group,
+                    cells=len(request.prompt_tokens) + request.max_tokens,
                 )
             )
             self.asked.set()

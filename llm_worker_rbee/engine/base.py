@@ -52,6 +52,17 @@ class SeqOutput:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
+    """What the routes and the scheduler need to know about the loaded model and context.
+
+    Attributes:
+        n_ctx: KV cells in all.
+        seq_capacity: the most cells one request may use (prompt and completion): the whole
+            pool when the slots share it, else a slot's own stream (`n_ctx / slots`).
+        kv_pool: the cells every slot draws from (fast mode, `kv_unified`); None when each
+            slot owns a stream of its own (`--batch-invariant`), so cells need no accounting.
+        n_slots: sequences the context holds.
+    """
+
     model_id: str
     n_ctx: int
     n_ctx_train: int
@@ -60,6 +71,8 @@ class ModelInfo:
     chat_template: str | None
     bos_text: str
     eos_text: str
+    kv_pool: int | None = None
+    n_slots: int = 1
 
 
 class Engine(Protocol):

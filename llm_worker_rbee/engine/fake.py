@@ -39,10 +39,15 @@ class FakeScript:
         oom_at_steps: step numbers (1-based) that raise EngineOutOfMemory.
         load_error: the load fails with this message once the weights are in (as when
             llama.cpp cannot create the context).
-        n_ctx: total context; each of `n_slots` sequences gets n_ctx // n_slots.
+        n_ctx: total context: one pool of KV cells all `n_slots` sequences draw from, as
+            the llama engine's fast mode; with `batch_invariant`, each sequence gets
+            n_ctx // n_slots of its own.
         prompt_cache: a slot keeps the prompt it decoded; the next prompt admitted there
             skips the shared prefix, and `choose_slot` prefers the longest match (as the
             llama engine does). Off: every prompt is decoded whole and slots go in order.
+            From a shared pool, a step that needs the room drops the cache of the least
+            recently used idle slots first; if the room is still not there, the step runs
+            out of memory (llama_decode's 1).
         chat_template: the model's Jinja chat template (None: the plain transcript).
     """
 
@@ -57,6 +62,7 @@ class FakeScript:
     n_slots: int = 4
     prompt_cache: bool = False
     chat_template: str | None = None
+    batch_invariant: bool = False
 
 
 @dataclass
@@ -66,6 +72,11 @@ class _Seq:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     fed: int = 0
     generated: int = 0
+
+    @property
+    def cells(self) -> int:
+        """KV cells the sequence holds: its prompt so far and the tokens it generated."""
+        return self.fed + self.generated
 
     def next_piece(self) -> bytes | None:
         """The scripted piece, then (until min_tokens) the script again; None: the end."""
@@ -87,15 +98,21 @@ class FakeEngine:
         self.admitted: list[SamplingParams] = []  # every admission's sampling, in order
         self.closed = False
         self._held: dict[int, list[int]] = {}
+        self._ended = 0
+        self._last_used: dict[int, int] = {}
+        self.evicted: list[int] = []  # slots whose prompt cache was dropped for room
+        shared = not self.script.batch_invariant
         self._info = ModelInfo(
             model_id="fake-model",
             n_ctx=self.script.n_ctx,
             n_ctx_train=self.script.n_ctx,
             n_vocab=_PIECE_BASE,
-            seq_capacity=self.script.n_ctx // self.script.n_slots,
+            seq_capacity=self.script.n_ctx if shared else self.script.n_ctx // self.script.n_slots,
             chat_template=self.script.chat_template,
             bos_text="<bos>",
             eos_text="<eos>",
+            kv_pool=self.script.n_ctx if shared else None,
+            n_slots=self.script.n_slots,
         )
 
     @property
@@ -157,8 +174,33 @@ class FakeEngine:
         seq = self._seqs.pop(seq_id, None)
         if seq is not None:
             self.cancelled.append(seq_id)
+            self._ended += 1
+            self._last_used[seq_id] = self._ended
             if self.script.prompt_cache:
                 self._held[seq_id] = seq.prompt[: seq.fed]
+
+    def cells_free(self) -> int:
+        """Cells of the pool neither a running sequence nor a slot's prompt cache holds."""
+        used = sum(seq.cells for seq in self._seqs.values())
+        return self.script.n_ctx - used - sum(len(held) for held in self._held.values())
+
+    def held(self, seq_id: int) -> int:
+        """How many prompt tokens an idle slot's cache holds."""
+        return len(self._held.get(seq_id, []))
+
+    def _make_room(self, needed: int) -> None:
+        """As the llama engine: drop idle slots' caches, least recently used first, until
+        the step's cells are free; else the step runs out of KV cells."""
+        if self.script.batch_invariant:
+            return
+        free = self.cells_free()
+        for slot in sorted(self._held, key=lambda s: (self._last_used.get(s, 0), s)):
+            if free >= needed:
+                break
+            free += len(self._held.pop(slot))
+            self.evicted.append(slot)
+        if free < needed:
+            raise EngineOutOfMemory(f"no KV cells free for the batch ({needed} > {free})")
 
     def has_work(self) -> bool:
         return bool(self._seqs)
@@ -177,6 +219,7 @@ class FakeEngine:
             raise EngineError(f"scripted failure at step {self.steps}")
         if self.steps in self.script.oom_at_steps:
             raise EngineOutOfMemory(f"scripted out of memory at step {self.steps}")
+        self._make_room(sum(self._step_cells(seq) for seq in self._seqs.values()))
         outputs: list[SeqOutput] = []
         for seq_id in sorted(self._seqs):
             seq = self._seqs[seq_id]
@@ -194,6 +237,12 @@ class FakeEngine:
             seq.generated += 1
             outputs.append(SeqOutput(seq_id, token, piece, False, logprobs))
         return outputs
+
+    def _step_cells(self, seq: _Seq) -> int:
+        """The cells a step takes for `seq`: its next prompt chunk, or its last token."""
+        if seq.fed < len(seq.prompt):
+            return min(len(seq.prompt) - seq.fed, self.script.prefill_chunk)
+        return 1
 
     def close(self) -> None:
         """Drops every sequence; idempotent, like the llama engine's."""

@@ -1,8 +1,16 @@
-"""The llama.cpp engine on llama-cpp-python's low-level API: one llama_decode per step.
+"""The llama.cpp engine on llama-cpp-python's low-level API, in two modes.
 
 Each active sequence has its own llama.cpp sequence id (its slot) and its own sampler chain;
 sampling runs in C over the full vocabulary, never in a Python loop (grammars, min_tokens and
 logprobs: `sampling.py`).
+
+- **Fast (the default)**: one KV pool shared by every slot (`kv_unified`), so a request may
+  use up to `--ctx-size` cells, and one `llama_decode` per step carries the running streams'
+  tokens and new prompts' chunks together (within `--batch-size`). Cells are reserved by the
+  scheduler (`engine/cells.py`); the engine only makes room for a step by dropping the
+  prompt cache of idle slots, least recently used first.
+- **Exact (`--batch-invariant`)**: a KV stream per slot and each prompt chunk in a decode of
+  its own, so a sequence's tokens do not depend on who shares its steps.
 
 Prompt cache: a slot keeps its KV cells after its sequence ends. The next sequence admitted
 to that slot keeps the part of them that matches its prompt (the longest common prefix) and
@@ -112,12 +120,15 @@ class LlamaEngine:
         ctx: llama_cpp.llama_context_p,
         model_id: str,
         n_batch: int,
+        *,
+        batch_invariant: bool = False,
     ) -> None:
         self._model = model
         self._ctx = ctx
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._n_batch = n_batch
+        self._exact = batch_invariant
         n_seq = llama_cpp.llama_n_seq_max(ctx)
         self._batch = _Batch(llama_cpp.llama_batch_init(n_batch, 0, 1), n_batch)
         self._seqs: dict[int, _Seq] = {}
@@ -129,15 +140,18 @@ class LlamaEngine:
         self._eog_tokens: list[int] | None = None
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         template = llama_cpp.llama_model_chat_template(model, None)
+        n_ctx = llama_cpp.llama_n_ctx(ctx)
         self._info = ModelInfo(
             model_id=model_id,
-            n_ctx=llama_cpp.llama_n_ctx(ctx),
+            n_ctx=n_ctx,
             n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
             n_vocab=n_vocab,
             seq_capacity=llama_cpp.llama_n_ctx_seq(ctx),
             chat_template=template.decode("utf-8") if template else None,
             bos_text=self._special_text(llama_cpp.llama_vocab_bos(self._vocab)),
             eos_text=self._special_text(llama_cpp.llama_vocab_eos(self._vocab)),
+            kv_pool=None if batch_invariant else n_ctx,
+            n_slots=n_seq,
         )
         self.n_seq_max = n_seq
         self._closed = False
@@ -166,8 +180,12 @@ class LlamaEngine:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = settings.n_gpu_layers
         model_params.main_gpu = settings.device
-        # No repacked CPU weights: their kernels take one path for a lone row and another
-        # for blocks of rows, so a sequence's logits would depend on who shares its step.
+        # No repacked CPU weights, in either mode. Their kernels take one path for a lone
+        # row and another for blocks of rows (a sequence's logits would depend on who shares
+        # its step), and on some Intel VMs they die with an illegal instruction (SIGILL,
+        # which kills the process: llama-server and llama-cpp-python's server crash there);
+        # a probe could only vouch for the shapes it tried. Without them decodes measured
+        # the same here (docs/PERFORMANCE.md, "Repacked weights").
         model_params.use_extra_bufts = False
         # Referenced until the load returns: llama.cpp calls it from inside; False aborts.
         callback = llama_cpp.llama_progress_callback(lambda done, _: progress.weights(done))
@@ -197,7 +215,7 @@ class LlamaEngine:
     ) -> LlamaEngine:
         """The engine on a new context for `model`; the caller frees `model` if this raises."""
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = settings.ctx_size
+        params.n_ctx = settings.ctx_tokens
         params.n_batch = settings.batch_size
         params.n_ubatch = min(settings.batch_size, 512)
         params.n_seq_max = settings.slots
@@ -207,9 +225,10 @@ class LlamaEngine:
         params.n_outputs_max_per_seq = 1
         params.n_threads = settings.threads
         params.n_threads_batch = settings.threads
-        # Each slot owns ctx_size / slots cells, in the order it decoded them (a unified
-        # buffer would interleave the slots' cells, and the order of a sum is its rounding).
-        params.kv_unified = False
+        # Fast: one pool of ctx_size cells for every slot. Exact: each slot owns
+        # ctx_size / slots cells, in the order it decoded them (a unified buffer interleaves
+        # the slots' cells, and the order of a sum is its rounding).
+        params.kv_unified = not settings.batch_invariant
         # Full-size sliding-window cells: the prompt cache trims a slot back to a shared
         # prefix, which needs the window's cells of that prefix to still be there.
         params.swa_full = True
@@ -218,7 +237,13 @@ class LlamaEngine:
         if not ctx:
             raise ModelLoadError(f"llama.cpp could not create a context for {path}")
         try:
-            return cls(model, ctx, model_id, settings.batch_size)
+            return cls(
+                model,
+                ctx,
+                model_id,
+                settings.batch_size,
+                batch_invariant=settings.batch_invariant,
+            )
         except BaseException:
             llama_cpp.llama_free(ctx)
             raise
@@ -389,7 +414,63 @@ class LlamaEngine:
         return bool(self._seqs)
 
     def step(self) -> list[SeqOutput]:
-        """One token for every running stream, then prompt chunks within the batch size.
+        """One token for every running stream, then prompt chunks within the batch size."""
+        if self._exact:
+            return self._step_apart()
+        return self._step_together()
+
+    def _step_together(self) -> list[SeqOutput]:
+        """Fast mode: the streams' tokens and the prompts' chunks in one llama_decode.
+
+        Streams first, one token each; then prompts in chunks that fill the rest of
+        `--batch-size` (as llama-server does), so a long prompt goes in over several steps
+        while the streams keep one token a step. The prompts closest to their end go first
+        (ties: the oldest), so a short prompt does not wait behind a long one's chunks; the
+        long one takes what is left of each step. With one KV pool llama.cpp splits the
+        batch only by `n_ubatch`, never by sequence, so order and gaps cost nothing.
+        """
+        batch = self._batch
+        batch.clear()
+        fed: list[tuple[_Seq, Sequence[int]]] = []
+        for seq_id, seq in sorted(self._seqs.items()):
+            if seq.last is not None and not seq.prefilling:
+                batch.add(seq.last, len(seq.tokens), seq_id, True)
+                fed.append((seq, (seq.last,)))
+        budget = self._n_batch - len(fed)
+        prefilling = [(i, s) for i, s in self._seqs.items() if s.prefilling]
+        prefilling.sort(key=lambda item: (len(item[1].prompt) - len(item[1].tokens), item[1].order))
+        for seq_id, seq in prefilling:
+            if budget <= 0:
+                break
+            start = len(seq.tokens)
+            chunk = seq.prompt[start : start + budget]
+            for pos, token in enumerate(chunk, start):
+                batch.add(token, pos, seq_id, pos == len(seq.prompt) - 1)
+            fed.append((seq, chunk))
+            budget -= len(chunk)
+        self._make_room(batch.raw.n_tokens)
+        return self._decode(fed)
+
+    def cells_free(self) -> int:
+        """Cells of the shared pool that neither a running sequence nor a slot's prompt cache
+        holds (fast mode)."""
+        used = sum(len(seq.tokens) for seq in self._seqs.values())
+        return self._info.n_ctx - used - sum(len(held) for held in self._held.values())
+
+    def _make_room(self, needed: int) -> None:
+        """Drops the prompt cache of idle slots, least recently used first, until `needed`
+        cells are free. The scheduler's reservations (engine/cells.py) guarantee that the
+        running sequences' own cells always fit once every idle slot's cache is gone."""
+        free = self.cells_free()
+        for slot in sorted(self._held, key=lambda s: (self._last_used.get(s, 0), s)):
+            if free >= needed:
+                return
+            free += len(self._held.pop(slot))
+            llama_cpp.llama_memory_seq_rm(self._memory, slot, -1, -1)
+            log.debug("slot %d: prompt cache dropped to make room (%d cells free)", slot, free)
+
+    def _step_apart(self) -> list[SeqOutput]:
+        """Exact mode: the streams in one decode, each prompt chunk in a decode of its own.
 
         The streams go to llama.cpp in one decode, each prompt chunk in a decode of its own:
         llama.cpp's CPU kernels pick their path by the shape of a batch (one row or many,

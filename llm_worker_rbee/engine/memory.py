@@ -8,16 +8,19 @@ bundled model in tests/test_memory_estimate.py):
   `output.weight` (tied embeddings, like Gemma) gets a GPU copy of `token_embd` then. The
   input embeddings always stay on the CPU.
 - **KV cache**: per layer, cells x KV heads x (key + value head size) x cache type size.
-  With `kv_unified=false` (the engine's setting) each of the `slots` streams has
+  Fast mode (`kv_unified=true`): one pool of `ctx_size` cells, rounded up to 256. With
+  `--batch-invariant` (`kv_unified=false`) each of the `slots` streams has
   `ctx_size / slots` cells, rounded up to 256. Sliding-window layers (Gemma 3: five in six)
   would need fewer cells, but llama.cpp's default `swa_full=true` ("using full-size SWA
   cache") gives them full size, so they are counted in full.
 - **compute**: llama.cpp reserves its graph for a full micro-batch (`n_ubatch` tokens). The
   engine asks for one row of logits per slot (`n_outputs_max = slots`), so the graph peaks
-  at the larger of the FFN's activations (`n_ubatch x (4 n_ff + 2 n_embd)` f32) and the
-  logits (`slots x n_vocab` f32), plus the f16 attention masks (`n_ubatch` x a slot's
-  cells, one per cache: two for sliding-window models). Flash attention (llama.cpp's
-  `auto`) is assumed, so no `n_ubatch x cells` attention scores are counted.
+  at the larger of the FFN's activations (`n_ubatch x (4 n_ff + 2 n_embd)` f32) with the
+  f16 attention masks beside them (`n_ubatch` x the cells of a stream: the whole pool in
+  fast mode; one per cache, two for sliding-window models) and the logits (`slots x
+  n_vocab` f32), which come after the masks are freed.
+  Flash attention (llama.cpp's `auto`) is assumed, so no `n_ubatch x cells` attention
+  scores are counted.
 - **CUDA context**: a fixed allowance for the CUDA runtime and cuBLAS in our process, which
   NVML's free memory does not yet show.
 """
@@ -171,6 +174,7 @@ class ContextShape:
     cache_type: str = "f16"
     swa_full: bool = True  # llama.cpp's default, which the engine keeps
     outputs_per_slot: int = 1  # the engine asks for one row of logits per sequence
+    kv_unified: bool = False  # one pool for every slot (fast mode) or a stream per slot
 
     @property
     def outputs(self) -> int:
@@ -178,9 +182,15 @@ class ContextShape:
         return min(self.slots * self.outputs_per_slot, self.ubatch_tokens)
 
     @property
+    def streams(self) -> int:
+        """KV streams: one shared pool, or one per slot."""
+        return 1 if self.kv_unified else self.slots
+
+    @property
     def cells_per_slot(self) -> int:
-        """llama.cpp rounds each stream's share up to a multiple of 256."""
-        return -(-(self.ctx_size // self.slots) // 256) * 256
+        """Cells of one stream (the whole pool when unified); llama.cpp rounds each up to a
+        multiple of 256."""
+        return -(-(self.ctx_size // self.streams) // 256) * 256
 
     @property
     def ubatch_tokens(self) -> int:
@@ -188,10 +198,11 @@ class ContextShape:
         return min(self.batch_size, _MAX_UBATCH, self.ctx_size)
 
     def cells(self, swa: bool, n_swa: int) -> int:
-        per_slot = self.cells_per_slot
+        per_stream = self.cells_per_slot
         if swa and not self.swa_full:
-            per_slot = min(per_slot, -(-(n_swa + self.ubatch_tokens) // 256) * 256)
-        return per_slot * self.slots
+            window = n_swa * (self.slots if self.kv_unified else 1) + self.ubatch_tokens
+            per_stream = min(per_stream, -(-window // 256) * 256)
+        return per_stream * self.streams
 
     def cache_bytes(self, elements: int) -> int:
         block, size = gguf.GGML_QUANT_SIZES[CACHE_TYPES[self.cache_type]]
@@ -269,7 +280,8 @@ def estimate(
     logits = context.outputs * 4 * (shape.n_vocab + 2 * shape.n_embd)  # the output's peak
     # One f16 attention mask per cache (sliding-window models have two) over a slot's cells.
     masks = tokens * context.cells_per_slot * 2 * (2 if any(shape.swa_layers) else 1)
-    graph = max(hidden, logits) + masks
+    # The masks are freed before the output layer runs: they add to the layers' peak only.
+    graph = max(hidden + masks, logits)
     if n == 0:
         compute_gpu, compute_cpu = 0, graph
     elif output_on_gpu:

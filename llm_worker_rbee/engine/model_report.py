@@ -27,6 +27,7 @@ from llm_worker_rbee.engine.gguf_check import (
 )
 from llm_worker_rbee.engine.memory import ContextShape, ModelShape, estimate
 from llm_worker_rbee.engine.model_path import ModelPathError, resolve_model
+from llm_worker_rbee.engine.preflight import context_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         summary = read_gguf(path)
     except (ModelPathError, GgufError) as exc:
         die(str(exc), code=3)
-    context = ContextShape(settings.ctx_size, settings.slots, settings.batch_size)
+    context = context_of(settings)
     report = describe(summary, context, architecture_problem(summary.architecture) is None)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from llm_worker_rbee.config import Settings
+from llm_worker_rbee.config import DEFAULT_CTX_SIZE, Settings
 from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.gguf_check import GgufError, GgufSummary, check_model
 from llm_worker_rbee.engine.gpu import (
@@ -37,6 +37,9 @@ from llm_worker_rbee.engine.memory import (
 from llm_worker_rbee.engine.model_path import ModelPathError, ResolvedModel, resolve_model
 
 _CUDA_BUILD_HINT = "reinstall llama-cpp-python with CMAKE_ARGS=-DGGML_CUDA=on"
+# An automatic --ctx-size takes at most this share of the available RAM (the rest is the
+# machine's: other workers, the page cache); an explicit one may take it all.
+AUTO_CTX_RAM_SHARE = 0.5
 
 
 class StartError(Exception):
@@ -53,19 +56,67 @@ class StartPlan:
     estimate: MemoryEstimate
     environ: dict[str, str]  # set before llama.cpp starts CUDA
     notes: tuple[str, ...]  # what was chosen and why, for the log
+    ctx_size: int = DEFAULT_CTX_SIZE  # --ctx-size, or what auto resolved to
 
     def apply(self, settings: Settings) -> Settings:
-        """The settings the engine loads with: backend, device and layer count resolved.
+        """The settings the engine loads with: backend, device, layer count and context
+        size resolved.
 
         The device becomes 0: `environ` shows llama.cpp the chosen GPU only.
         """
         return settings.model_copy(
-            update={"backend": self.backend, "device": 0, "gpu_layers": self.n_gpu_layers}
+            update={
+                "backend": self.backend,
+                "device": 0,
+                "gpu_layers": self.n_gpu_layers,
+                "ctx_size": self.ctx_size,
+            }
         )
 
 
 def context_of(settings: Settings) -> ContextShape:
-    return ContextShape(settings.ctx_size, settings.slots, settings.batch_size)
+    return ContextShape(
+        settings.ctx_tokens,
+        settings.slots,
+        settings.batch_size,
+        kv_unified=not settings.batch_invariant,
+    )
+
+
+def auto_ctx_size(
+    shape: ModelShape,
+    settings: Settings,
+    *,
+    ram: int,
+    gpu_free: int | None,
+) -> tuple[int, str]:
+    """`--ctx-size` when not given: the model's trained context, halved until it fits the
+    memory budget, never under DEFAULT_CTX_SIZE; and why, for the log.
+
+    The budget: AUTO_CTX_RAM_SHARE of the available RAM for the CPU part and, when a GPU
+    was found, its free memory with every layer offloaded (`--gpu-layers auto|all`) or the
+    given count. What then does not fit at DEFAULT_CTX_SIZE is the usual checks' to refuse.
+    """
+    trained = shape.n_ctx_train if shape.n_ctx_train > 0 else DEFAULT_CTX_SIZE
+    ctx = min(trained, 1 << 20)
+    layers = 0
+    if gpu_free is not None:
+        count = settings.gpu_layers
+        layers = count if isinstance(count, int) else shape.all_layers
+
+    def fits(size: int) -> bool:
+        context = context_of(settings.model_copy(update={"ctx_size": size}))
+        need = estimate(shape, context, layers)
+        on_gpu = gpu_free is None or need.gpu_total <= gpu_free
+        return on_gpu and need.cpu_total <= ram * AUTO_CTX_RAM_SHARE
+
+    while ctx > DEFAULT_CTX_SIZE and not fits(ctx):
+        ctx = max(ctx // 2, DEFAULT_CTX_SIZE)
+    if ctx == trained:
+        return ctx, f"--ctx-size auto: {ctx}, the model's trained context"
+    if ctx > trained:  # a model trained on less than the floor
+        return ctx, f"--ctx-size auto: {ctx} (the model was trained on {trained})"
+    return ctx, f"--ctx-size auto: {ctx} of the trained {trained}, for the memory budget"
 
 
 def plan_start(
@@ -101,9 +152,14 @@ def plan_start(
     except (ModelPathError, GgufError, GpuError) as exc:
         raise StartError(str(exc)) from None
     shape = ModelShape.from_gguf(summary)
-    context = context_of(settings)
     notes = [f"model: {model.path} ({model.source}), {summary.architecture}"]
     gpu, reason = finding.gpu, finding.reason
+    if settings.ctx_size is None:
+        gpu_free = gpu.device.free_bytes if gpu is not None else None
+        ctx_size, why = auto_ctx_size(shape, settings, ram=ram_available(), gpu_free=gpu_free)
+        settings = settings.model_copy(update={"ctx_size": ctx_size})
+        notes.append(why)
+    context = context_of(settings)
     need = estimate(shape, context, 0)
     n_layers = 0
     if gpu is not None:
@@ -133,10 +189,18 @@ def plan_start(
     on_gpu = f"GPU {gib(need.gpu_total)} ({n_layers} of {shape.all_layers} layers), " if gpu else ""
     notes.append(
         f"memory: {on_gpu}RAM {gib(need.cpu_total)} "
-        f"for {settings.ctx_size} context tokens in {settings.slots} slots"
+        f"for {settings.ctx_tokens} context tokens in {settings.slots} slots"
     )
     return StartPlan(
-        model, summary, backend, gpu, n_layers, need, pinned_environment(gpu), tuple(notes)
+        model,
+        summary,
+        backend,
+        gpu,
+        n_layers,
+        need,
+        pinned_environment(gpu),
+        tuple(notes),
+        settings.ctx_tokens,
     )
 
 

@@ -40,6 +40,9 @@ def register(app: QuartTrio, services: Services) -> None:
                 "n_vocab": info.n_vocab,
                 "slots": services.settings.slots,
                 "model_ref": services.settings.model_ref,
+                # One KV pool all slots draw from (fast mode); false: a stream per slot.
+                "kv_shared": info.kv_pool is not None,
+                "batch_invariant": info.kv_pool is None,
             }
         return entry
 

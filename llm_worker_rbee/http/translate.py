@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.engine.base import Engine
+from llm_worker_rbee.engine.cells import completion_limit
 from llm_worker_rbee.grammar import (
     MAX_GRAMMAR_CHARS,
     GrammarError,
@@ -168,10 +169,11 @@ def build_request(
     logprobs: int | None = None,
     grammar: str | None = None,
 ) -> InferenceRequest:
-    """Tokenizes (or, for token ids, checks) and checks the prompt against the per-sequence
-    context; builds the grammar `response_format`, `grammar` or `json_schema` asks for.
-    `logprobs`: None, or how many alternatives per token to report. `grammar`: one the
-    caller built and checked (e.g. forcing a tool call), which wins over the body's.
+    """Tokenizes (or, for token ids, checks) and checks the prompt against the context one
+    request may use (the whole pool in fast mode, a slot's stream with --batch-invariant);
+    builds the grammar `response_format`, `grammar` or `json_schema` asks for. `logprobs`:
+    None, or how many alternatives per token to report. `grammar`: one the caller built and
+    checked (e.g. forcing a tool call), which wins over the body's.
 
     Raises:
         ApiError: 400 for an empty prompt, one that does not fit the context, a schema that
@@ -190,12 +192,11 @@ def build_request(
     capacity = model.info.seq_capacity
     if len(tokens) >= capacity:
         raise context_length_exceeded(capacity, len(tokens), param=prompt_param)
-    room = capacity - len(tokens)
     return InferenceRequest(
         job_id=job_id,
         prompt_tokens=tuple(tokens),
         sampling=sampling_from(body, model.info.n_vocab, grammar=grammar, logprobs=logprobs),
-        max_tokens=room if max_tokens is None else min(max_tokens, room),
+        max_tokens=completion_limit(model.info, len(tokens), max_tokens),
         stop=stops_of(body) + extra_stops,
         deadline=deadline,
     )

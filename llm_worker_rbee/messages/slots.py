@@ -34,7 +34,9 @@ class Acquire:
     """Ask for a slot. The answer (Granted, or Queued then Granted, or QueueFull) goes to reply.
 
     `reply` needs a buffer of 2 so the scheduler never blocks on it. `prompt_tokens` lets
-    the scheduler pick the free slot whose prompt cache matches best.
+    the scheduler pick the free slot whose prompt cache matches best. `cells`: the KV cells
+    the request reserves (prompt + completion limit) when the slots share one pool
+    (engine/cells.py).
     """
 
     job_id: str
@@ -43,6 +45,7 @@ class Acquire:
     # The request this job is a choice of (its job id); None: a request of its own. A
     # request's waiting choices share one place in the queue.
     group: str | None = field(default=None, compare=False)
+    cells: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,8 @@ async def inprocess_worker(
     run; under a MockClock everything is virtual time."""
     settings = settings or Settings(worker_id="in-process")
     script = script or FakeScript()
-    script.n_ctx, script.n_slots = settings.ctx_size, settings.slots
+    script.n_ctx, script.n_slots = settings.ctx_tokens, settings.slots
+    script.batch_invariant = settings.batch_invariant
     engine = FakeEngine(script)
     server = InProcessServer()
     ids = count(1)

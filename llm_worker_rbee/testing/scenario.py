@@ -144,6 +144,7 @@ class StateExpect(_Strict):
     queue_depth: int | None = None
     engine_active: int | None = None
     engine_steps: int | None = None  # steps the engine has run so far
+    cells_reserved: int | None = None  # KV cells the running requests reserved (shared pool)
     health: int | None = None
     state: str | None = None
     ready: int | None = None  # status of GET /v1/ready
@@ -288,8 +289,9 @@ def _script(scenario: Scenario, settings: Settings) -> FakeScript:
         fail_at_steps=frozenset(spec.fail_at_steps),
         oom_at_steps=frozenset(spec.oom_at_steps),
         load_error=spec.load_error,
-        n_ctx=settings.ctx_size,
+        n_ctx=settings.ctx_tokens,
         n_slots=settings.slots,
+        batch_invariant=settings.batch_invariant,
     )
 
 
@@ -510,6 +512,7 @@ async def _look(
         "queue_depth": stats.queue_depth if stats else None,
         "engine_active": len(engine.active),
         "engine_steps": engine.steps,
+        "cells_reserved": stats.cells_reserved if stats else None,
         "health": health.status,
         "state": services.lifecycle.state.value,
         "ready": ready.status,

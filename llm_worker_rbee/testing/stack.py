@@ -46,6 +46,7 @@ async def actor_stack(
                 script.n_slots,
                 2 * script.n_slots if max_queue is None else max_queue,
                 chooser=model.choose_slot,
+                pool=model.info.kv_pool,
             ).run
         )
         sessions = await nursery.start(SessionPool(model, scheduler).run)

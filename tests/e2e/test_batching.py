@@ -70,8 +70,10 @@ def vocab() -> Iterator[Vocab]:
 
 @pytest.fixture(scope="module")
 def worker4() -> Iterator[WorkerProcess]:
-    """A worker with four slots, so four requests really share each decode step."""
-    process = WorkerProcess(["--slots", "4", "--ctx-size", "2048", "--threads", "2"]).start()
+    """A worker with four slots, so four requests really share each decode step, in the
+    exact mode whose guarantee the alone-vs-company checks pin."""
+    args = ["--slots", "4", "--ctx-size", "2048", "--threads", "2", "--batch-invariant"]
+    process = WorkerProcess(args).start()
     yield process
     process.stop()
 

@@ -1,7 +1,8 @@
 """The real engine's batch: running streams reach llama.cpp as one run of sequence ids.
 
-With a KV stream per slot, llama.cpp splits a batch wherever the next sequence id is not
-the previous one plus one, and each part is a pass over all the weights.
+With a KV stream per slot (`--batch-invariant`), llama.cpp splits a batch wherever the next
+sequence id is not the previous one plus one, and each part is a pass over all the weights.
+The fast mode's one pool has no such split (tests/e2e/test_engine_pool.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ GREEDY = SamplingParams(temperature=0)
 
 @pytest.fixture
 def engine() -> Iterator[LlamaEngine]:
-    settings = Settings(backend="cpu", ctx_size=1024, slots=4, batch_size=64, threads=2)
+    settings = Settings(
+        backend="cpu", ctx_size=1024, slots=4, batch_size=64, threads=2, batch_invariant=True
+    )
     engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
     yield engine
     engine.close()
@@ -89,7 +92,9 @@ def test_a_free_slot_between_streams_takes_a_stand_in_and_keeps_its_cache(
 @pytest.mark.behavior("INF-025")
 def test_a_free_slot_with_no_cell_left_takes_no_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
     # A stand-in in a full slot would find no KV cell and fail the whole step.
-    settings = Settings(backend="cpu", ctx_size=768, slots=3, batch_size=256, threads=2)
+    settings = Settings(
+        backend="cpu", ctx_size=768, slots=3, batch_size=256, threads=2, batch_invariant=True
+    )
     engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
     try:
         capacity = engine.info.seq_capacity

@@ -16,7 +16,11 @@ pytestmark = pytest.mark.real_model
 
 @pytest.mark.behavior("RES-008")
 def test_a_prompt_past_the_slots_cells_is_out_of_memory_and_the_slot_recovers() -> None:
-    settings = Settings(backend="cpu", ctx_size=512, slots=2, batch_size=64, threads=2)
+    # Per-slot streams: 256 cells a slot (from the shared pool the scheduler's reservations
+    # keep a step from ever running out, tests/test_kv_pool.py).
+    settings = Settings(
+        backend="cpu", ctx_size=512, slots=2, batch_size=64, threads=2, batch_invariant=True
+    )
     engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
     greedy = SamplingParams(temperature=0)
     try:

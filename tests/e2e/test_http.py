@@ -103,7 +103,7 @@ def test_prompt_longer_than_the_context_is_400(http: httpx.Client) -> None:
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
-    assert "1024" in error["message"]
+    assert "2048" in error["message"]  # the pool every request may fill
 
 
 def wait_for_idle(http: httpx.Client, limit: float) -> float:
