@@ -322,8 +322,9 @@ async def test_an_output_format_schema_becomes_the_engines_grammar(
 async def test_the_end_of_the_slots_context_is_model_context_window_exceeded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # 32 tokens a slot; the prompt "<bos>User: hi\nAssistant:" takes 20, leaving 12 of 16.
-    settings = Settings(worker_id="w", ctx_size=128, slots=4)
+    # 32 tokens a slot (--batch-invariant: per-slot streams); the prompt
+    # "<bos>User: hi\nAssistant:" takes 20, leaving 12 of 16.
+    settings = Settings(worker_id="w", ctx_size=128, slots=4, batch_invariant=True)
     async with inprocess_worker(settings, FakeScript(reply=["x"] * 30)) as worker:
         response = await worker.request("POST", PATH, BODY)
         body = response.json()

@@ -91,7 +91,9 @@ def test_retry_after_is_the_waiting_jobs_times_the_mean_over_the_slots() -> None
 async def test_a_prompt_too_long_is_worded_as_openai_words_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with inprocess_worker(Settings(worker_id="w", ctx_size=256, slots=4)) as worker:
+    # Per-slot streams (--batch-invariant): 64 tokens a sequence.
+    settings = Settings(worker_id="w", ctx_size=256, slots=4, batch_invariant=True)
+    async with inprocess_worker(settings) as worker:
         chat = await worker.request(
             "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 80}]}
         )

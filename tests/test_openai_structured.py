@@ -193,7 +193,10 @@ async def test_response_format_becomes_the_engines_grammar(
 ) -> None:
     body = CHAT if path == "/v1/chat/completions" else COMPLETION
     async with inprocess_worker() as worker:
-        response = await worker.request("POST", path, {**body, "response_format": response_format})
+        # /v1/inference streams (else it is a two-call job, admitted after the answer).
+        stream = {"stream": True} if path == "/v1/inference" else {}
+        request = {**body, "response_format": response_format, **stream}
+        response = await worker.request("POST", path, request)
         assert response.status == 200, response.body
         assert [s.grammar for s in worker.engine.admitted] == [grammar]
 

@@ -278,12 +278,16 @@ class LlamaEngine:
         )
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        """Special tokens written as text become those tokens, as in llama-server: a chat
+        template writes its turn markers (`<start_of_turn>`, `<|im_start|>`) and often
+        `{{ bos_token }}` as text, and the model was trained on the tokens, not on their
+        spelling in pieces."""
         data = text.encode("utf-8")
         size = len(data) + 8
         while True:
             buffer = (llama_cpp.llama_token * size)()
             n = llama_cpp.llama_tokenize(
-                self._vocab, data, len(data), buffer, size, add_special, False
+                self._vocab, data, len(data), buffer, size, add_special, True
             )
             if n >= 0:
                 return list(buffer[:n])

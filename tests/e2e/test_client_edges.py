@@ -21,7 +21,7 @@ from llm_worker_rbee.testing.process import WorkerProcess
 
 pytestmark = pytest.mark.real_model
 
-# Far beyond a slot's 1024 tokens on the shared worker (2048 over 2 slots).
+# Beyond the 2048-token pool a request may use on the shared worker (--ctx-size 2048).
 TOO_LONG = "Tell me about the weather. " * 400
 
 
@@ -41,7 +41,7 @@ def test_litellm_maps_the_overflow_to_context_window_exceeded(
             max_tokens=4,
             num_retries=0,
         )
-    assert "maximum context length is 1024 tokens" in str(caught.value)
+    assert "maximum context length is 2048 tokens" in str(caught.value)
 
 
 @pytest.mark.behavior("ERR-030")

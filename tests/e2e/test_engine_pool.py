@@ -72,3 +72,15 @@ def test_a_step_drops_the_least_recently_used_idle_cache_for_room() -> None:
         assert engine.admit(0, first, GREEDY) == 0  # nothing left to reuse
     finally:
         engine.close()
+
+
+@pytest.mark.behavior("INF-063")
+def test_special_tokens_written_by_a_template_are_tokens(engine: LlamaEngine) -> None:
+    """A chat template writes `{{ bos_token }}` and its turn markers as text: they must reach
+    the model as the special tokens, not spelled out in pieces."""
+    bos = llama_cpp.llama_vocab_bos(llama_cpp.llama_model_get_vocab(engine._model))
+    tokens = engine.tokenize("<bos><start_of_turn>user\nhi<end_of_turn>\n", add_special=False)
+    assert tokens[0] == bos
+    turn = engine.tokenize("<start_of_turn>", add_special=False)
+    assert len(turn) == 1 and engine.token_piece(turn[0]) == b""  # a control token
+    assert tokens[1] == turn[0]

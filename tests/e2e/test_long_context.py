@@ -73,9 +73,9 @@ def test_a_prompt_beyond_the_pool_names_both_numbers(http: httpx.Client) -> None
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["code"], error["param"]) == ("context_length_exceeded", "prompt")
-    assert error["message"] == (
+    assert error["message"].startswith(
         f"This model's maximum context length is {TRAINED} tokens. "
-        f"However, your messages resulted in {tokens} tokens."
+        f"However, your prompt resulted in {tokens} tokens."
     )
 
 

@@ -1,0 +1,136 @@
+"""This worker's two engine modes beside llama.cpp's `llama-server`, in the same rounds.
+
+`python -m bench.anchor --llama-server PATH` (docs/PERFORMANCE.md has the build recipe):
+each contender serves the bundled model with 8 slots, a 4096-token context and the same
+threads; every round measures 1, 4 and 8 streams of each contender back to back (the first
+wave of a level arrives together), so a slow minute of a shared VM lands on every side. The
+table gives medians of aggregate tokens/s and pooled time-to-first-token percentiles, and
+the ratios the targets of issue #15 name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from statistics import median
+
+import trio
+
+from bench.common import CTX_SIZE, LEVELS, MAX_TOKENS, requests_for
+from bench.load import run_load, warm_up
+from bench.machine import cpu_model
+from bench.rounds import ROUND_INDEX_STEP, Rounds
+from bench.servers import Served, free_port
+
+SLOTS = 8
+
+
+def worker(model: Path, threads: int, *extra: str) -> Served:
+    command = [
+        sys.executable, "-m", "llm_worker_rbee", "serve", "--model", str(model), "--port", "0",
+        "--slots", str(SLOTS), "--ctx-size", str(CTX_SIZE), "--threads", str(threads), *extra,
+    ]  # fmt: skip
+    name = "llm-worker-rbee" + (" --batch-invariant" if extra else " (fast)")
+    served = Served(name, command, re.compile(r"ready: ")).start()
+    listening = re.compile(r"listening on (http://\S+)")
+    served.url = next(m.group(1) for line in served.lines if (m := listening.search(line)))
+    return served
+
+
+def llama_server(binary: str, model: Path, threads: int) -> Served:
+    """`--no-repack`: on some VMs llama.cpp's repacked CPU weights die with an illegal
+    instruction; the worker keeps them off too (docs/PERFORMANCE.md)."""
+    port = free_port()
+    command = [
+        binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+        "-c", str(CTX_SIZE), "-np", str(SLOTS), "-t", str(threads), "-b", "512", "--no-repack",
+    ]  # fmt: skip
+    served = Served("llama-server", command, re.compile(r"listening"))
+    served.url = f"http://127.0.0.1:{port}"
+    return served.start()
+
+
+def _log(message: str) -> None:
+    print(f"[anchor {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench.bare import model_facts
+    from llm_worker_rbee.engine.bundled import bundled_model_path
+
+    parser = argparse.ArgumentParser(prog="python -m bench.anchor", description=__doc__)
+    parser.add_argument("--llama-server", required=True, help="path of llama.cpp's llama-server")
+    parser.add_argument("--model", type=Path, help="GGUF (default: the bundled model)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    model = args.model or bundled_model_path()
+    facts = model_facts(model)
+    contenders: list[Served] = []
+    try:
+        contenders = [
+            worker(model, args.threads),
+            worker(model, args.threads, "--batch-invariant"),
+            llama_server(args.llama_server, model, args.threads),
+        ]
+        for served in contenders:
+            trio.run(partial(warm_up, served.url, eog=facts.eog))
+        results = {s.name: {c: Rounds(c) for c in LEVELS} for s in contenders}
+        for round_ in range(args.rounds):
+            for c in LEVELS:
+                for served in contenders:
+                    requests = requests_for(c)
+                    _log(f"round {round_ + 1}: {served.name}, {requests} requests, {c} at once")
+                    load = trio.run(
+                        partial(
+                            run_load, served.url, c, requests, eog=facts.eog,
+                            first_index=round_ * ROUND_INDEX_STEP,
+                        )
+                    )  # fmt: skip
+                    results[served.name][c].add(load, float("nan"))
+    finally:
+        for served in contenders:
+            served.stop()
+    _print(results, args.threads, args.rounds)
+    return 0
+
+
+def _print(results: dict[str, dict[int, Rounds]], threads: int, rounds: int) -> None:
+    print(
+        f"\n## {os.cpu_count()} cores ({cpu_model()}), {threads} threads, {SLOTS} slots, ctx "
+        f"{CTX_SIZE}, {MAX_TOKENS} tokens per stream, {rounds} rounds, load average "
+        f"{os.getloadavg()[0]:.2f} at the end\n"
+    )
+    print("| contender | streams | done | tok/s (median; each round) | TTFT p50 ms | TTFT p95 ms |")
+    print("|---|--:|--:|--:|--:|--:|")
+    for name, levels in results.items():
+        for c, r in levels.items():
+            pooled = r.pooled
+            print(
+                f"| {name} | {c} | {pooled.complete}/{len(pooled.streams)} | "
+                f"{r.aggregate_tps:.1f} ({r.spread()}) | {pooled.ttft_ms(50):.0f} | "
+                f"{pooled.ttft_ms(95):.0f} |"
+            )
+    server = results["llama-server"]
+    print("\n| vs llama-server | streams | tok/s ratio (median of rounds) | TTFT p50 ratio |")
+    print("|---|--:|--:|--:|")
+    for name, levels in results.items():
+        if name == "llama-server":
+            continue
+        for c, r in levels.items():
+            ratio = median(
+                a.aggregate_tps / b.aggregate_tps
+                for a, b in zip(r.loads, server[c].loads, strict=True)
+            )
+            ttft = r.pooled.ttft_ms(50) / server[c].pooled.ttft_ms(50)
+            print(f"| {name} | {c} | {ratio:.2f} | {ttft:.2f} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
