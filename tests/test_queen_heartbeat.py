@@ -285,7 +285,7 @@ async def test_the_real_worker_heartbeats_a_queen_on_a_real_socket() -> None:
         queen = TinyQueen(arrived=send)
         async with serving(queen) as url, trio.open_nursery() as nursery:
             settings = Settings(worker_id="worker-cpu-0", port=0, slots=1, queen_url=url)
-            engine = FakeEngine(FakeScript(n_ctx=settings.ctx_size, n_slots=1))
+            engine = FakeEngine(FakeScript(n_ctx=settings.ctx_tokens, n_slots=1))
             runtime = Runtime(runner=ThreadStepRunner(), handle_signals=False)
             services: Services = await nursery.start(_worker, settings, runtime, lambda: engine)
             beats = [await arrived.receive(), await arrived.receive()]

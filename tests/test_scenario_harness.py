@@ -11,7 +11,7 @@ from llm_worker_rbee.actors.session import InferenceSession
 from llm_worker_rbee.testing.scenario import run_scenario, scenario_paths
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-RUNS = 20
+RUNS = 8
 
 
 def test_there_are_at_least_25_scenarios() -> None:
@@ -20,7 +20,7 @@ def test_there_are_at_least_25_scenarios() -> None:
 
 @pytest.mark.parametrize("path", scenario_paths([SCENARIOS]), ids=lambda p: p.stem)
 @pytest.mark.behavior("CFG-018")
-@pytest.mark.no_cover  # 20 runs of what the scenarios cover once: only slower under coverage
+@pytest.mark.no_cover  # 8 runs of what the scenarios cover once: only slower under coverage
 def test_trace_is_byte_identical_across_runs(path: Path) -> None:
     hashes = {run_scenario(path).trace_hash for _ in range(RUNS)}
     assert len(hashes) == 1

@@ -253,3 +253,22 @@ async def test_same_answer_alone_or_beside_three_others(
             worker4.url, [(STORY, sampling), *companions], first_joins_late=late
         )
     assert company[0] == alone
+
+
+@pytest.mark.behavior("INF-064")
+def test_with_batch_invariant_a_seed_repeats_from_a_cold_or_a_warm_cache(
+    worker4: WorkerProcess,
+) -> None:
+    """The exact mode's promise for seeds: the same text whether the prompt is decoded whole
+    (cold) or mostly read from the slot's cache (warm). Several prompts and seeds, so one
+    lucky sample cannot pass it."""
+    with httpx.Client(base_url=worker4.url, timeout=120) as http:
+        for n, prompt in enumerate(OTHERS):
+            unique = f"Take {n}. {prompt}"  # a new start: no slot holds its prefix
+            seeded = {"temperature": 0.9, "seed": 40 + n}
+            cold = complete(http, unique, 24, **seeded)
+            warm = complete(http, unique, 24, **seeded)
+            cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+            assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] < cached
+            assert cached == warm["usage"]["prompt_tokens"] - 1
+            assert warm["choices"][0]["text"] == cold["choices"][0]["text"], unique
