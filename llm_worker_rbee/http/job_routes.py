@@ -29,7 +29,13 @@ from llm_worker_rbee.http.schemas import InferenceBody, OperationBody
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import DONE, SSE_HEADERS, SessionBody, next_choice, sse_data
 from llm_worker_rbee.http.translate import build_request
-from llm_worker_rbee.messages.session import Ended, ErrorInfo, StopReason, TextDelta
+from llm_worker_rbee.messages.session import (
+    Ended,
+    ErrorInfo,
+    InferenceRequest,
+    StopReason,
+    TextDelta,
+)
 
 # rbee's StopReason (SCREAMING_SNAKE_CASE); a timeout is an error there, with code TIMEOUT.
 RBEE_STOP_REASONS: dict[StopReason, str] = {
@@ -84,16 +90,18 @@ def register(app: QuartTrio, services: Services) -> None:
         return Response(b"", status=204)
 
 
-async def post_inference_job(
-    services: Services, body: InferenceBody, *, stream_path: str
-) -> dict[str, str]:
-    """Admits the job now and keeps it for its reader; answers where to read it."""
+def native_request(services: Services, body: InferenceBody) -> InferenceRequest:
+    """rbee's native request (one SSE call or a posted job) as an InferenceRequest.
+
+    Raises:
+        ApiError: 503 while not ready; 400 for `n` other than 1 or a prompt that cannot run.
+    """
     model, _ = services.serving()
     if body.n not in (None, 1):
-        raise bad_request("a job streams one sequence; n must be 1", param="n")
+        raise bad_request("rbee's native requests run one sequence; n must be 1", param="n")
     job_id = job_id_for(services, body.job_id)
     log_prompt(services, body.prompt)
-    request = build_request(
+    return build_request(
         model,
         body,
         body.prompt,
@@ -102,6 +110,14 @@ async def post_inference_job(
         max_tokens=body.max_tokens,
         deadline=deadline_for(services, body.timeout),
     )
+
+
+async def post_inference_job(
+    services: Services, body: InferenceBody, *, stream_path: str
+) -> dict[str, str]:
+    """Admits the job now and keeps it for its reader; answers where to read it."""
+    request = native_request(services, body)
+    job_id = request.job_id
     stream = await open_choices(services, [request], owned=False)
     assert services.jobs is not None  # set with the sessions, which serving() checked
     services.jobs.post(job_id, stream, model=services.model_id, posted_at=services.wall_clock())

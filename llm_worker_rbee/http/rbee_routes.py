@@ -12,18 +12,14 @@ from quart_trio import QuartTrio
 
 from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.app import (
-    deadline_for,
-    job_id_for,
-    log_prompt,
     open_session,
     parse_body,
 )
-from llm_worker_rbee.http.errors import ApiError, bad_request, info_body
-from llm_worker_rbee.http.job_routes import post_inference_job
+from llm_worker_rbee.http.errors import ApiError, info_body
+from llm_worker_rbee.http.job_routes import native_request, post_inference_job
 from llm_worker_rbee.http.schemas import InferenceBody
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_choice, sse_data
-from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.session import Ended, TextDelta
 
 
@@ -33,20 +29,8 @@ def register(app: QuartTrio, services: Services) -> None:
         body = await parse_body(InferenceBody)
         if not wants_event_stream(body.stream, http_request.headers.get("Accept", "")):
             return await post_inference_job(services, body, stream_path="/v1/inference")
-        model, _ = services.serving()
-        if body.n not in (None, 1):
-            raise bad_request("/v1/inference streams one sequence; n must be 1", param="n")
-        job_id = job_id_for(services, body.job_id)
-        log_prompt(services, body.prompt)
-        request = build_request(
-            model,
-            body,
-            body.prompt,
-            job_id=job_id,
-            add_special=True,
-            max_tokens=body.max_tokens,
-            deadline=deadline_for(services, body.timeout),
-        )
+        request = native_request(services, body)
+        job_id = request.job_id
         stream = await open_session(services, request)
         frames = _frames(stream, job_id, services.settings.sse_keepalive)
         response = Response(SessionBody(stream, frames), headers=SSE_HEADERS)
