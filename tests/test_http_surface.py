@@ -335,10 +335,12 @@ async def test_prompts_reach_the_log_only_with_log_prompts(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, log_prompts: bool
 ) -> None:
     settings = Settings(worker_id="log", log_prompts=log_prompts)
-    with caplog.at_level(logging.DEBUG, logger="llm_worker_rbee.http.app"):
+    with caplog.at_level(logging.DEBUG, logger="llm_worker_rbee.http.request_context"):
         async with inprocess_worker(settings) as worker:
             await worker.request("POST", "/v1/completions", {"prompt": "very private words"})
-    lines = [r.getMessage() for r in caplog.records if r.name == "llm_worker_rbee.http.app"]
+    lines = [
+        r.getMessage() for r in caplog.records if r.name == "llm_worker_rbee.http.request_context"
+    ]
     if log_prompts:
         assert "prompt: 'very private words'" in lines
     else:

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
-from llm_worker_rbee.http.app import json_depth
+from llm_worker_rbee.http.body import json_depth
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 
 KEY = "s3cret-key"

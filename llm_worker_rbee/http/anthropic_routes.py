@@ -13,7 +13,7 @@ from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.http.anthropic_input import conversation
 from llm_worker_rbee.http.anthropic_output import MessageReply, anthropic_error
 from llm_worker_rbee.http.anthropic_schemas import CountTokensBody, MessagesBody, Tool
-from llm_worker_rbee.http.app import deadline_for, job_id_for, log_prompt, open_session, parse_body
+from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.chat_turns import (
     chat_request,
     check_model,
@@ -23,8 +23,10 @@ from llm_worker_rbee.http.chat_turns import (
     tool_plan,
 )
 from llm_worker_rbee.http.errors import bad_request
+from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
 from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.sessions import open_session
 from llm_worker_rbee.http.sse import SSE_HEADERS, SessionBody
 from llm_worker_rbee.tools import ToolChoice, ToolDef, ToolPlan
 

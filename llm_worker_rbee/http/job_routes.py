@@ -15,18 +15,12 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.actors.jobs import JobBoard, JobClaimError, PostedJob
-from llm_worker_rbee.http.app import (
-    adopt,
-    deadline_for,
-    job_id_for,
-    log_prompt,
-    open_choices,
-    parse_body,
-    validate_body,
-)
+from llm_worker_rbee.http.body import parse_body, validate_body
 from llm_worker_rbee.http.errors import ApiError, bad_request
+from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
 from llm_worker_rbee.http.schemas import InferenceBody, OperationBody
 from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.sessions import adopt, open_choices
 from llm_worker_rbee.http.sse import DONE, SSE_HEADERS, SessionBody, next_choice, sse_data
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.session import (

@@ -13,16 +13,11 @@ from quart_trio import QuartTrio
 from llm_worker_rbee import __version__
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.session import ChoiceStream
-from llm_worker_rbee.http.app import (
-    deadline_for,
-    job_id_for,
-    log_prompt,
-    open_choices,
-    parse_body,
-)
+from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.chat_tools import chat_message, delta_of, message_calls, tool_plan
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
 from llm_worker_rbee.http.logprobs import CompletionLogprobs, chat_logprobs
+from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
 from llm_worker_rbee.http.schemas import (
     ChatCompletionBody,
     CompletionBody,
@@ -30,6 +25,7 @@ from llm_worker_rbee.http.schemas import (
     refused_param,
 )
 from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.sessions import open_choices
 from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_choice, sse_data
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.inference import TokenLogprobs

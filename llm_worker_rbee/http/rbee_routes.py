@@ -11,14 +11,12 @@ from quart import request as http_request
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.actors.session import ChoiceStream
-from llm_worker_rbee.http.app import (
-    open_session,
-    parse_body,
-)
+from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.errors import ApiError, info_body
 from llm_worker_rbee.http.job_routes import native_request, post_inference_job
 from llm_worker_rbee.http.schemas import InferenceBody
 from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.sessions import open_session
 from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_choice, sse_data
 from llm_worker_rbee.messages.session import Ended, TextDelta
 

@@ -8,7 +8,7 @@ from typing import Any
 from quart import Response
 from quart_trio import QuartTrio
 
-from llm_worker_rbee.http.app import deadline_for, job_id_for, log_prompt, open_session, parse_body
+from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.chat_turns import (
     chat_request,
     check_model,
@@ -18,12 +18,14 @@ from llm_worker_rbee.http.chat_turns import (
     tool_plan,
 )
 from llm_worker_rbee.http.errors import ApiError, bad_request
+from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
 from llm_worker_rbee.http.response_store import ResponseStore, StoredResponse
 from llm_worker_rbee.http.responses_api_schemas import ResponsesBody, TextFormat
 from llm_worker_rbee.http.responses_input import function_tools, input_messages, tool_choice
 from llm_worker_rbee.http.responses_output import ResponseReply
 from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.sessions import open_session
 from llm_worker_rbee.http.sse import SSE_HEADERS, SessionBody
 from llm_worker_rbee.prompts import ChatMessage
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from quart_trio import QuartTrio
 
-from llm_worker_rbee.http.app import parse_body
+from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.errors import bad_request
 from llm_worker_rbee.http.services import Services
 
