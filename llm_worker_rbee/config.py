@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from llm_worker_rbee.urls import hive_url_problem, http_url_problem, unspecified_host
+
 ENV_PREFIX = "LLM_WORKER_"
 # What an unresolved `--ctx-size` (auto) means where no model file is read (the fake
 # engine), and the least auto goes down to when the trained context does not fit.
@@ -86,8 +88,6 @@ class Settings(BaseModel):
     @field_validator("hive_url")
     @classmethod
     def _hive_url(cls, value: str | None) -> str | None:
-        from llm_worker_rbee.hive.client import hive_url_problem
-
         problem = None if value is None else hive_url_problem(value)
         if problem is not None:
             raise ValueError(problem)
@@ -107,7 +107,7 @@ class Settings(BaseModel):
             return value
         problem = http_url_problem(value)
         host = urlsplit(value).hostname or ""
-        if problem is None and _unspecified(host):
+        if problem is None and unspecified_host(host):
             problem = f"{host} is where the worker listens, not an address others can reach"
         if problem is not None:
             raise ValueError(problem)
@@ -250,23 +250,6 @@ SECRET_ENV: dict[str, tuple[str, ...]] = {
     "api_key": ("LLM_WORKER_API_KEY", "LLORCH_API_TOKEN"),
     "hive_token": ("LLM_WORKER_HIVE_TOKEN",),
 }
-
-
-def http_url_problem(url: str) -> str | None:
-    """Why `url` cannot be an http(s) base URL, or None when it can."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return "should be an http:// or https:// URL"
-    if not parts.hostname:
-        return "has no host"
-    return None
-
-
-def _unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_unspecified
-    except ValueError:
-        return False
 
 
 def _loopback(host: str) -> bool:

@@ -6,22 +6,20 @@ Every field is listed in docs/HIVE_PROTOCOL.md.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
 from llm_worker_rbee import __version__
 from llm_worker_rbee.config import Settings
+from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.lifecycle import WorkerState
 from llm_worker_rbee.metrics import Snapshot
-
-if TYPE_CHECKING:
-    from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.urls import unspecified_host
 
 Payload = dict[str, Any]
 
@@ -41,17 +39,10 @@ def advertised_url(
     if not binds:
         return None
     parts = urlsplit(binds[0])
-    if not _unspecified(parts.hostname or ""):
+    if not unspecified_host(parts.hostname or ""):
         return binds[0]
     netloc = hostname() if parts.port is None else f"{hostname()}:{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _unspecified(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False
 
 
 def listening_port(services: Services) -> int:

@@ -26,8 +26,9 @@ from llm_worker_rbee.engine.base import Engine, LoadCancelled, ModelLoadError
 from llm_worker_rbee.engine.gpu import AskedDevice
 from llm_worker_rbee.engine.loading import LoadProgress
 from llm_worker_rbee.engine.runner import StepRunner
-from llm_worker_rbee.hive.client import HiveClient, hive_client_for
-from llm_worker_rbee.hive.queen_client import HttpQueenClient, QueenClient
+from llm_worker_rbee.hive.client import HiveClient
+from llm_worker_rbee.hive.connect import hive_client_for, queen_client_for
+from llm_worker_rbee.hive.queen_client import QueenClient
 from llm_worker_rbee.hive.vitals import VramReader
 from llm_worker_rbee.http.app import create_app
 from llm_worker_rbee.http.server import serve_http
@@ -80,19 +81,6 @@ class Runtime:
     device: AskedDevice | None = None
     # None: HTTP to --queen-url (no queen heartbeat without one); scenarios script it.
     queen_client: QueenClient | None = None
-
-
-def queen_client(settings: Settings, runtime: Runtime) -> QueenClient | None:
-    if runtime.queen_client is not None or settings.queen_url is None:
-        return runtime.queen_client
-    return HttpQueenClient(settings.queen_url)
-
-
-def hive_client(settings: Settings, runtime: Runtime) -> HiveClient | None:
-    if runtime.hive_client is not None or settings.hive_url is None:
-        return runtime.hive_client
-    token = settings.hive_token.get_secret_value() if settings.hive_token else None
-    return hive_client_for(settings.hive_url, token=token)
 
 
 async def run_worker(
@@ -152,7 +140,7 @@ async def run_worker(
         lifecycle.set_state(WorkerState.LOADING)
         # Before the model: a worker whose model does not load still says goodbye.
         heartbeat = HeartbeatActor(
-            client=hive_client(settings, runtime),
+            client=runtime.hive_client or hive_client_for(settings),
             interval=settings.heartbeat_interval,
             lifecycle=lifecycle,
             reports=WorkerReports(services, binds),
@@ -215,7 +203,7 @@ def _queen_actor(
     tracer: Tracer,
 ) -> QueenHeartbeatActor | None:
     """rbee's worker-contract heartbeat, with --queen-url (or a scripted queen)."""
-    client = queen_client(settings, runtime)
+    client = runtime.queen_client or queen_client_for(settings)
     if client is None:
         return None
     return QueenHeartbeatActor(

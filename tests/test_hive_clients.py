@@ -14,7 +14,8 @@ import trio
 import trio.testing
 
 from llm_worker_rbee.config import SettingsError, settings_from
-from llm_worker_rbee.hive.client import HiveClient, hive_client_for
+from llm_worker_rbee.hive.client import HiveClient
+from llm_worker_rbee.hive.connect import hive_client_for
 from llm_worker_rbee.hive.http_client import HttpHiveClient
 from llm_worker_rbee.hive.stub import HiveEvent, HiveStub, running_stub, serve_stub
 from llm_worker_rbee.hive.ws_client import WebSocketHiveClient
@@ -67,7 +68,11 @@ def seen(stub: HiveStub, *kinds: str) -> list[tuple[str, str, int | None]]:
 )
 @pytest.mark.behavior("HIVE-001")
 def test_the_url_scheme_picks_the_transport(url: str, kind: type) -> None:
-    assert isinstance(hive_client_for(url, token=None), kind)
+    assert isinstance(hive_client_for(settings_from({"hive_url": url}, environ={})), kind)
+
+
+def test_no_hive_url_means_no_hive_client() -> None:
+    assert hive_client_for(settings_from({}, environ={})) is None
 
 
 @pytest.mark.parametrize("url", ["ftp://hive", "hive:7000", "http://"])

@@ -1,9 +1,8 @@
-"""The hive conversation behind one small protocol, and the choice of transport by URL."""
+"""The hive conversation behind one small protocol (`hive/connect.py` picks the transport)."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import trio
 
@@ -15,9 +14,6 @@ READY_PATH = "/v1/workers/ready"
 HEARTBEAT_PATH = "/v1/workers/heartbeat"
 GONE_PATH = "/v1/workers/gone"
 WEBSOCKET_PATH = "/v1/workers/ws"
-
-HTTP_SCHEMES = ("http", "https")
-WEBSOCKET_SCHEMES = ("ws", "wss")
 
 
 class HiveListener(Protocol):
@@ -51,34 +47,6 @@ class HiveClient(Protocol):
     async def heartbeat(self, payload: Payload) -> HiveReply: ...
 
     async def gone(self, payload: Payload) -> HiveReply: ...
-
-
-def hive_url_problem(url: str) -> str | None:
-    """Why `url` cannot be a hive URL, or None when it can."""
-    parts = urlsplit(url)
-    if parts.scheme not in HTTP_SCHEMES + WEBSOCKET_SCHEMES:
-        return "should be an http://, https://, ws:// or wss:// URL"
-    if not parts.hostname:
-        return "has no host"
-    return None
-
-
-def hive_client_for(url: str, *, token: str | None) -> HiveClient:
-    """HTTP POSTs for http(s):// hives, one WebSocket control channel for ws(s):// ones.
-
-    Raises:
-        ValueError: a URL no client can talk to (settings validate this first).
-    """
-    problem = hive_url_problem(url)
-    if problem is not None:
-        raise ValueError(f"hive URL {url!r} {problem}")
-    if urlsplit(url).scheme in WEBSOCKET_SCHEMES:
-        from llm_worker_rbee.hive.ws_client import WebSocketHiveClient
-
-        return WebSocketHiveClient(url, token=token)
-    from llm_worker_rbee.hive.http_client import HttpHiveClient
-
-    return HttpHiveClient(url, token=token)
 
 
 def reply_for_status(status: int) -> HiveReply:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import httpx
 import trio
 
@@ -16,7 +14,8 @@ from llm_worker_rbee.hive.client import (
     auth_headers,
     reply_for_status,
 )
-from llm_worker_rbee.messages.hive import HiveOutcome, HiveReply
+from llm_worker_rbee.hive.json_post import JsonPoster
+from llm_worker_rbee.messages.hive import HiveReply
 
 
 class HttpHiveClient:
@@ -34,10 +33,10 @@ class HttpHiveClient:
         token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        self._token = token
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._poster = JsonPoster(
+            url, name="hive", headers=auth_headers(token), transport=transport
+        )
+        self.url = self._poster.url
 
     async def run(
         self,
@@ -45,23 +44,7 @@ class HttpHiveClient:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        # httpx logs every request at INFO: one line per heartbeat would drown the log, which
-        # should carry one line per transition (the HeartbeatActor writes those).
-        httpx_log = logging.getLogger("httpx")
-        httpx_log.setLevel(max(httpx_log.level, logging.WARNING))
-        # No timeout here: every call is bounded by its caller's cancel scope.
-        async with httpx.AsyncClient(
-            base_url=self.url,
-            headers=auth_headers(self._token),
-            timeout=None,
-            transport=self._transport,
-        ) as client:
-            self._client = client
-            try:
-                task_status.started()
-                await trio.sleep_forever()
-            finally:
-                self._client = None
+        await self._poster.run(task_status=task_status)
 
     async def ready(self, payload: Payload) -> HiveReply:
         return await self._post(READY_PATH, payload)
@@ -73,12 +56,7 @@ class HttpHiveClient:
         return await self._post(GONE_PATH, payload)
 
     async def _post(self, path: str, payload: Payload) -> HiveReply:
-        if self._client is None:
-            return HiveReply(HiveOutcome.FAILED, "the hive client is not running")
-        try:
-            response = await self._client.post(path, json=payload)
-        except httpx.ConnectError as exc:
-            return HiveReply(HiveOutcome.FAILED, f"cannot connect: {exc or type(exc).__name__}")
-        except httpx.HTTPError as exc:
-            return HiveReply(HiveOutcome.FAILED, f"{type(exc).__name__}: {exc}".rstrip(": "))
+        response = await self._poster.post(path, payload)
+        if isinstance(response, HiveReply):
+            return response
         return reply_for_status(response.status_code)

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Protocol
 
 import httpx
 import trio
 
+from llm_worker_rbee.hive.json_post import JsonPoster
 from llm_worker_rbee.messages.hive import HIVE_OK, HiveOutcome, HiveReply
 
 Payload = dict[str, Any]
@@ -49,32 +49,14 @@ class HttpQueenClient:
     """Posts each heartbeat as JSON with httpx; no auth (rbee's queen asks for none)."""
 
     def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.url = url.rstrip("/")
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._poster = JsonPoster(url, name="queen", transport=transport)
+        self.url = self._poster.url
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # httpx logs every request at INFO; the actor logs one line per transition instead.
-        httpx_log = logging.getLogger("httpx")
-        httpx_log.setLevel(max(httpx_log.level, logging.WARNING))
-        # No timeout here: every call is bounded by its caller's cancel scope.
-        async with httpx.AsyncClient(
-            base_url=self.url, timeout=None, transport=self._transport
-        ) as client:
-            self._client = client
-            try:
-                task_status.started()
-                await trio.sleep_forever()
-            finally:
-                self._client = None
+        await self._poster.run(task_status=task_status)
 
     async def heartbeat(self, payload: Payload) -> HiveReply:
-        if self._client is None:
-            return HiveReply(HiveOutcome.FAILED, "the queen client is not running")
-        try:
-            response = await self._client.post(QUEEN_HEARTBEAT_PATH, json=payload)
-        except httpx.ConnectError as exc:
-            return HiveReply(HiveOutcome.FAILED, f"cannot connect: {exc or type(exc).__name__}")
-        except httpx.HTTPError as exc:
-            return HiveReply(HiveOutcome.FAILED, f"{type(exc).__name__}: {exc}".rstrip(": "))
+        response = await self._poster.post(QUEEN_HEARTBEAT_PATH, payload)
+        if isinstance(response, HiveReply):
+            return response
         return queen_reply(response.status_code, response.headers.get("content-type", ""))
