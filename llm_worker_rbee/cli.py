@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 import trio
 
@@ -15,11 +17,19 @@ from llm_worker_rbee import __version__
 from llm_worker_rbee.behaviors import add_behaviors_parser
 from llm_worker_rbee.behaviors import run as run_behaviors
 from llm_worker_rbee.config import Settings, SettingsError, add_setting_flags, die, settings_from
+from llm_worker_rbee.engine.gpu import AskedDevice, NvmlProbe
+from llm_worker_rbee.engine.loading import LoadProgress
+from llm_worker_rbee.engine.memory import available_ram
 from llm_worker_rbee.engine.model_report import add_arguments as add_inspect_arguments
 from llm_worker_rbee.engine.model_report import run as inspect_model
+from llm_worker_rbee.engine.preflight import StartError, llama_offload_supported, plan_start
+from llm_worker_rbee.engine.runner import ThreadStepRunner
 from llm_worker_rbee.hive.stub import add_hive_stub_parser, run_hive_stub
+from llm_worker_rbee.hive.vitals import nvml_vram
 from llm_worker_rbee.http.server import ListenError, first_exception
+from llm_worker_rbee.logs import configure_logging
 from llm_worker_rbee.testing.scenario_cli import add_scenario_parser, run_scenarios
+from llm_worker_rbee.worker import LOAD_FAILED_EXIT, Runtime, run_worker
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,9 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_bench(args: Sequence[str]) -> int:
     """Runs `python -m bench` from the checkout this package lives in (as `make bench`)."""
-    import subprocess
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     if not (root / "bench" / "__main__.py").is_file():
         die(f"bench: the benchmarks live in a source checkout; no bench/ in {root}")
@@ -90,14 +97,6 @@ LISTEN_FAILED_EXIT = 2
 
 
 def serve(settings: Settings) -> int:
-    from llm_worker_rbee.engine.gpu import AskedDevice, NvmlProbe
-    from llm_worker_rbee.engine.loading import LoadProgress
-    from llm_worker_rbee.engine.memory import available_ram
-    from llm_worker_rbee.engine.preflight import StartError, llama_offload_supported, plan_start
-    from llm_worker_rbee.engine.runner import ThreadStepRunner
-    from llm_worker_rbee.logs import configure_logging
-    from llm_worker_rbee.worker import LOAD_FAILED_EXIT, Runtime, run_worker
-
     configure_logging(settings.log_level, settings.log_format)
     try:  # path, file, device and memory: refused in one line before anything loads
         plan = plan_start(
@@ -112,6 +111,8 @@ def serve(settings: Settings) -> int:
     os.environ.update(plan.environ)  # before llama.cpp starts CUDA: the chosen GPU only
     for note in plan.notes:
         logging.getLogger(__name__).info("%s", note)
+    # Imported only now: llama_cpp loads the native library, and CUDA must see the pinned
+    # environment above when it starts (engine/preflight.py:llama_offload_supported).
     from llm_worker_rbee.engine.llama import LlamaEngine
 
     device = AskedDevice(settings.device, plan.gpu)  # the reports name it as the operator did
@@ -119,8 +120,6 @@ def serve(settings: Settings) -> int:
     model_path, model_id = plan.model.path, plan.model.model_id
     progress = LoadProgress()
     factory = partial(LlamaEngine.load, model_path, settings, model_id, progress)
-    from llm_worker_rbee.hive.vitals import nvml_vram
-
     vram = nvml_vram(NvmlProbe(), plan.gpu.device.uuid) if plan.gpu is not None else None
     runtime = Runtime(runner=ThreadStepRunner(), vram=vram, device=device)
     try:

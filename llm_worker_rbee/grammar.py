@@ -51,7 +51,7 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     Raises:
         GrammarError: the converter cannot handle the schema, or it is too large.
     """
-    from llama_cpp.llama_grammar import SchemaConverter
+    from llama_cpp.llama_grammar import SchemaConverter  # when first needed (see above)
 
     _check_bounds(schema)
     converter = SchemaConverter(  # type: ignore[no-untyped-call]
@@ -81,7 +81,7 @@ def rules_grammar(schemas: dict[str, dict[str, Any]], root: str) -> str:
     Raises:
         GrammarError: the converter cannot handle a schema, or the grammar is too large.
     """
-    from llama_cpp.llama_grammar import SchemaConverter
+    from llama_cpp.llama_grammar import SchemaConverter  # when first needed (see above)
 
     for schema in schemas.values():
         _check_bounds(schema)

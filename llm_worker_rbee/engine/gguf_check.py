@@ -22,6 +22,7 @@ import struct
 import sys
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -480,8 +481,6 @@ def _libllama_path() -> Path | None:
 
 
 def _llama_cpp_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("llama_cpp_python")
     except PackageNotFoundError:
@@ -489,8 +488,6 @@ def _llama_cpp_version() -> str:
 
 
 def _gguf_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("gguf")
     except PackageNotFoundError:

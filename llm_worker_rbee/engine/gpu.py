@@ -13,6 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+with warnings.catch_warnings():
+    # pynvml 12+ warns on import that nvidia-ml-py is its new name; same API.
+    warnings.simplefilter("ignore", FutureWarning)
+    import pynvml
+
 CUDA_VISIBLE = "CUDA_VISIBLE_DEVICES"
 
 
@@ -59,10 +64,6 @@ class NvmlProbe:
     """The real probe: pynvml, initialised and shut down around each call."""
 
     def devices(self) -> Sequence[GpuDevice]:
-        with warnings.catch_warnings():
-            # pynvml 12+ warns on import that nvidia-ml-py is its new name; same API.
-            warnings.simplefilter("ignore", FutureWarning)
-            import pynvml
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
@@ -92,9 +93,6 @@ class NvmlProbe:
         """The largest `usedGpuMemory` NVML lists for `pid` among the compute and graphics
         processes of that GPU (a process appears once per context kind; the largest entry
         is its memory, never counted twice)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            import pynvml
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:

@@ -212,6 +212,6 @@ def llama_offload_supported(pin: Mapping[str, str]) -> bool:  # pragma: no cover
     CUDA reads CUDA_VISIBLE_DEVICES once.
     """
     os.environ.update(pin)
-    import llama_cpp
+    import llama_cpp  # only after the pin: CUDA reads the environment when it starts
 
     return bool(llama_cpp.llama_supports_gpu_offload())
