@@ -13,14 +13,9 @@ import gguf
 import pytest
 
 from llm_worker_rbee.engine import gguf_check
+from llm_worker_rbee.engine.architectures import supported_architectures
 from llm_worker_rbee.engine.bundled import bundled_model_path
-from llm_worker_rbee.engine.gguf_check import (
-    ArrayValue,
-    GgufError,
-    check_model,
-    read_gguf,
-    supported_architectures,
-)
+from llm_worker_rbee.engine.gguf_check import ArrayValue, GgufError, check_model, read_gguf
 from tests.gguf_factory import arch_kv, bundled_prefix, one_tensor, raw_gguf, write_model
 
 ALL = frozenset({"llama", "gemma3", "clip"})

@@ -19,12 +19,8 @@ from typing import Any
 import gguf
 
 from llm_worker_rbee.config import SettingsError, die, env_of, settings_from
-from llm_worker_rbee.engine.gguf_check import (
-    GgufError,
-    GgufSummary,
-    architecture_problem,
-    read_gguf,
-)
+from llm_worker_rbee.engine.architectures import architecture_problem
+from llm_worker_rbee.engine.gguf_check import GgufError, GgufSummary, read_gguf
 from llm_worker_rbee.engine.memory import ContextShape, ModelShape, estimate
 from llm_worker_rbee.engine.model_path import ModelPathError, resolve_model
 from llm_worker_rbee.engine.preflight import context_of
