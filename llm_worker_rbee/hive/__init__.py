@@ -6,7 +6,7 @@
 - `queen_client`: rbee's queen heartbeat; `json_post`: the httpx transport both POST over;
 - `vitals`: what only the HeartbeatActor knows, for `GET /heartbeat`;
 - `scripted`: a hive scripted in virtual time, for the scenario harness;
-- `stub`: `llm-worker-rbee hive-stub`, a small reference hive.
+- `stub`: a small reference hive; `stub_cli`: its command, `llm-worker-rbee hive-stub`.
 
 The HeartbeatActor (`actors/heartbeat.py`) drives the conversation; docs/HIVE_PROTOCOL.md
 describes it.
