@@ -16,6 +16,11 @@ Prompt cache: a slot keeps its KV cells after its sequence ends. The next sequen
 to that slot keeps the part of them that matches its prompt (the longest common prefix) and
 only the rest of its prompt is decoded; `choose_slot` tells the scheduler which free slot
 holds the longest match.
+
+One piece (over 400 lines): `LlamaEngine` owns one llama.cpp context, and loading,
+admission, the prompt cache and both step modes read and write the same per-slot state
+(the sequences, the shared batch, the KV cells); split apart, each part would reach into
+the others' private state.
 """
 
 from __future__ import annotations

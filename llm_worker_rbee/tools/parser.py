@@ -8,6 +8,10 @@ turns out not to be a call is released as content. Whitespace around calls is dr
 
 The whole answer is the same events folded (`parse_tool_calls`), so a streamed answer and
 a whole one always agree.
+
+One piece (over 400 lines): `ToolCallParser` is one state machine (content, head,
+arguments, tail, closer, between) whose steps hand one buffer to each other; the JSON
+scanning it needs (`json_end`, `_ValueStream`) is small and used nowhere else.
 """
 
 from __future__ import annotations
