@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,21 @@ def test_show_prints_current_line_numbers(capsys: pytest.CaptureFixture[str]) ->
     assert f"llm_worker_rbee/http/system_routes.py:{line} register.health" in health
     assert any(row.startswith("| HIVE-001 |") for row in out)
     assert not any(row.startswith("| HTTP-002 |") for row in out)
+
+
+@pytest.mark.behavior("CFG-020")
+def test_the_checker_runs_as_a_module_from_the_checkouts_root(tmp_path: Path) -> None:
+    """As `make test` runs it: devtools is not installed, the checkout's root finds it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.behaviors", "sync", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=PACKAGE_DIR.parent,
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"python -m devtools.behaviors: error: no docs/BEHAVIORS.md in {tmp_path}\n",
+    )
 
 
 # A small checkout of its own: an inventory, tests and scenarios in tmp_path.

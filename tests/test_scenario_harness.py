@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,10 +77,6 @@ def test_a_missing_final_event_fails_with_the_request_and_time(
 
 def test_traces_are_the_same_in_another_process() -> None:
     """Not only repeatable in one process: memory addresses and hash seeds differ per process."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import hashlib, sys; from pathlib import Path;"
         "from devtools.scenarios.runner import run_scenario;"
@@ -141,3 +140,15 @@ def test_scenario_run_without_files_exits_2(
 ) -> None:
     assert scenario_cli.main(["run", str(tmp_path)]) == 2
     assert capsys.readouterr().out == f"no scenario files found in {tmp_path}\n"
+
+
+@pytest.mark.behavior("CFG-018")
+def test_the_harness_runs_as_a_module_from_the_checkouts_root(tmp_path: Path) -> None:
+    """As docs/SCENARIOS.md says: devtools is not installed, the checkout's root finds it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.scenarios", "run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=SCENARIOS.parent,
+    )
+    assert (done.returncode, done.stdout) == (2, f"no scenario files found in {tmp_path}\n")
