@@ -28,10 +28,11 @@ serve: $(VENV)/.installed
 	$(VENV)/bin/llm-worker-rbee serve $(ARGS)
 
 # Line coverage of the package (worker subprocesses included: [tool.coverage.run] patch), and
-# the behaviour inventory against the code and the tests (docs/BEHAVIORS.md).
+# the behaviour inventory against the code and the tests (docs/BEHAVIORS.md; the checker is
+# devtools/behaviors, outside the installed package).
 test: $(VENV)/.installed-test
 	$(PY) -m pytest --cov=llm_worker_rbee --cov-report=term --cov-fail-under=90
-	$(VENV)/bin/llm-worker-rbee behaviors check
+	$(PY) -m devtools.behaviors check
 
 # Benchmarks (about 10 minutes on 2 cores; not part of `make test`): see docs/PERFORMANCE.md.
 bench: $(VENV)/.installed-bench
@@ -46,8 +47,8 @@ soak: $(VENV)/.installed-test
 	$(PY) -m llm_worker_rbee.testing.soak $(ARGS)
 
 lint: $(VENV)/.installed-test
-	$(VENV)/bin/ruff check llm_worker_rbee tests scenarios bench
-	$(VENV)/bin/ruff format --check llm_worker_rbee tests scenarios bench
+	$(VENV)/bin/ruff check llm_worker_rbee devtools tests scenarios bench
+	$(VENV)/bin/ruff format --check llm_worker_rbee devtools tests scenarios bench
 	$(VENV)/bin/mypy
 
 clean:

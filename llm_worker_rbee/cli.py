@@ -14,8 +14,6 @@ from pathlib import Path
 import trio
 
 from llm_worker_rbee import __version__
-from llm_worker_rbee.behaviors import add_behaviors_parser
-from llm_worker_rbee.behaviors import run as run_behaviors
 from llm_worker_rbee.config import Settings, SettingsError, add_setting_flags, die, settings_from
 from llm_worker_rbee.engine.gpu import AskedDevice, NvmlProbe
 from llm_worker_rbee.engine.loading import LoadProgress
@@ -28,7 +26,6 @@ from llm_worker_rbee.hive.stub_cli import add_hive_stub_parser, run_hive_stub
 from llm_worker_rbee.hive.vitals import nvml_vram
 from llm_worker_rbee.http.server import ListenError, first_exception
 from llm_worker_rbee.logs import configure_logging
-from llm_worker_rbee.testing.scenario_cli import add_scenario_parser, run_scenarios
 from llm_worker_rbee.worker import LOAD_FAILED_EXIT, Runtime, run_worker
 
 
@@ -43,13 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     serve = commands.add_parser("serve", help="serve one GGUF model over HTTP")
     add_setting_flags(serve)
-    add_scenario_parser(commands)
     add_hive_stub_parser(commands)
     inspect = commands.add_parser("inspect-model", help="what a GGUF model is and needs")
     add_inspect_arguments(inspect)
     # Listed here for --help; main() hands everything after `bench` to bench's own parser.
     commands.add_parser("bench", help="benchmarks beside llama.cpp's servers (source checkout)")
-    add_behaviors_parser(commands)
     return parser
 
 
@@ -73,14 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SettingsError as exc:
             die(str(exc), code=exc.exit_code)
         return serve(settings)
-    if args.command == "scenario":
-        return run_scenarios(args.paths, args.trace)
     if args.command == "inspect-model":
         return inspect_model(args)
     if args.command == "hive-stub":
         return run_hive_stub(args)
-    if args.command == "behaviors":
-        return run_behaviors(args)
     return 2
 
 

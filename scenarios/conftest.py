@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_worker_rbee.testing.scenario import run_scenario
+from devtools.scenarios.runner import run_scenario
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from llm_worker_rbee import behaviors, cli
-from llm_worker_rbee.behaviors import SECTIONS, Fact, check, sync
+from devtools.behaviors import cli as behaviors_cli
+from devtools.behaviors.check import Report, check, code_facts, sync
+from devtools.behaviors.facts import Fact, backticked, env_fact, flag_fact, route_fact
+from devtools.behaviors.inventory import SECTIONS
+from devtools.behaviors.locations import Location, Sources, resolve
+from devtools.behaviors.paths import PACKAGE_DIR
+from devtools.behaviors.runtime_facts import cli_facts, route_facts, settings_facts, worker_app
+from devtools.behaviors.source_facts import environment_facts, error_facts
+from llm_worker_rbee import cli
 from llm_worker_rbee.config import FLAGS, Settings, _Flag
 
-PACKAGE_DIR = behaviors.PACKAGE_DIR
 
-
-def problems_text(report: behaviors.Report) -> str:
+def problems_text(report: Report) -> str:
     return "\n".join(report.problems)
 
 
@@ -29,13 +36,13 @@ def test_the_inventory_matches_the_code_and_the_tests() -> None:
 
 @pytest.mark.behavior("CFG-020")
 def test_the_cli_check_passes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["behaviors", "check"]) == 0
+    assert behaviors_cli.main(["check"]) == 0
     assert "the code and the inventory agree" in capsys.readouterr().out
 
 
 @pytest.mark.behavior("CFG-020")
 def test_show_prints_current_line_numbers(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["behaviors", "show", "HTTP-001", "Hive"]) == 0
+    assert behaviors_cli.main(["show", "HTTP-001", "Hive"]) == 0
     out = capsys.readouterr().out.splitlines()
     source = (PACKAGE_DIR / "http" / "system_routes.py").read_text().splitlines()
     line = next(i for i, text in enumerate(source, 1) if "async def health" in text)
@@ -43,6 +50,21 @@ def test_show_prints_current_line_numbers(capsys: pytest.CaptureFixture[str]) ->
     assert f"llm_worker_rbee/http/system_routes.py:{line} register.health" in health
     assert any(row.startswith("| HIVE-001 |") for row in out)
     assert not any(row.startswith("| HTTP-002 |") for row in out)
+
+
+@pytest.mark.behavior("CFG-020")
+def test_the_checker_runs_as_a_module_from_the_checkouts_root(tmp_path: Path) -> None:
+    """As `make test` runs it: devtools is not installed, the checkout's root finds it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.behaviors", "sync", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=PACKAGE_DIR.parent,
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"python -m devtools.behaviors: error: no docs/BEHAVIORS.md in {tmp_path}\n",
+    )
 
 
 # A small checkout of its own: an inventory, tests and scenarios in tmp_path.
@@ -138,14 +160,18 @@ def test_a_where_that_no_longer_exists_fails_naming_it(tmp_path: Path) -> None:
 
 
 def test_where_reaches_handlers_methods_and_tables() -> None:
-    sources = behaviors._Sources(PACKAGE_DIR)
+    sources = Sources(PACKAGE_DIR)
     for ref in (
         "http.system_routes:register.health",
         "actors.session:SessionPool.cancel",
         "llm_worker_rbee.http.schemas:REFUSED",
         "config:Settings.queue_limit",
+        "devtools.behaviors.check:check",  # a development tool, beside the package
     ):
-        assert isinstance(behaviors.resolve(ref, sources), behaviors.Location), ref
+        assert isinstance(resolve(ref, sources), Location), ref
+    assert resolve("devtools.nowhere:f", sources) == (
+        "`devtools.nowhere:f`: there is no module devtools.nowhere"
+    )
 
 
 def test_a_covered_by_column_that_drifted_fails_and_sync_rewrites_it(tmp_path: Path) -> None:
@@ -154,9 +180,9 @@ def test_a_covered_by_column_that_drifted_fails_and_sync_rewrites_it(tmp_path: P
     report = check(root, facts=no_facts)
     assert report.problems == [
         "HIVE-001: the table says covered by tests/test_x.py::test_old; the tests say "
-        "tests/test_x.py::test_it (run `llm-worker-rbee behaviors sync`)"
+        "tests/test_x.py::test_it (run `python -m devtools.behaviors sync`)"
     ]
-    assert cli.main(["behaviors", "sync", "--root", str(root)]) == 0
+    assert behaviors_cli.main(["sync", "--root", str(root)]) == 0
     assert check(root, facts=no_facts).problems == []
 
 
@@ -215,13 +241,13 @@ def drift(facts: list[Fact]) -> list[str]:
 
 
 def test_a_new_route_without_a_row_fails_naming_it() -> None:
-    app = behaviors.worker_app()
+    app = worker_app()
 
     @app.get("/v1/brand-new")
     async def brand_new() -> str:
         return "new"
 
-    assert drift(behaviors.route_facts(app)) == [
+    assert drift(route_facts(app)) == [
         "route GET /v1/brand-new (http.app:create_app) appears in no behaviour: add a row "
         "naming it to docs/BEHAVIORS.md"
     ]
@@ -232,7 +258,7 @@ def test_a_new_setting_and_flag_without_a_row_fail_naming_them() -> None:
         turbo: bool = False
 
     flags = (*FLAGS, _Flag("turbo", "go faster", switch=True))
-    problems = drift(behaviors.settings_facts(Wider, flags))
+    problems = drift(settings_facts(Wider, flags))
     assert problems == [
         "flag --turbo (config:Settings.turbo) appears in no behaviour: add a row naming it to "
         "docs/BEHAVIORS.md",
@@ -245,7 +271,7 @@ def test_a_new_subcommand_flag_without_a_row_fails_naming_it() -> None:
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     commands.choices["inspect-model"].add_argument("--fast", action="store_true")
-    problems = drift(behaviors.cli_facts(parser))
+    problems = drift(cli_facts(parser))
     assert problems == [
         "flag --fast (cli:inspect-model) appears in no behaviour (with `llm-worker-rbee "
         "inspect-model`): add a row naming it to docs/BEHAVIORS.md"
@@ -266,10 +292,10 @@ def test_new_error_codes_and_variables_without_a_row_fail_naming_them(tmp_path: 
         "    raise bad_request('y', code=f'made_{info.code}')\n"
     )
     problems: list[str] = []
-    facts = behaviors.error_facts(tmp_path, problems) + behaviors.environment_facts(tmp_path)
+    facts = error_facts(tmp_path, problems) + environment_facts(tmp_path)
     assert problems[0] == (
         f"{tmp_path}/new.py:10 (new:g): an error code computed at run time; list its values "
-        "in behaviors._computed_errors"
+        "in source_facts._computed_errors"
     )
     assert [p for p in drift(facts) if "appears in no behaviour" in p] == [
         "error code brand_new (new:f) appears in no behaviour: add a row naming it to "
@@ -283,7 +309,7 @@ def test_new_error_codes_and_variables_without_a_row_fail_naming_them(tmp_path: 
 
 def test_the_code_facts_include_what_clients_see() -> None:
     problems: list[str] = []
-    names = {(f.kind, f.name) for f in behaviors.code_facts(problems=problems)}
+    names = {(f.kind, f.name) for f in code_facts(problems=problems)}
     assert problems == []
     for fact in (
         ("route", "DELETE /v1/inference/{job_id}"),
@@ -301,20 +327,20 @@ def test_the_code_facts_include_what_clients_see() -> None:
         ("hive payload field", "hive_last_success"),
         ("request field", "max_completion_tokens"),
         ("metric", "llm_worker:request_queue_time_seconds"),
-        ("subcommand", "llm-worker-rbee behaviors check"),
+        ("subcommand", "llm-worker-rbee inspect-model"),
     ):
         assert fact in names, fact
     assert ("error code", "worker_ready") not in names  # a ready worker serves
 
 
 def test_facts_match_whole_names_only() -> None:
-    flag = behaviors.flag_fact("--port", "x")
+    flag = flag_fact("--port", "x")
     assert flag.found_in(["`--port` 8080"]) and not flag.found_in(["--port-range"])
-    route = behaviors.route_fact("GET /v1/models", "x")
+    route = route_fact("GET /v1/models", "x")
     assert route.found_in(["`GET /v1/models` lists"]) and not route.found_in(["GET /v1/models/x"])
-    code = behaviors.backticked("error code", "timeout", "x")
+    code = backticked("error code", "timeout", "x")
     assert code.found_in(["type `timeout`"]) and not code.found_in(["a timeout"])
-    scoped = behaviors.flag_fact("--json", "x", "llm-worker-rbee inspect-model")
+    scoped = flag_fact("--json", "x", "llm-worker-rbee inspect-model")
     assert not scoped.found_in(["`--json` output"])
     assert scoped.found_in(["llm-worker-rbee inspect-model [--json]"])
-    assert re.search(behaviors.env_fact("LLM_WORKER_PORT", "x").pattern, "LLM_WORKER_PORTS") is None
+    assert re.search(env_fact("LLM_WORKER_PORT", "x").pattern, "LLM_WORKER_PORTS") is None

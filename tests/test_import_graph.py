@@ -119,7 +119,8 @@ def cycles(edges: Iterable[Edge]) -> list[list[str]]:
 
 
 # The behaviour-inventory checker and the scenario harness are tooling: the installed
-# worker must run without them (they move to the top-level `devtools` package).
+# worker must run without them (they live in the checkout's `devtools`, which is not
+# installed; the old paths stay listed so they do not come back).
 TOOLING = ("devtools", f"{PACKAGE}.behaviors", f"{PACKAGE}.testing.scenario")
 # Test support in the package (fake engine servers, in-process clients): tests use it, the
 # running worker never does.
@@ -131,19 +132,10 @@ def _under(name: str, prefix: str) -> bool:
 
 
 def test_the_package_has_no_import_cycle() -> None:
-    """Among runtime modules: the tooling must not be imported at all (the next test), and
-    leaves the package with the `tooling` branch."""
-    runtime = [
-        edge
-        for edge in import_edges(module_files())
-        if not any(_under(edge.importer, part) or _under(edge.imported, part) for part in TOOLING)
-    ]
-    assert cycles(runtime) == []
+    assert cycles(import_edges(module_files())) == []
 
 
 def test_no_runtime_module_imports_the_checker_the_harness_or_test_support() -> None:
-    """Waits for the `tooling` branch: until it is merged, cli.py wires the `behaviors` and
-    `scenario` subcommands in."""
     wrong = [
         f"{edge.importer}:{edge.line} imports {edge.imported}"
         for edge in import_edges(module_files())
@@ -159,8 +151,6 @@ def imports_inside_functions_without_a_reason(files: dict[str, Path]) -> list[st
     say why; anything else belongs at the top, or in a leaf module if it dodges a cycle."""
     found = []
     for module, path in files.items():
-        if any(_under(module, part) for part in TOOLING):
-            continue
         lines = path.read_text().splitlines()
         for function in ast.walk(ast.parse("\n".join(lines), str(path))):
             if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):

@@ -1,14 +1,22 @@
-"""The scenario harness itself: deterministic traces, and failures that say what and when."""
+"""The scenario harness itself (devtools/scenarios): deterministic traces, failures that say
+what and when, and its command line."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from devtools.scenarios import cli as scenario_cli
+from devtools.scenarios.runner import run_scenario
+from devtools.scenarios.spec import scenario_paths
 from llm_worker_rbee.actors.session import InferenceSession
-from llm_worker_rbee.testing.scenario import run_scenario, scenario_paths
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 RUNS = 8
@@ -69,13 +77,10 @@ def test_a_missing_final_event_fails_with_the_request_and_time(
 
 def test_traces_are_the_same_in_another_process() -> None:
     """Not only repeatable in one process: memory addresses and hash seeds differ per process."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import hashlib, sys; from pathlib import Path;"
-        "from llm_worker_rbee.testing.scenario import run_scenario, scenario_paths;"
+        "from devtools.scenarios.runner import run_scenario;"
+        "from devtools.scenarios.spec import scenario_paths;"
         "h = hashlib.sha256();"
         "paths = scenario_paths([Path(sys.argv[1])]);"
         "[h.update(run_scenario(p).trace_hash.encode()) for p in paths];"
@@ -88,7 +93,62 @@ def test_traces_are_the_same_in_another_process() -> None:
             text=True,
             check=True,
             env={**os.environ, "PYTHONHASHSEED": seed},
+            cwd=SCENARIOS.parent,  # the checkout's root: `devtools` is importable there
         ).stdout.strip()
         for seed in ("1", "2")
     }
     assert len(hashes) == 1
+
+
+@pytest.fixture
+def root_log_level() -> Iterator[None]:
+    """`run` silences the root logger for its run; other tests need it back."""
+    level = logging.getLogger().level
+    yield
+    logging.getLogger().setLevel(level)
+
+
+@pytest.mark.behavior("CFG-018")
+def test_scenario_run_prints_a_table_and_writes_the_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], root_log_level: None
+) -> None:
+    failing = tmp_path / "wrong_status.toml"
+    failing.write_text(
+        'description = "expects the impossible"\n'
+        '[[request]]\nid = "a"\nbody = { prompt = "hi", max_tokens = 1 }\n'
+        "[expect.requests.a]\nstatus = 500\n"
+    )
+    trace = tmp_path / "trace.jsonl"
+    passing = SCENARIOS / "basic_stream.toml"
+    code = scenario_cli.main(["run", str(passing), str(failing), "--trace", str(trace)])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out[0].split() == ["scenario", "result", "requests", "virtual_s", "wall_ms"]
+    assert out[1].split()[:3] == ["basic_stream.toml", "PASS", "1"]
+    assert out[2].split()[:2] == ["wrong_status.toml", "FAIL"]
+    assert out[3].strip() == "request 'a': expected status=500, got 200 (ended at t=0.125)"
+    assert out[-1] == "1 passed, 1 failed"
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert lines[0] == {"scenario": "basic_stream.toml"}
+    assert {"scenario": "wrong_status.toml"} in lines
+    assert any(line.get("type") == "Admit" for line in lines)
+
+
+@pytest.mark.behavior("CFG-018")
+def test_scenario_run_without_files_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], root_log_level: None
+) -> None:
+    assert scenario_cli.main(["run", str(tmp_path)]) == 2
+    assert capsys.readouterr().out == f"no scenario files found in {tmp_path}\n"
+
+
+@pytest.mark.behavior("CFG-018")
+def test_the_harness_runs_as_a_module_from_the_checkouts_root(tmp_path: Path) -> None:
+    """As docs/SCENARIOS.md says: devtools is not installed, the checkout's root finds it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.scenarios", "run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=SCENARIOS.parent,
+    )
+    assert (done.returncode, done.stdout) == (2, f"no scenario files found in {tmp_path}\n")

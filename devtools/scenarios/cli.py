@@ -1,22 +1,33 @@
-"""`llm-worker-rbee scenario run [PATH...] [--trace FILE]`: a pass/fail table."""
+"""`python -m devtools.scenarios run [PATH...] [--trace FILE]`: a pass/fail table (it was
+`llm-worker-rbee scenario run` while the harness shipped in the package)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from llm_worker_rbee.testing.scenario import Outcome, run_scenario, scenario_paths
+from devtools.scenarios.runner import Outcome, run_scenario
+from devtools.scenarios.spec import scenario_paths
 
 
-def add_scenario_parser(commands: argparse._SubParsersAction[Any]) -> None:
-    scenario = commands.add_parser("scenario", help="run deterministic scenarios in virtual time")
-    actions = scenario.add_subparsers(dest="scenario_command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.scenarios",
+        description="run deterministic scenarios in virtual time",
+    )
+    actions = parser.add_subparsers(dest="scenario_command", required=True)
     run = actions.add_parser("run", help="run scenario files (default: scenarios/)")
     run.add_argument("paths", nargs="*", type=Path, default=[Path("scenarios")])
     run.add_argument("--trace", type=Path, help="write the recorded messages as JSON lines")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_scenarios(args.paths, args.trace)
 
 
 def run_scenarios(paths: list[Path], trace: Path | None) -> int:
