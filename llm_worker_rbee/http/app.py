@@ -15,12 +15,13 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from llm_worker_rbee.actors.session import ChoiceStream, overloaded
+from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.admin_routes import require_api_key
 from llm_worker_rbee.http.errors import CANCELLED, ApiError, bad_request, ended_error, error_body
 from llm_worker_rbee.http.schemas import JOB_ID_PATTERN
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.logs import current_job
+from llm_worker_rbee.messages.errors import overloaded
 from llm_worker_rbee.messages.session import (
     Accepted,
     Ended,
