@@ -148,8 +148,8 @@ async def run_worker(
         binds = await root.start(http)
         services.binds = binds
         log.info("listening on %s", " ".join(binds))
+        await lifecycle.loading()
         runtime.on_listening(services)
-        lifecycle.set_state(WorkerState.LOADING)
         # Before the model: a worker whose model does not load still says goodbye.
         heartbeat = HeartbeatActor(
             client=hive_client(settings, runtime),
@@ -185,8 +185,7 @@ async def run_worker(
             jobs = await root.start(JobBoard(settings.job_pickup_timeout).run)
             services.model, services.scheduler, services.sessions = model, scheduler, sessions
             services.jobs = jobs
-            lifecycle.attach_work(sessions)
-            lifecycle.set_state(WorkerState.READY)
+            await lifecycle.ready(sessions)
             progress.succeed()
             log.info(
                 "ready: %s, %d slots, %d context (%s)",
@@ -250,7 +249,7 @@ async def _load_model(
     if isinstance(error, LoadCancelled):
         log.info("model load aborted: the worker is stopping")
     else:
-        lifecycle.fail(f"load failed: {error}")
+        await lifecycle.fail(f"load failed: {error}")
     return None
 
 

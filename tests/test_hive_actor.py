@@ -25,6 +25,7 @@ from llm_worker_rbee.hive.vitals import Vitals
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.hive import HiveCommand, HiveOutcome, HiveReply
 from llm_worker_rbee.messages.lifecycle import Stop, WorkerState
+from llm_worker_rbee.messages.session import StopReason
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer
 from llm_worker_rbee.worker import Runtime, run_worker
@@ -50,6 +51,16 @@ def test_backoff_doubles_from_half_a_second_up_to_the_interval_less_jitter(
     attempt: int, cap: float, random: float, delay: float
 ) -> None:
     assert backoff_delay(attempt, cap, random) == pytest.approx(delay)
+
+
+class NoWork:
+    """Nothing to drain: a drain stops at once."""
+
+    async def wait_empty(self) -> None:
+        pass
+
+    def abort_all(self, reason: StopReason) -> None:
+        pass
 
 
 @dataclass
@@ -95,7 +106,7 @@ async def heartbeat_actor(
             worker_id="w",
         )
         await nursery.start(actor.run)
-        lifecycle.set_state(WorkerState.READY)
+        await lifecycle.ready(NoWork())
         yield Running(actor, lifecycle, vitals)
         nursery.cancel_scope.cancel()
 
