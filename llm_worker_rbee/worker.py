@@ -151,7 +151,7 @@ async def run_worker(
         await lifecycle.loading()
         runtime.on_listening(services)
         # Before the model: a worker whose model does not load still says goodbye.
-        heartbeat = HeartbeatActor(
+        heartbeat_actor = HeartbeatActor(
             client=hive_client(settings, runtime),
             interval=settings.heartbeat_interval,
             lifecycle=lifecycle,
@@ -164,7 +164,7 @@ async def run_worker(
             worker_id=settings.worker_id,
             tracer=tracer,
         )
-        await root.start(heartbeat.run)
+        heartbeat = await root.start(heartbeat_actor.run)
         queen = _queen_actor(settings, runtime, services, lifecycle, tracer)
         if queen is not None:
             await root.start(queen.run)

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from llm_worker_rbee.actors.heartbeat import HeartbeatActor, backoff_delay
+from llm_worker_rbee.actors.heartbeat import HeartbeatActor, HeartbeatHandle, backoff_delay
 from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
@@ -79,7 +79,7 @@ class Reports:
 
 @dataclass
 class Running:
-    actor: HeartbeatActor
+    actor: HeartbeatHandle
     lifecycle: LifecycleHandle
     vitals: Vitals
 
@@ -105,9 +105,9 @@ async def heartbeat_actor(
             jitter=lambda: 0.0,
             worker_id="w",
         )
-        await nursery.start(actor.run)
+        handle = await nursery.start(actor.run)
         await lifecycle.ready(NoWork())
-        yield Running(actor, lifecycle, vitals)
+        yield Running(handle, lifecycle, vitals)
         nursery.cancel_scope.cancel()
 
 
@@ -220,9 +220,9 @@ async def test_commands_reach_the_lifecycle_and_the_sessions(
     async with heartbeat_actor(ScriptedHive(HiveScript()), cancel_job=cancel_job) as running:
         actor = running.actor
         acks = [
-            actor.on_command(HiveCommand("1", "ping")),
-            actor.on_command(HiveCommand("2", "cancel", "known")),
-            actor.on_command(HiveCommand("3", "cancel", "unknown")),
+            await actor.on_command(HiveCommand("1", "ping")),
+            await actor.on_command(HiveCommand("2", "cancel", "known")),
+            await actor.on_command(HiveCommand("3", "cancel", "unknown")),
         ]
         assert [(a.id, a.ok, a.detail) for a in acks] == [
             ("1", True, "pong"),
@@ -230,7 +230,7 @@ async def test_commands_reach_the_lifecycle_and_the_sessions(
             ("3", False, "no job unknown"),
         ]
         assert cancelled == ["known", "unknown"]
-        assert actor.on_command(HiveCommand("4", "drain")).detail == "draining"
+        assert (await actor.on_command(HiveCommand("4", "drain"))).detail == "draining"
         await running.lifecycle.wait_stopped()
         assert running.lifecycle.stop_reason == "hive: drain"
 
@@ -238,7 +238,7 @@ async def test_commands_reach_the_lifecycle_and_the_sessions(
 @pytest.mark.behavior("HIVE-016")
 async def test_shutdown_command_stops_at_once(autojump_clock: trio.testing.MockClock) -> None:
     async with heartbeat_actor(ScriptedHive(HiveScript())) as running:
-        ack = running.actor.on_command(HiveCommand("9", "shutdown"))
+        ack = await running.actor.on_command(HiveCommand("9", "shutdown"))
         assert ack.to_json() == {
             "type": "ack",
             "id": "9",
