@@ -184,7 +184,11 @@ class LifecycleActor:
                     continue
                 log.info("draining: %s", command.reason)
                 self._set_state(WorkerState.DRAINING)
-                nursery.start_soon(self._drain, command.reason)
+                # The scope exists before the drain task runs: a Stop read right after this
+                # Drain cuts the drain short instead of racing it with a stop of its own.
+                deadline = trio.current_time() + self.drain_timeout
+                self._drain_scope = trio.CancelScope(deadline=deadline)
+                nursery.start_soon(self._drain, self._drain_scope, command.reason)
             elif self._drain_scope is not None:
                 log.info("stopping now: %s", command.reason)
                 self._drain_scope.cancel()
@@ -236,12 +240,11 @@ class LifecycleActor:
         name = signal.Signals(signum).name
         return Drain(name) if self._signals_seen == 1 else Stop(f"second {name}")
 
-    async def _drain(self, reason: str) -> None:
-        with trio.CancelScope() as self._drain_scope:
-            self._drain_scope.deadline = trio.current_time() + self.drain_timeout
+    async def _drain(self, scope: trio.CancelScope, reason: str) -> None:
+        with scope:
             if self._work is not None:
                 await self._work.wait_empty()
-        if self._drain_scope.cancelled_caught:
+        if scope.cancelled_caught:
             log.info("drain ended before in-flight work finished; cancelling the rest")
         await self._stop_now(reason)
 
