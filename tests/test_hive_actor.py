@@ -23,7 +23,7 @@ from llm_worker_rbee.hive.client import HiveClient, Payload
 from llm_worker_rbee.hive.scripted import HiveScript, Outage, ScriptedHive, captured_log
 from llm_worker_rbee.hive.vitals import Vitals
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.messages.hive import HiveCommand, HiveOutcome, HiveReply
+from llm_worker_rbee.messages.hive import CommandAck, HiveCommand, HiveOutcome, HiveReply, Obey
 from llm_worker_rbee.messages.lifecycle import Stop, WorkerState
 from llm_worker_rbee.messages.session import StopReason
 from llm_worker_rbee.testing.asgi import asgi_request
@@ -345,3 +345,15 @@ async def test_an_engine_failure_shows_as_last_error_and_degraded_until_a_succes
         assert seen["state"] == "ready" and seen["requests_total"] == 2
         assert seen["last_error"]["at"] == EPOCH + 0.5  # still the last one
         services.lifecycle.request(Stop("test"))
+
+
+@pytest.mark.behavior("HIVE-016")
+async def test_a_client_that_stopped_waiting_for_its_ack_does_not_stop_the_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with heartbeat_actor(ScriptedHive(HiveScript())) as running:
+        reply, gone = trio.open_memory_channel[CommandAck](1)
+        gone.close()  # the client was cancelled while its command was in the inbox
+        await running.actor._inbox.send(Obey(HiveCommand("1", "ping"), reply))
+        ack = await running.actor.on_command(HiveCommand("2", "ping"))
+        assert (ack.id, ack.detail) == ("2", "pong")

@@ -14,6 +14,7 @@ hive, or a dropped control channel, is a message to the actor's inbox.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -296,8 +297,9 @@ class HeartbeatActor:
                 self._on_connection_lost()
                 continue
             ack = self._obey(message.command)
-            async with message.reply:
-                await message.reply.send(ack)
+            # A client that stopped waiting (cancelled) has closed its end: nobody to tell.
+            with message.reply, contextlib.suppress(trio.BrokenResourceError):
+                message.reply.send_nowait(ack)  # its buffer holds the one ack
 
     def _obey(self, command: HiveCommand) -> CommandAck:
         """drain / shutdown go to the LifecycleActor, cancel to the SessionPool."""
