@@ -264,6 +264,8 @@ class LlamaEngine:
     def vocab(self) -> LlamaVocab:
         return self._vocabulary
 
+    # The engine's own shortcuts to its vocabulary (its sampling and the engine tests use
+    # them); the routes get `vocab` from the ModelHandle.
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
         return self._vocabulary.tokenize(text, add_special=add_special)
 
