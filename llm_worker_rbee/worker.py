@@ -136,10 +136,10 @@ async def run_worker(
         binds = await root.start(http)
         services.binds = binds
         log.info("listening on %s", " ".join(binds))
+        await lifecycle.loading()
         runtime.on_listening(services)
-        lifecycle.set_state(WorkerState.LOADING)
         # Before the model: a worker whose model does not load still says goodbye.
-        heartbeat = HeartbeatActor(
+        heartbeat_actor = HeartbeatActor(
             client=runtime.hive_client or hive_client_for(settings),
             interval=settings.heartbeat_interval,
             lifecycle=lifecycle,
@@ -152,7 +152,7 @@ async def run_worker(
             worker_id=settings.worker_id,
             tracer=tracer,
         )
-        await root.start(heartbeat.run)
+        heartbeat = await root.start(heartbeat_actor.run)
         queen = _queen_actor(settings, runtime, services, lifecycle, tracer)
         if queen is not None:
             await root.start(queen.run)
@@ -173,8 +173,7 @@ async def run_worker(
             jobs = await root.start(JobBoard(settings.job_pickup_timeout).run)
             services.model, services.scheduler, services.sessions = model, scheduler, sessions
             services.jobs = jobs
-            lifecycle.attach_work(sessions)
-            lifecycle.set_state(WorkerState.READY)
+            await lifecycle.ready(sessions)
             progress.succeed()
             log.info(
                 "ready: %s, %d slots, %d context (%s)",
@@ -238,7 +237,7 @@ async def _load_model(
     if isinstance(error, LoadCancelled):
         log.info("model load aborted: the worker is stopping")
     else:
-        lifecycle.fail(f"load failed: {error}")
+        await lifecycle.fail(f"load failed: {error}")
     return None
 
 

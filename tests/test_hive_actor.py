@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from llm_worker_rbee.actors.heartbeat import HeartbeatActor, backoff_delay
+from llm_worker_rbee.actors.heartbeat import HeartbeatActor, HeartbeatHandle, backoff_delay
 from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
@@ -23,8 +23,9 @@ from llm_worker_rbee.hive.client import HiveClient, Payload
 from llm_worker_rbee.hive.scripted import HiveScript, Outage, ScriptedHive, captured_log
 from llm_worker_rbee.hive.vitals import Vitals
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.messages.hive import HiveCommand, HiveOutcome, HiveReply
+from llm_worker_rbee.messages.hive import CommandAck, HiveCommand, HiveOutcome, HiveReply, Obey
 from llm_worker_rbee.messages.lifecycle import Stop, WorkerState
+from llm_worker_rbee.messages.session import StopReason
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer
 from llm_worker_rbee.worker import Runtime, run_worker
@@ -52,6 +53,16 @@ def test_backoff_doubles_from_half_a_second_up_to_the_interval_less_jitter(
     assert backoff_delay(attempt, cap, random) == pytest.approx(delay)
 
 
+class NoWork:
+    """Nothing to drain: a drain stops at once."""
+
+    async def wait_empty(self) -> None:
+        pass
+
+    def abort_all(self, reason: StopReason) -> None:
+        pass
+
+
 @dataclass
 class Reports:
     lifecycle: LifecycleHandle
@@ -68,7 +79,7 @@ class Reports:
 
 @dataclass
 class Running:
-    actor: HeartbeatActor
+    actor: HeartbeatHandle
     lifecycle: LifecycleHandle
     vitals: Vitals
 
@@ -94,9 +105,9 @@ async def heartbeat_actor(
             jitter=lambda: 0.0,
             worker_id="w",
         )
-        await nursery.start(actor.run)
-        lifecycle.set_state(WorkerState.READY)
-        yield Running(actor, lifecycle, vitals)
+        handle = await nursery.start(actor.run)
+        await lifecycle.ready(NoWork())
+        yield Running(handle, lifecycle, vitals)
         nursery.cancel_scope.cancel()
 
 
@@ -209,9 +220,9 @@ async def test_commands_reach_the_lifecycle_and_the_sessions(
     async with heartbeat_actor(ScriptedHive(HiveScript()), cancel_job=cancel_job) as running:
         actor = running.actor
         acks = [
-            actor.on_command(HiveCommand("1", "ping")),
-            actor.on_command(HiveCommand("2", "cancel", "known")),
-            actor.on_command(HiveCommand("3", "cancel", "unknown")),
+            await actor.on_command(HiveCommand("1", "ping")),
+            await actor.on_command(HiveCommand("2", "cancel", "known")),
+            await actor.on_command(HiveCommand("3", "cancel", "unknown")),
         ]
         assert [(a.id, a.ok, a.detail) for a in acks] == [
             ("1", True, "pong"),
@@ -219,7 +230,7 @@ async def test_commands_reach_the_lifecycle_and_the_sessions(
             ("3", False, "no job unknown"),
         ]
         assert cancelled == ["known", "unknown"]
-        assert actor.on_command(HiveCommand("4", "drain")).detail == "draining"
+        assert (await actor.on_command(HiveCommand("4", "drain"))).detail == "draining"
         await running.lifecycle.wait_stopped()
         assert running.lifecycle.stop_reason == "hive: drain"
 
@@ -227,7 +238,7 @@ async def test_commands_reach_the_lifecycle_and_the_sessions(
 @pytest.mark.behavior("HIVE-016")
 async def test_shutdown_command_stops_at_once(autojump_clock: trio.testing.MockClock) -> None:
     async with heartbeat_actor(ScriptedHive(HiveScript())) as running:
-        ack = running.actor.on_command(HiveCommand("9", "shutdown"))
+        ack = await running.actor.on_command(HiveCommand("9", "shutdown"))
         assert ack.to_json() == {
             "type": "ack",
             "id": "9",
@@ -334,3 +345,15 @@ async def test_an_engine_failure_shows_as_last_error_and_degraded_until_a_succes
         assert seen["state"] == "ready" and seen["requests_total"] == 2
         assert seen["last_error"]["at"] == EPOCH + 0.5  # still the last one
         services.lifecycle.request(Stop("test"))
+
+
+@pytest.mark.behavior("HIVE-016")
+async def test_a_client_that_stopped_waiting_for_its_ack_does_not_stop_the_actor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with heartbeat_actor(ScriptedHive(HiveScript())) as running:
+        reply, gone = trio.open_memory_channel[CommandAck](1)
+        gone.close()  # the client was cancelled while its command was in the inbox
+        await running.actor._inbox.send(Obey(HiveCommand("1", "ping"), reply))
+        ack = await running.actor.on_command(HiveCommand("2", "ping"))
+        assert (ack.id, ack.detail) == ("2", "pong")

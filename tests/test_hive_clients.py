@@ -30,7 +30,7 @@ class Listener:
     commands: list[HiveCommand] = field(default_factory=list)
     lost: trio.Event = field(default_factory=trio.Event)
 
-    def on_command(self, command: HiveCommand) -> CommandAck:
+    async def on_command(self, command: HiveCommand) -> CommandAck:
         self.commands.append(command)
         return CommandAck(command.id, command.command, True, f"did {command.command}")
 

@@ -104,7 +104,8 @@ def test_the_prompt_cache_of_the_least_recently_used_idle_slot_gives_way() -> No
     # 64 - 20 held - 41 (the prompt and its first token, which the fake makes in that step)
     assert (engine.held(0), engine.held(1), engine.cells_free()) == (0, 20, 3)
     # The cache that stayed is still found.
-    assert engine.choose_slot(engine.tokenize("b" * 20, add_special=False), [0, 1, 3]) == 1
+    prompt = engine.tokenize("b" * 20, add_special=False)
+    assert engine.prompt_cache().choose_slot(prompt, [0, 1, 3]) == 1
 
 
 @pytest.mark.behavior("RES-021")

@@ -20,8 +20,7 @@ async def test_drain_lets_in_flight_work_finish(autojump_clock: trio.testing.Moc
         actor = LifecycleActor(drain_timeout=30, handle_signals=False)
         async with trio.open_nursery() as nursery:
             lifecycle = await nursery.start(actor.run)
-            lifecycle.attach_work(stack.sessions)
-            lifecycle.set_state(WorkerState.READY)
+            await lifecycle.ready(stack.sessions)
             stream = stack.sessions.start(request("a"))
             await trio.sleep(0.5)
             lifecycle.request(Drain("test"))
@@ -43,8 +42,7 @@ async def test_drain_timeout_cancels_the_rest_with_a_final_event(
         actor = LifecycleActor(drain_timeout=2, handle_signals=False)
         async with trio.open_nursery() as nursery:
             lifecycle = await nursery.start(actor.run)
-            lifecycle.attach_work(stack.sessions)
-            lifecycle.set_state(WorkerState.READY)
+            await lifecycle.ready(stack.sessions)
             running = stack.sessions.start(request("a"))
             await trio.testing.wait_all_tasks_blocked()
             queued = stack.sessions.start(request("b"))
@@ -66,8 +64,7 @@ async def test_stop_during_drain_cancels_at_once(autojump_clock: trio.testing.Mo
         actor = LifecycleActor(drain_timeout=30, handle_signals=False)
         async with trio.open_nursery() as nursery:
             lifecycle = await nursery.start(actor.run)
-            lifecycle.attach_work(stack.sessions)
-            lifecycle.set_state(WorkerState.READY)
+            await lifecycle.ready(stack.sessions)
             stream = stack.sessions.start(request("a"))
             await trio.sleep(1)
             lifecycle.request(Drain("first signal"))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import pytest
 import trio
 import trio.testing
 
-from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
+from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle, LifecycleStatistics
 from llm_worker_rbee.messages.lifecycle import Drain, LifecycleCommand, Stop, WorkerState
 from llm_worker_rbee.messages.session import StopReason
 
@@ -38,17 +39,15 @@ async def test_nothing_leaves_draining_but_stopped(autojump_clock: trio.testing.
 
         nursery.start_soon(follow)
         await trio.testing.wait_all_tasks_blocked()
-        lifecycle.attach_work(Endless())
-        for state in (WorkerState.LOADING, WorkerState.READY):
-            lifecycle.set_state(state)
-            await trio.testing.wait_all_tasks_blocked()
+        await lifecycle.loading()
+        await lifecycle.ready(Endless())
         lifecycle.request(Drain("test"))
         await trio.testing.wait_all_tasks_blocked()
-        lifecycle.set_state(WorkerState.READY)  # ignored: a drain only ends in stopped
+        await lifecycle.ready(Endless())  # ignored: a drain only ends in stopped
         assert lifecycle.state is WorkerState.DRAINING
         await lifecycle.wait_stopped()
         assert trio.current_time() == 5 + 2  # the drain timeout, then the abort grace
-        lifecycle.set_state(WorkerState.READY)  # ignored: stopped is final
+        await lifecycle.ready(Endless())  # ignored (and answered at once): stopped is final
     assert lifecycle.state is WorkerState.STOPPED
     assert seen == [
         WorkerState.LOADING,
@@ -78,3 +77,30 @@ async def test_a_request_after_the_stop_is_ignored(
         stuck.request(Drain("one"))
         stuck.request(Drain("two"))
     assert "lifecycle inbox full; dropped Drain(reason='two')" in caplog.messages
+
+
+@pytest.mark.behavior("LIFE-005")
+async def test_signals_go_through_the_inbox_and_the_actor_counts_them(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two signals sent before the actor reads either: the first drains, the second stops
+    (the count is the actor's own, not the sender's); a transition after the stop returns
+    at once."""
+    traced: list[object] = []
+    actor = LifecycleActor(
+        drain_timeout=30, handle_signals=False, tracer=lambda _, m: traced.append(m)
+    )
+    async with trio.open_nursery() as nursery:
+        lifecycle = await nursery.start(actor.run)
+        await lifecycle.ready(Endless())
+        lifecycle.signal(signal.SIGTERM)
+        lifecycle.signal(signal.SIGINT)
+        assert lifecycle.state is WorkerState.READY  # nothing applied until the actor reads
+        await lifecycle.wait_stopped()
+        assert trio.current_time() == 2  # no drain timeout: the abort grace only
+        await lifecycle.fail("too late")
+    assert lifecycle.statistics() == LifecycleStatistics(WorkerState.STOPPED, "SIGTERM")
+    assert [m for m in traced if isinstance(m, Drain | Stop)] == [
+        Drain("SIGTERM"),
+        Stop("second SIGINT"),
+    ]

@@ -24,7 +24,9 @@ from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
 from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.messages.lifecycle import WorkerState
+from llm_worker_rbee.messages.inference import SamplingParams
+from llm_worker_rbee.messages.lifecycle import Drain
+from llm_worker_rbee.messages.session import InferenceRequest
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer, inprocess_worker
 from llm_worker_rbee.testing.virtual_load import VirtualTimeLoader
@@ -312,7 +314,11 @@ async def test_ready_follows_the_lifecycle_after_the_load(
 ) -> None:
     async with inprocess_worker() as worker:
         services: Services = worker.services
-        services.lifecycle.set_state(WorkerState.DRAINING)
+        assert services.sessions is not None
+        busy = InferenceRequest("busy", (1, 5), SamplingParams(), max_tokens=100)
+        services.sessions.start(busy)  # in flight: the drain waits for it
+        services.lifecycle.request(Drain("test"))
+        await trio.testing.wait_all_tasks_blocked()
         ready = await asgi_request(worker.app, "GET", "/v1/ready")
         assert (ready.status, ready.json()["state"], ready.json()["stage"]) == (
             503,

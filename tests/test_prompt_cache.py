@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 
 import pytest
 import trio
@@ -10,6 +11,7 @@ import trio.testing
 
 from llm_worker_rbee.actors.scheduler import SlotScheduler
 from llm_worker_rbee.engine.fake import FakeScript
+from llm_worker_rbee.engine.prompt_cache import SlotCaches
 from llm_worker_rbee.messages.session import Ended, SessionEvent, Started
 from llm_worker_rbee.messages.slots import Acquire, Granted, Leave, SlotReply
 from llm_worker_rbee.testing.stack import actor_stack
@@ -94,3 +96,19 @@ async def test_a_reply_cut_by_a_stop_string_still_reports_cached_tokens(
         await collect(stack.sessions.start(request("a", "count")))
         end = ended(await collect(stack.sessions.start(request("b", "count", stop=(" two",)))))
     assert (end.stop_reason, end.cached_tokens) == ("stop_sequence", 4)
+
+
+@pytest.mark.behavior("INF-027")
+def test_the_llama_engines_snapshot_prefers_a_long_prefix_then_the_least_recently_used() -> None:
+    """engine/prompt_cache.py: what the scheduler asks on the trio thread, frozen."""
+    long = tuple(range(100, 120))
+    caches = SlotCaches(
+        held=MappingProxyType({0: long, 1: long[:5], 2: (7, 7, 7)}),
+        last_used=MappingProxyType({0: 3, 1: 2, 2: 1}),
+    )
+    assert caches.choose_slot((*long, 1, 2), [0, 1, 2, 3]) == 0  # 20 shared tokens
+    # 5 shared tokens are not worth a slot: the least recently used free slot (3, never).
+    assert caches.choose_slot((*long[:5], 9, 9, 9, 9, 9), [1, 2, 3]) == 3
+    assert caches.choose_slot((7, 7, 7, 7), [1, 2]) == 2  # a short prompt found whole counts
+    with pytest.raises(ValueError):
+        caches.choose_slot(long, [])

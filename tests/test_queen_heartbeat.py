@@ -29,7 +29,8 @@ from llm_worker_rbee.engine.runner import ThreadStepRunner
 from llm_worker_rbee.hive.queen_client import QUEEN_HEARTBEAT_PATH, HttpQueenClient, queen_reply
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.hive import HIVE_OK, HiveOutcome, HiveReply
-from llm_worker_rbee.messages.lifecycle import WorkerState
+from llm_worker_rbee.messages.lifecycle import Drain
+from llm_worker_rbee.messages.session import StopReason
 from llm_worker_rbee.status import rfc3339, worker_heartbeat_payload
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 from llm_worker_rbee.worker import Runtime, run_worker
@@ -373,6 +374,19 @@ async def test_a_client_that_raises_is_a_failure_on_the_same_cadence(
     ]
 
 
+class Abortable:
+    """Work that lasts until the lifecycle aborts it."""
+
+    def __init__(self) -> None:
+        self.aborted = trio.Event()
+
+    async def wait_empty(self) -> None:
+        await self.aborted.wait()
+
+    def abort_all(self, reason: StopReason) -> None:
+        self.aborted.set()
+
+
 @pytest.mark.behavior("HIVE-034", "HIVE-035")
 async def test_a_hanging_queen_costs_5_s_per_heartbeat_and_2_s_at_the_end(
     autojump_clock: trio.testing.MockClock,
@@ -386,11 +400,10 @@ async def test_a_hanging_queen_costs_5_s_per_heartbeat_and_2_s_at_the_end(
             payload=lambda: {"worker": {"status": lifecycle.state.value}},
         )
         await nursery.start(actor.run)
-        lifecycle.set_state(WorkerState.READY)  # during the first call: told once it ends
+        await lifecycle.ready(Abortable())  # during the first call: told once it ends
         await trio.sleep(61)
-        lifecycle.set_state(WorkerState.DRAINING)  # told at once
-        await trio.sleep(1)
-        lifecycle.set_state(WorkerState.STOPPED)  # told once the draining call gave up
+        # Draining is told at once; stopped (the drain timeout, 1 s) once that call gave up.
+        lifecycle.request(Drain("test"))
         await actor.wait_done()
         assert [t for t, _ in queen.calls] == [0.0, 5.0, 35.0, 61.0, 66.0]
         assert [s for _, s in queen.calls] == ["starting", "ready", "ready", "draining", "stopped"]

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from llm_worker_rbee.actors.memory_pressure import MemoryPressure
 from llm_worker_rbee.actors.output import SequenceText
-from llm_worker_rbee.engine.base import Engine, EngineOutOfMemory, SeqOutput
+from llm_worker_rbee.engine.base import Engine, EngineOutOfMemory, PromptCacheView, SeqOutput
 from llm_worker_rbee.messages.inference import (
+    Abandon,
     Admit,
     Cancel,
     FinishReason,
@@ -32,17 +33,6 @@ from llm_worker_rbee.messages.inference import (
 log = logging.getLogger(__name__)
 
 Delivery = tuple[Admit, TextOutput]
-
-
-@dataclass(frozen=True, slots=True)
-class Abandon:
-    """The session behind `admit` is gone: drop its sequence if it is still that one.
-
-    Not a Cancel by slot: by the time this is applied (the engine thread may be steps ahead)
-    the slot can hold the next request's sequence, which must live on.
-    """
-
-    admit: Admit
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +57,8 @@ class _Active:
 
 
 class DecodeLoop:
-    """Not thread-safe: one thread calls `apply` and `step`. `statistics()` may be read from
-    any thread: it is a frozen snapshot replaced after each call."""
+    """Not thread-safe: one thread calls `apply` and `step`. `statistics()` and
+    `prompt_cache()` may be read from any thread: frozen snapshots replaced after each call."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine
@@ -85,6 +75,10 @@ class DecodeLoop:
 
     def statistics(self) -> ModelStatistics:
         return self._snapshot
+
+    def prompt_cache(self) -> PromptCacheView:
+        """The engine's latest prompt-cache snapshot; any thread (it never changes)."""
+        return self._engine.prompt_cache()
 
     def apply(self, command: ModelCommand | Abandon) -> list[Delivery]:
         out: list[Delivery] = []

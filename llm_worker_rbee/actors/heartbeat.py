@@ -7,12 +7,17 @@ state changes. Failures back off the same way and are logged once per transition
 (the hive restarted and forgot this worker) starts a new registration. When the worker has
 stopped, it says goodbye (bounded to 2 s) before the worker exits. Protocol and payloads:
 docs/HIVE_PROTOCOL.md.
+
+The hive client reaches the actor only through its `HeartbeatHandle`: a command from the
+hive, or a dropped control channel, is a message to the actor's inbox.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
@@ -23,10 +28,13 @@ from llm_worker_rbee.hive.vitals import Vitals, VramReader
 from llm_worker_rbee.messages.hive import (
     CallKind,
     CommandAck,
+    ConnectionLost,
+    HeartbeatCommand,
     HiveCall,
     HiveCommand,
     HiveOutcome,
     HiveReply,
+    Obey,
 )
 from llm_worker_rbee.messages.lifecycle import Drain, Stop, WorkerState
 from llm_worker_rbee.tracing import Tracer, no_trace
@@ -39,6 +47,7 @@ BACKOFF_FIRST_S = 0.5
 JITTER = 0.5
 CALL_TIMEOUT_S = 5.0
 GOODBYE_TIMEOUT_S = 2.0
+INBOX_SIZE = 16
 
 Payload = dict[str, Any]
 
@@ -61,6 +70,34 @@ def backoff_delay(attempt: int, cap: float, random: float) -> float:
     """
     base = min(cap, BACKOFF_FIRST_S * 2.0 ** min(attempt, 32))
     return base * (1 - JITTER * random)
+
+
+@dataclass(frozen=True)
+class HeartbeatHandle:
+    """What the hive client (as its `HiveListener`) and the wiring hold."""
+
+    _inbox: trio.MemorySendChannel[HeartbeatCommand] = field(repr=False)
+    _trace: Tracer = field(repr=False)
+    _said_goodbye: trio.Event = field(repr=False)
+
+    async def on_command(self, command: HiveCommand) -> CommandAck:
+        """Hands a hive command to the actor; returns its ack."""
+        self._trace("heartbeat", command)
+        reply, answer = trio.open_memory_channel[CommandAck](1)
+        async with answer:
+            await self._inbox.send(Obey(command, reply))
+            return await answer.receive()
+
+    def on_connection_lost(self) -> None:
+        """Never blocks: a full inbox already wakes the actor."""
+        try:
+            self._inbox.send_nowait(ConnectionLost())
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug("heartbeat inbox full or closed; dropped a lost-connection notice")
+
+    async def wait_goodbye(self) -> None:
+        """Blocks until the goodbye is said (or there was nobody to say it to)."""
+        await self._said_goodbye.wait()
 
 
 class HeartbeatActor:
@@ -97,23 +134,24 @@ class HeartbeatActor:
         self._wake = trio.Event()
         self._said_goodbye = trio.Event()
 
-    async def wait_goodbye(self) -> None:
-        """Blocks until the goodbye is said (or there was nobody to say it to)."""
-        await self._said_goodbye.wait()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[HeartbeatHandle] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        send, receive = trio.open_memory_channel[HeartbeatCommand](INBOX_SIZE)
+        handle = HeartbeatHandle(send, self._trace, self._said_goodbye)
         if self._client is None:
             log.info("no --hive-url: not registering with a hive")
             self._said_goodbye.set()
-            task_status.started()
+            task_status.started(handle)
             while self._vram is not None:  # /heartbeat still shows the GPU's memory
                 await self._refresh_vram()
                 await trio.sleep(self._interval)
             await trio.sleep_forever()
         self._vitals.hive = "connecting"
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self._client.run, self)
-            task_status.started()
+        async with send, receive, trio.open_nursery() as nursery:
+            nursery.start_soon(self._serve_inbox, receive)
+            await nursery.start(self._client.run, handle)
+            task_status.started(handle)
             async with trio.open_nursery() as talk:
                 talk.start_soon(self._converse)
                 await self._follow_states()
@@ -252,11 +290,19 @@ class HeartbeatActor:
         vitals.vram_total_bytes = sample.total_bytes if sample else None
         vitals.vram_process_bytes = sample.process_bytes if sample else None
 
-    # HiveListener: what the hive client tells the worker.
+    async def _serve_inbox(self, inbox: trio.MemoryReceiveChannel[HeartbeatCommand]) -> None:
+        """What the hive client passes on: commands to obey, a dropped control channel."""
+        async for message in inbox:
+            if isinstance(message, ConnectionLost):
+                self._on_connection_lost()
+                continue
+            ack = self._obey(message.command)
+            # A client that stopped waiting (cancelled) has closed its end: nobody to tell.
+            with message.reply, contextlib.suppress(trio.BrokenResourceError):
+                message.reply.send_nowait(ack)  # its buffer holds the one ack
 
-    def on_command(self, command: HiveCommand) -> CommandAck:
+    def _obey(self, command: HiveCommand) -> CommandAck:
         """drain / shutdown go to the LifecycleActor, cancel to the SessionPool."""
-        self._trace("heartbeat", command)
         ok, detail = True, ""
         if command.command == "drain":
             self._lifecycle.request(Drain("hive: drain"))
@@ -276,7 +322,7 @@ class HeartbeatActor:
         self._trace("hive", ack)
         return ack
 
-    def on_connection_lost(self) -> None:
+    def _on_connection_lost(self) -> None:
         """The control channel dropped: speak up now, which reconnects (with backoff)."""
         if self._vitals.hive == "reachable":
             self._wake.set()

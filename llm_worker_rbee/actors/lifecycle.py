@@ -1,22 +1,33 @@
-"""LifecycleActor: the worker's state machine, signals, drain and stop."""
+"""LifecycleActor: the worker's state machine, signals, drain and stop.
+
+Everything reaches it through its inbox (messages/lifecycle.py): drain and stop requests
+(hive, admin route, signals) and the start's transitions (loading, ready, failed), which
+the wiring awaits until applied. What others read is a frozen `LifecycleStatistics`,
+replaced at each change.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import trio
 
 from llm_worker_rbee.messages.lifecycle import (
     Drain,
+    Failed,
     LifecycleCommand,
+    LifecycleRequest,
+    Loading,
+    Ready,
+    Signal,
     StateChanged,
     Stop,
+    Transition,
+    Work,
     WorkerState,
 )
-from llm_worker_rbee.messages.session import StopReason
 from llm_worker_rbee.tracing import Tracer, no_trace
 
 log = logging.getLogger(__name__)
@@ -25,12 +36,13 @@ log = logging.getLogger(__name__)
 ABORT_GRACE_S = 2.0
 
 
-class Work(Protocol):
-    """What the lifecycle drains: the live sessions."""
-
-    async def wait_empty(self) -> None: ...
-
-    def abort_all(self, reason: StopReason) -> None: ...
+@dataclass(frozen=True, slots=True)
+class LifecycleStatistics:
+    state: WorkerState
+    # Why the worker stopped ("SIGTERM", "hive: drain", ...); None until it has.
+    stop_reason: str | None = None
+    # The worker stopped because it could not serve (its model did not load).
+    failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,37 +50,49 @@ class LifecycleHandle:
     _inbox: trio.MemorySendChannel[LifecycleCommand] = field(repr=False)
     _actor: LifecycleActor = field(repr=False)
 
+    def statistics(self) -> LifecycleStatistics:
+        return self._actor.statistics()
+
     @property
     def state(self) -> WorkerState:
-        return self._actor.state
+        return self.statistics().state
 
     @property
     def stop_reason(self) -> str | None:
-        """Why the worker stopped ("SIGTERM", "hive: drain", ...); None until it has."""
-        return self._actor.stop_reason
+        return self.statistics().stop_reason
 
     @property
     def failed(self) -> bool:
-        """The worker stopped because it could not serve (its model did not load)."""
-        return self._actor.failed
+        return self.statistics().failed
 
-    def set_state(self, state: WorkerState) -> None:
-        self._actor.set_state(state)
+    async def loading(self) -> None:
+        """The model is loading; returns once the state says so."""
+        await self._transition(Loading(trio.Event()))
 
-    def fail(self, reason: str) -> None:
+    async def ready(self, work: Work) -> None:
+        """The worker serves `work`; returns once the state is ready."""
+        await self._transition(Ready(work, trio.Event()))
+
+    async def fail(self, reason: str) -> None:
         """The worker cannot serve: stopped at once, with `reason` as the stop reason."""
-        self._actor.fail(reason)
-
-    def attach_work(self, work: Work) -> None:
-        self._actor.work = work
+        await self._transition(Failed(reason, trio.Event()))
 
     def signal(self, signum: int) -> None:
-        """A SIGTERM/SIGINT arrived: the first drains, any later one stops at once."""
-        self.request(self._actor.on_signal(signum))
+        """A SIGTERM/SIGINT arrived: the first drains, any later one stops."""
+        self._send_nowait(Signal(signum))
 
-    def request(self, command: LifecycleCommand) -> None:
+    def request(self, command: LifecycleRequest) -> None:
         """Ask for a drain or a stop; never blocks (a full inbox already holds one)."""
         self._actor.trace("lifecycle", command)
+        self._send_nowait(command)
+
+    async def wait_state_change(self, last: WorkerState) -> WorkerState:
+        return await self._actor.wait_state_change(last)
+
+    async def wait_stopped(self) -> None:
+        await self._actor.stopped.wait()
+
+    def _send_nowait(self, command: LifecycleCommand) -> None:
         try:
             self._inbox.send_nowait(command)
         except trio.WouldBlock:
@@ -76,11 +100,12 @@ class LifecycleHandle:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.info("already stopped; ignored %s", command)
 
-    async def wait_state_change(self, last: WorkerState) -> WorkerState:
-        return await self._actor.wait_state_change(last)
-
-    async def wait_stopped(self) -> None:
-        await self._actor.stopped.wait()
+    async def _transition(self, command: Transition) -> None:
+        try:
+            await self._inbox.send(command)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # the actor has stopped: no state left to change
+        await command.applied.wait()
 
 
 class LifecycleActor:
@@ -98,34 +123,22 @@ class LifecycleActor:
         self._signals_seen = 0
         self.drain_timeout = drain_timeout
         self.handle_signals = handle_signals
-        self.state = WorkerState.STARTING
-        self.work: Work | None = None
+        self._work: Work | None = None
+        self._snapshot = LifecycleStatistics(WorkerState.STARTING)
         self.stopped = trio.Event()
-        self.stop_reason: str | None = None
-        self.failed = False
         self._changed = trio.Event()
         self._drain_scope: trio.CancelScope | None = None
 
-    def set_state(self, state: WorkerState) -> None:
-        if state is self.state or self.state is WorkerState.STOPPED:
-            return
-        if self.state is WorkerState.DRAINING and state is not WorkerState.STOPPED:
-            return  # nothing leaves draining but stopping
-        log.info("state %s -> %s", self.state.value, state.value)
-        self.state = state
-        self.trace("all", StateChanged(state))
-        self._changed.set()
-        self._changed = trio.Event()
-        if state is WorkerState.STOPPED:
-            self.stopped.set()
+    def statistics(self) -> LifecycleStatistics:
+        return self._snapshot
 
-    def fail(self, reason: str) -> None:
-        if self.state is WorkerState.STOPPED:
-            return
-        log.error("stopping: %s", reason)
-        self.failed = True
-        self.stop_reason = reason
-        self.set_state(WorkerState.STOPPED)
+    @property
+    def state(self) -> WorkerState:
+        return self._snapshot.state
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._snapshot.stop_reason
 
     async def wait_state_change(self, last: WorkerState) -> WorkerState:
         while self.state is last:
@@ -136,33 +149,79 @@ class LifecycleActor:
         self, *, task_status: trio.TaskStatus[LifecycleHandle] = trio.TASK_STATUS_IGNORED
     ) -> None:
         send, receive = trio.open_memory_channel[LifecycleCommand](16)
-        async with send, receive, trio.open_nursery() as nursery:
-            if self.handle_signals:
-                await nursery.start(self._watch_signals, send.clone())
-            task_status.started(LifecycleHandle(send.clone(), self))
-            nursery.start_soon(self._serve_commands, receive, nursery)
-            await self.stopped.wait()
-            nursery.cancel_scope.cancel()
+        async with send, receive:
+            async with trio.open_nursery() as nursery:
+                if self.handle_signals:
+                    await nursery.start(self._watch_signals, send.clone())
+                task_status.started(LifecycleHandle(send.clone(), self))
+                nursery.start_soon(self._serve_commands, receive, nursery)
+                await self.stopped.wait()
+                nursery.cancel_scope.cancel()
+            # Transitions still in the inbox change nothing now, but their senders wait.
+            while True:
+                try:
+                    command = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if isinstance(command, Transition):
+                    command.applied.set()
 
     async def _serve_commands(
         self, inbox: trio.MemoryReceiveChannel[LifecycleCommand], nursery: trio.Nursery
     ) -> None:
         async for command in inbox:
+            if isinstance(command, Transition):
+                self._apply(command)
+                command.applied.set()
+                continue
             if self.stopped.is_set():
-                return
+                continue
+            if isinstance(command, Signal):
+                command = self._on_signal(command.signum)
+                self.trace("lifecycle", command)
             if isinstance(command, Drain):
                 if self.state is WorkerState.DRAINING:
                     continue
                 log.info("draining: %s", command.reason)
-                self.set_state(WorkerState.DRAINING)
-                nursery.start_soon(self._drain, command.reason)
+                self._set_state(WorkerState.DRAINING)
+                # The scope exists before the drain task runs: a Stop read right after this
+                # Drain cuts the drain short instead of racing it with a stop of its own.
+                deadline = trio.current_time() + self.drain_timeout
+                self._drain_scope = trio.CancelScope(deadline=deadline)
+                nursery.start_soon(self._drain, self._drain_scope, command.reason)
             elif self._drain_scope is not None:
                 log.info("stopping now: %s", command.reason)
                 self._drain_scope.cancel()
             else:
                 log.info("stopping now: %s", command.reason)
-                self.set_state(WorkerState.DRAINING)
+                self._set_state(WorkerState.DRAINING)
                 nursery.start_soon(self._stop_now, command.reason)
+
+    def _apply(self, command: Transition) -> None:
+        if isinstance(command, Loading):
+            self._set_state(WorkerState.LOADING)
+        elif isinstance(command, Ready):
+            self._work = command.work
+            self._set_state(WorkerState.READY)
+        elif self.state is not WorkerState.STOPPED:
+            log.error("stopping: %s", command.reason)
+            self._set_state(WorkerState.STOPPED, reason=command.reason, failed=True)
+
+    def _set_state(
+        self, state: WorkerState, *, reason: str | None = None, failed: bool = False
+    ) -> None:
+        current = self.state
+        if state is current or current is WorkerState.STOPPED:
+            return
+        if current is WorkerState.DRAINING and state is not WorkerState.STOPPED:
+            return  # nothing leaves draining but stopping
+        log.info("state %s -> %s", current.value, state.value)
+        self._snapshot = LifecycleStatistics(state, reason, failed)
+        self.trace("all", StateChanged(state))
+        self._changed.set()
+        self._changed = trio.Event()
+        if state is WorkerState.STOPPED:
+            self.stopped.set()
 
     async def _watch_signals(
         self,
@@ -174,28 +233,24 @@ class LifecycleActor:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 task_status.started()
                 async for signum in signals:
-                    command = self.on_signal(signum)
-                    self.trace("lifecycle", command)
-                    await inbox.send(command)
+                    await inbox.send(Signal(signum))
 
-    def on_signal(self, signum: int) -> LifecycleCommand:
+    def _on_signal(self, signum: int) -> LifecycleRequest:
         self._signals_seen += 1
         name = signal.Signals(signum).name
         return Drain(name) if self._signals_seen == 1 else Stop(f"second {name}")
 
-    async def _drain(self, reason: str) -> None:
-        with trio.CancelScope() as self._drain_scope:
-            self._drain_scope.deadline = trio.current_time() + self.drain_timeout
-            if self.work is not None:
-                await self.work.wait_empty()
-        if self._drain_scope.cancelled_caught:
+    async def _drain(self, scope: trio.CancelScope, reason: str) -> None:
+        with scope:
+            if self._work is not None:
+                await self._work.wait_empty()
+        if scope.cancelled_caught:
             log.info("drain ended before in-flight work finished; cancelling the rest")
         await self._stop_now(reason)
 
     async def _stop_now(self, reason: str) -> None:
-        if self.work is not None:
-            self.work.abort_all("cancelled")
+        if self._work is not None:
+            self._work.abort_all("cancelled")
             with trio.move_on_after(ABORT_GRACE_S):
-                await self.work.wait_empty()
-        self.stop_reason = reason
-        self.set_state(WorkerState.STOPPED)
+                await self._work.wait_empty()
+        self._set_state(WorkerState.STOPPED, reason=reason)

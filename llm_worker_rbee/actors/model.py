@@ -1,5 +1,10 @@
 """ModelActor: owns the engine, its decode loop and the step pump, and puts each step's text into
-the requests' mailboxes."""
+the requests' mailboxes.
+
+Nothing else holds the engine (tests/test_engine_references.py): the handle gives out what
+others need without it, the vocabulary (thread-safe) and snapshots the engine side publishes
+(statistics, the prompt caches).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from llm_worker_rbee.actors.decode import Abandon, DecodeLoop, Delivery, ModelStatistics
+from llm_worker_rbee.actors.decode import DecodeLoop, Delivery, ModelStatistics
 from llm_worker_rbee.actors.pump import StepPump
-from llm_worker_rbee.engine.base import Engine, ModelInfo
+from llm_worker_rbee.engine.base import Engine, ModelInfo, PromptCacheView, Vocabulary
 from llm_worker_rbee.engine.runner import StepRunner
-from llm_worker_rbee.messages.inference import ModelCommand
+from llm_worker_rbee.messages.inference import Abandon, ModelCommand
 from llm_worker_rbee.tracing import Tracer, no_trace
 
 log = logging.getLogger(__name__)
@@ -24,10 +29,12 @@ INBOX_SIZE = 256
 
 @dataclass(frozen=True)
 class ModelHandle:
-    """What other actors hold to talk to the ModelActor."""
+    """What other actors and the routes hold to talk to the ModelActor: its inbox, the
+    model's vocabulary (thread-safe: tokenizing, detokenizing, grammar checks) and the
+    snapshots it publishes. Never the engine."""
 
     info: ModelInfo
-    engine: Engine = field(repr=False)
+    vocab: Vocabulary = field(repr=False)
     _inbox: trio.MemorySendChannel[ModelCommand] = field(repr=False)
     _actor: ModelActor = field(repr=False)
 
@@ -39,11 +46,12 @@ class ModelHandle:
         return self._actor.statistics()
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        return self.engine.tokenize(text, add_special=add_special)
+        return self.vocab.tokenize(text, add_special=add_special)
 
     def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
-        """The SlotScheduler's chooser: the free slot whose prompt cache matches best."""
-        return self.engine.choose_slot(prompt, free)
+        """The SlotScheduler's chooser: the free slot whose prompt cache matches best, by
+        the snapshot the engine published after its last change."""
+        return self._actor.prompt_cache().choose_slot(prompt, free)
 
 
 class ModelActor:
@@ -71,6 +79,10 @@ class ModelActor:
     def statistics(self) -> ModelStatistics:
         return ModelStatistics(0, 0, 0, 0) if self._loop is None else self._loop.statistics()
 
+    def prompt_cache(self) -> PromptCacheView:
+        assert self._loop is not None  # no handle exists before the loop
+        return self._loop.prompt_cache()
+
     async def run(
         self, *, task_status: trio.TaskStatus[ModelHandle] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -82,7 +94,7 @@ class ModelActor:
         send, receive = trio.open_memory_channel[ModelCommand](INBOX_SIZE)
         try:
             async with send, receive, trio.open_nursery() as nursery:
-                task_status.started(ModelHandle(engine.info, engine, send.clone(), self))
+                task_status.started(ModelHandle(engine.info, engine.vocab, send.clone(), self))
                 nursery.start_soon(self._runner.run_pump, pump)
                 async for command in receive:
                     pump.submit(command)

@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from llm_worker_rbee.actors.decode import Abandon, DecodeLoop, Delivery
-from llm_worker_rbee.messages.inference import ModelCommand
+from llm_worker_rbee.actors.decode import DecodeLoop, Delivery
+from llm_worker_rbee.messages.inference import Abandon, ModelCommand
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ INBOX_SIZE = 256
 MEAN_WEIGHT = 0.3
 
 # (prompt tokens, free slots) -> the slot to grant. The engine's choice: the slot whose
-# prompt cache shares the longest prefix (see Engine.choose_slot).
+# prompt cache shares the longest prefix (see engine/base.py: PromptCacheView).
 SlotChooser = Callable[[Sequence[int], Sequence[int]], int]
 
 

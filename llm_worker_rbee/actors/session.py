@@ -13,6 +13,7 @@ import trio
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
 from llm_worker_rbee.logs import current_job
+from llm_worker_rbee.messages.errors import ENGINE_ERROR, OUT_OF_MEMORY, TIMEOUT_ERROR, overloaded
 from llm_worker_rbee.messages.inference import (
     Admit,
     Cancel,
@@ -46,28 +47,6 @@ STOP_REASONS: dict[FinishReason, StopReason] = {
     "length": "max_tokens",
     "stop": "stop_sequence",
 }
-TIMEOUT_ERROR = ErrorInfo(408, "timeout", "request_timeout", "the request ran past its deadline")
-ENGINE_ERROR = ErrorInfo(500, "server_error", "engine_error", "generation failed")
-OUT_OF_MEMORY = ErrorInfo(
-    503,
-    "resource_exhausted",
-    "resource_exhausted",
-    "the worker ran out of memory for this request; retry later",
-    retry_after=1,
-)
-
-
-def overloaded(queue_depth: int, retry_after: int = 1) -> ErrorInfo:
-    """The 503 for a request that finds every slot busy and the queue full; `retry_after`:
-    the scheduler's estimate of when a place frees (SchedulerStatistics.retry_after)."""
-    return ErrorInfo(
-        status=503,
-        type="overloaded",
-        code="all_slots_busy",
-        message=f"all slots are busy and {queue_depth} requests wait",
-        retry_after=retry_after,
-    )
-
 
 # Where a session's events go, tagged with its choice index (one channel per HTTP request).
 Outbox = trio.MemorySendChannel[tuple[int, SessionEvent]]

@@ -75,32 +75,47 @@ class ModelInfo:
     n_slots: int = 1
 
 
-class Engine(Protocol):
-    """Multi-sequence decoding, one `step()` at a time.
+class Vocabulary(Protocol):
+    """The model's vocabulary for the routes: tokenizing, detokenizing, checking grammars.
 
-    Not thread-safe: the ModelActor calls `admit`, `cancel` and `step` from one thread at a
-    time. `tokenize` and `token_piece` only read the vocabulary and may be called any time.
+    Safe to call from any thread while the engine steps (the engine gives it out; the routes
+    never hold the engine). It lives as long as the loaded model.
     """
-
-    @property
-    def info(self) -> ModelInfo: ...
 
     def tokenize(self, text: str, *, add_special: bool) -> list[int]: ...
 
     def token_piece(self, token: int) -> bytes: ...
 
     def check_grammar(self, grammar: str) -> None:
-        """Raises ValueError if the engine cannot use `grammar` (GBNF, root rule `root`).
-
-        Called on the trio thread, possibly while a step runs: it must only read.
-        """
+        """Raises ValueError if the engine cannot use `grammar` (GBNF, root rule `root`)."""
         ...
 
-    def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
-        """Which of the `free` slots a new `prompt` should get (the scheduler asks).
 
-        Called on the trio thread, possibly while a step runs: it must only read.
-        """
+class PromptCacheView(Protocol):
+    """An immutable snapshot of what the slots' KV cells hold, which the engine publishes
+    after each change (an admission, a cancel, a step); the SlotScheduler asks it, on the
+    trio thread, which free slot a new prompt should get. A stale answer only costs a cache
+    miss: `Engine.admit` looks at the cells it actually finds."""
+
+    def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int: ...
+
+
+class Engine(Protocol):
+    """Multi-sequence decoding, one `step()` at a time.
+
+    Not thread-safe: only the ModelActor's own (its DecodeLoop, on the engine thread) calls
+    it. Others get what they need without it: the `vocab`, which any thread may use, and
+    the `prompt_cache()` snapshot (both handed out through the ModelHandle).
+    """
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def vocab(self) -> Vocabulary: ...
+
+    def prompt_cache(self) -> PromptCacheView:
+        """The latest snapshot of the slots' prompt caches; never changes once returned."""
         ...
 
     def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:

@@ -7,8 +7,10 @@ lists of pieces (str or raw bytes); each piece is one generated token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from llm_worker_rbee.engine.base import (
     EngineError,
@@ -65,6 +67,54 @@ class FakeScript:
     batch_invariant: bool = False
 
 
+class FakeVocab:
+    """The fake's byte-level vocabulary, plus an id for each scripted piece the engine has
+    generated (made on the engine side, read by the routes: guarded by a lock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._piece_ids: dict[bytes, int] = {}
+        self._pieces: list[bytes] = []
+
+    def tokenize(self, text: str, *, add_special: bool) -> list[int]:
+        tokens = [b + _BYTE_BASE for b in text.encode("utf-8")]
+        return [BOS, *tokens] if add_special else tokens
+
+    def token_piece(self, token: int) -> bytes:
+        if token < _BYTE_BASE:  # BOS, EOS and the unused id 0 have no text
+            return b""
+        if token < _PIECE_BASE:
+            return bytes([token - _BYTE_BASE])
+        with self._lock:
+            return self._pieces[token - _PIECE_BASE]
+
+    def piece_id(self, piece: bytes) -> int:
+        with self._lock:
+            if piece not in self._piece_ids:
+                self._piece_ids[piece] = _PIECE_BASE + len(self._pieces)
+                self._pieces.append(piece)
+            return self._piece_ids[piece]
+
+    def check_grammar(self, grammar: str) -> None:
+        """The fake does not enforce grammars; it only wants the root rule there."""
+        if "root" not in grammar:
+            raise ValueError("the grammar has no root rule")
+
+
+@dataclass(frozen=True)
+class FakeSlotCaches:
+    """The fake's prompt-cache snapshot: the longest shared prefix wins, ties the lowest
+    slot; without `prompt_cache` in the script, the first free slot."""
+
+    enabled: bool = False
+    held: Mapping[int, tuple[int, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
+        if not self.enabled:
+            return free[0]
+        return max(free, key=lambda slot: (_shared(self.held.get(slot, ()), prompt), -slot))
+
+
 @dataclass
 class _Seq:
     prompt: list[int]
@@ -91,16 +141,16 @@ class FakeEngine:
     def __init__(self, script: FakeScript | None = None) -> None:
         self.script = script or FakeScript()
         self._seqs: dict[int, _Seq] = {}
-        self._piece_ids: dict[bytes, int] = {}
-        self._pieces: list[bytes] = []
+        self._vocab = FakeVocab()
         self.steps = 0
         self.cancelled: list[int] = []
         self.admitted: list[SamplingParams] = []  # every admission's sampling, in order
         self.closed = False
-        self._held: dict[int, list[int]] = {}
+        self._held: dict[int, tuple[int, ...]] = {}
         self._ended = 0
         self._last_used: dict[int, int] = {}
         self.evicted: list[int] = []  # slots whose prompt cache was dropped for room
+        self._caches = FakeSlotCaches(self.script.prompt_cache)
         shared = not self.script.batch_invariant
         self._info = ModelInfo(
             model_id="fake-model",
@@ -119,25 +169,15 @@ class FakeEngine:
     def info(self) -> ModelInfo:
         return self._info
 
+    @property
+    def vocab(self) -> FakeVocab:
+        return self._vocab
+
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        tokens = [b + _BYTE_BASE for b in text.encode("utf-8")]
-        return [BOS, *tokens] if add_special else tokens
-
-    def token_piece(self, token: int) -> bytes:
-        if token < _BYTE_BASE:  # BOS, EOS and the unused id 0 have no text
-            return b""
-        if token < _PIECE_BASE:
-            return bytes([token - _BYTE_BASE])
-        return self._pieces[token - _PIECE_BASE]
-
-    def _piece_id(self, piece: bytes) -> int:
-        if piece not in self._piece_ids:
-            self._piece_ids[piece] = _PIECE_BASE + len(self._pieces)
-            self._pieces.append(piece)
-        return self._piece_ids[piece]
+        return self._vocab.tokenize(text, add_special=add_special)
 
     def _reply_for(self, prompt: Sequence[int]) -> list[bytes]:
-        text = b"".join(self.token_piece(t) for t in prompt).decode("utf-8", "replace")
+        text = b"".join(self._vocab.token_piece(t) for t in prompt).decode("utf-8", "replace")
         chosen = self.script.reply
         for key, pieces in self.script.replies.items():
             if key in text:
@@ -145,22 +185,18 @@ class FakeEngine:
                 break
         return [p.encode("utf-8") if isinstance(p, str) else p for p in chosen]
 
-    def check_grammar(self, grammar: str) -> None:
-        """The fake does not enforce grammars; it only wants the root rule there."""
-        if "root" not in grammar:
-            raise ValueError("the grammar has no root rule")
+    def prompt_cache(self) -> FakeSlotCaches:
+        return self._caches
 
-    def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
-        if not self.script.prompt_cache:
-            return free[0]
-        return max(free, key=lambda slot: (_shared(self._held.get(slot, []), prompt), -slot))
+    def _publish(self) -> None:
+        self._caches = FakeSlotCaches(self.script.prompt_cache, MappingProxyType(dict(self._held)))
 
     def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
         if seq_id in self._seqs:
             raise ValueError(f"sequence {seq_id} is already active")
         cached = 0
         if self.script.prompt_cache:
-            cached = min(_shared(self._held.pop(seq_id, []), prompt), len(prompt) - 1)
+            cached = min(_shared(self._held.pop(seq_id, ()), prompt), len(prompt) - 1)
         self._seqs[seq_id] = _Seq(
             prompt=list(prompt),
             pieces=self._reply_for(prompt),
@@ -168,6 +204,7 @@ class FakeEngine:
             fed=max(cached, 0),
         )
         self.admitted.append(sampling)
+        self._publish()
         return max(cached, 0)
 
     def cancel(self, seq_id: int) -> None:
@@ -177,7 +214,8 @@ class FakeEngine:
             self._ended += 1
             self._last_used[seq_id] = self._ended
             if self.script.prompt_cache:
-                self._held[seq_id] = seq.prompt[: seq.fed]
+                self._held[seq_id] = tuple(seq.prompt[: seq.fed])
+            self._publish()
 
     def cells_free(self) -> int:
         """Cells of the pool neither a running sequence nor a slot's prompt cache holds."""
@@ -186,7 +224,7 @@ class FakeEngine:
 
     def held(self, seq_id: int) -> int:
         """How many prompt tokens an idle slot's cache holds."""
-        return len(self._held.get(seq_id, []))
+        return len(self._held.get(seq_id, ()))
 
     def _make_room(self, needed: int) -> None:
         """As the llama engine: drop idle slots' caches, least recently used first, until
@@ -219,7 +257,10 @@ class FakeEngine:
             raise EngineError(f"scripted failure at step {self.steps}")
         if self.steps in self.script.oom_at_steps:
             raise EngineOutOfMemory(f"scripted out of memory at step {self.steps}")
-        self._make_room(sum(self._step_cells(seq) for seq in self._seqs.values()))
+        try:
+            self._make_room(sum(self._step_cells(seq) for seq in self._seqs.values()))
+        finally:
+            self._publish()  # idle slots' caches may be gone
         outputs: list[SeqOutput] = []
         for seq_id in sorted(self._seqs):
             seq = self._seqs[seq_id]
@@ -231,7 +272,7 @@ class FakeEngine:
             if piece is None:
                 outputs.append(SeqOutput(seq_id=seq_id, token=EOS, piece=b"", is_eog=True))
                 continue
-            token = self._piece_id(piece)
+            token = self._vocab.piece_id(piece)
             k = seq.sampling.logprobs
             logprobs = None if k is None else fake_logprobs(token, piece, seq.generated, k)
             seq.generated += 1

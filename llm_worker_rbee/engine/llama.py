@@ -14,8 +14,9 @@ logprobs: `sampling.py`).
 
 Prompt cache: a slot keeps its KV cells after its sequence ends. The next sequence admitted
 to that slot keeps the part of them that matches its prompt (the longest common prefix) and
-only the rest of its prompt is decoded; `choose_slot` tells the scheduler which free slot
-holds the longest match.
+only the rest of its prompt is decoded; the `SlotCaches` snapshot it publishes after each
+change tells the scheduler which free slot holds the longest match (engine/prompt_cache.py).
+The routes tokenize through its `LlamaVocab` (engine/vocab.py), never through the engine.
 
 One piece (over 400 lines): `LlamaEngine` owns one llama.cpp context, and loading,
 admission, the prompt cache and both step modes read and write the same per-slot state
@@ -25,11 +26,11 @@ the others' private state.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import llama_cpp
@@ -44,15 +45,12 @@ from llm_worker_rbee.engine.base import (
     SeqOutput,
 )
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
+from llm_worker_rbee.engine.prompt_cache import SlotCaches, common_prefix
 from llm_worker_rbee.engine.sampling import SeqSampler, build_chains
+from llm_worker_rbee.engine.vocab import LlamaVocab
 from llm_worker_rbee.messages.inference import SamplingParams
 
 log = logging.getLogger(__name__)
-
-# A shared prefix shorter than this (a BOS and a template header) is not worth taking
-# another conversation's cache for: such prompts go to the least recently used free slot.
-MIN_REUSE_TOKENS = 8
-
 
 # llama_decode's answers that mean memory: 1, no KV cells free for the batch (the cache is
 # left as it was); -2, an allocation failed (GGML_STATUS_ALLOC_FAILED, or the cache could not
@@ -68,18 +66,9 @@ def decode_error(status: int) -> EngineError:
     return EngineError(f"llama_decode returned {status}")
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens `a` and `b` share."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
 @dataclass
 class _Seq:
-    prompt: list[int]
+    prompt: tuple[int, ...]
     sampler: SeqSampler
     # Tokens whose KV cells this sequence holds, position i = tokens[i]. Starts with the
     # reused prefix, grows by prompt chunks, then by each sampled token once it is decoded.
@@ -131,6 +120,7 @@ class LlamaEngine:
         self._model = model
         self._ctx = ctx
         self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._vocabulary = LlamaVocab(self._vocab)
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._n_batch = n_batch
         self._exact = batch_invariant
@@ -139,9 +129,9 @@ class LlamaEngine:
         self._seqs: dict[int, _Seq] = {}
         self._admitted = 0
         # Free slots: the tokens their KV cells still hold, and when they were last used.
-        self._held: dict[int, list[int]] = {}
+        self._held: dict[int, tuple[int, ...]] = {}
         self._last_used: dict[int, int] = {}
-        self._pieces: dict[int, bytes] = {}
+        self._caches = SlotCaches()
         self._eog_tokens: list[int] | None = None
         n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         template = llama_cpp.llama_model_chat_template(model, None)
@@ -153,8 +143,8 @@ class LlamaEngine:
             n_vocab=n_vocab,
             seq_capacity=llama_cpp.llama_n_ctx_seq(ctx),
             chat_template=template.decode("utf-8") if template else None,
-            bos_text=self._special_text(llama_cpp.llama_vocab_bos(self._vocab)),
-            eos_text=self._special_text(llama_cpp.llama_vocab_eos(self._vocab)),
+            bos_text=self._vocabulary.special_text(llama_cpp.llama_vocab_bos(self._vocab)),
+            eos_text=self._vocabulary.special_text(llama_cpp.llama_vocab_eos(self._vocab)),
             kv_pool=None if batch_invariant else n_ctx,
             n_slots=n_seq,
         )
@@ -275,40 +265,17 @@ class LlamaEngine:
     def info(self) -> ModelInfo:
         return self._info
 
-    def _special_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return bytes(llama_cpp.llama_vocab_get_text(self._vocab, token) or b"").decode(
-            "utf-8", "replace"
-        )
+    @property
+    def vocab(self) -> LlamaVocab:
+        return self._vocabulary
 
+    # The engine's own shortcuts to its vocabulary (its sampling and the engine tests use
+    # them); the routes get `vocab` from the ModelHandle.
     def tokenize(self, text: str, *, add_special: bool) -> list[int]:
-        """Special tokens written as text become those tokens, as in llama-server: a chat
-        template writes its turn markers (`<start_of_turn>`, `<|im_start|>`) and often
-        `{{ bos_token }}` as text, and the model was trained on the tokens, not on their
-        spelling in pieces."""
-        data = text.encode("utf-8")
-        size = len(data) + 8
-        while True:
-            buffer = (llama_cpp.llama_token * size)()
-            n = llama_cpp.llama_tokenize(
-                self._vocab, data, len(data), buffer, size, add_special, True
-            )
-            if n >= 0:
-                return list(buffer[:n])
-            size = -n
+        return self._vocabulary.tokenize(text, add_special=add_special)
 
     def token_piece(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
-        if piece is None:
-            buffer = ctypes.create_string_buffer(64)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, 64, 0, False)
-            if n < 0:
-                buffer = ctypes.create_string_buffer(-n)
-                n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, -n, 0, False)
-            piece = buffer.raw[:n]
-            self._pieces[token] = piece
-        return piece
+        return self._vocabulary.token_piece(token)
 
     def _eog(self) -> list[int]:
         if self._eog_tokens is None:
@@ -337,40 +304,25 @@ class LlamaEngine:
 
     def _grammar(self, grammar: str) -> Any:
         """llama.cpp's grammar sampler for `grammar` (root rule `root`); NULL if it fails."""
-        return llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+        return self._vocabulary.grammar_sampler(grammar)
 
     def check_grammar(self, grammar: str) -> None:
-        """Raises ValueError if llama.cpp cannot parse `grammar`. Reads the vocabulary only."""
-        sampler = self._grammar(grammar)
-        if not sampler:
-            raise ValueError("llama.cpp could not parse the grammar")
-        llama_cpp.llama_sampler_free(sampler)
+        self._vocabulary.check_grammar(grammar)
 
     def _logprob_piece(self, token: int) -> bytes:
         """A token as logprobs show it: its text, or for a control token its name."""
-        return self.token_piece(token) or self._special_text(token).encode()
+        return self.token_piece(token) or self._vocabulary.special_text(token).encode()
 
-    def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
-        """The free slot whose cells share the longest prefix with `prompt`.
+    def prompt_cache(self) -> SlotCaches:
+        """What the slots' cells held after the engine's last admission, cancel or step."""
+        return self._caches
 
-        Prefixes under MIN_REUSE_TOKENS (unless that is the whole prompt) do not count;
-        ties go to the least recently used slot, so a new conversation does not evict a
-        recent one. Called by the scheduler on the trio thread, possibly while a step runs:
-        it only reads, and a stale answer only costs a cache miss (`admit` checks the cells
-        it actually finds).
-        """
-        if not free:
-            raise ValueError("no free slot to choose from")
-
-        def score(slot: int) -> tuple[int, int, int]:
-            seq = self._seqs.get(slot)  # its Cancel may not have reached the engine yet
-            held = self._held.get(slot, []) if seq is None else list(seq.tokens)
-            shared = min(common_prefix(held, prompt), len(prompt) - 1)
-            # A short prompt found whole counts; otherwise only a prefix worth a slot.
-            worth = shared >= min(MIN_REUSE_TOKENS, len(prompt) - 1)
-            return (shared if worth else 0, -self._last_used.get(slot, 0), -slot)
-
-        return max(free, key=score)
+    def _publish(self) -> None:
+        """A new snapshot for the scheduler (read on the trio thread while a step runs): a
+        reference swap, and no token list copied at every step (see SlotCaches)."""
+        held = dict(self._held)
+        held.update((slot, seq.prompt) for slot, seq in self._seqs.items())
+        self._caches = SlotCaches(MappingProxyType(held), MappingProxyType(dict(self._last_used)))
 
     def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
         """Starts a sequence in slot `seq_id`; returns how many prompt tokens its cells reuse."""
@@ -380,19 +332,20 @@ class LlamaEngine:
             raise ValueError(f"sequence {seq_id} is outside 0..{self.n_seq_max - 1}")
         if not prompt:
             raise ValueError("empty prompt")
-        held = self._held.pop(seq_id, [])
+        held = self._held.pop(seq_id, ())
         # Keep at least the last prompt token to decode: its logits give the first token.
         reuse = min(common_prefix(held, prompt), len(prompt) - 1)
         if not self._trim(seq_id, reuse):
             reuse = 0
         self._admitted += 1
         self._seqs[seq_id] = _Seq(
-            prompt=list(prompt),
+            prompt=tuple(prompt),
             sampler=self._sampler(sampling, prompt),
             tokens=list(prompt[:reuse]),
             cached=reuse,
             order=self._admitted,
         )
+        self._publish()
         return reuse
 
     def _trim(self, seq_id: int, keep: int) -> bool:
@@ -417,16 +370,18 @@ class LlamaEngine:
         if seq.broken:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
         else:
-            self._held[seq_id] = seq.tokens
+            self._held[seq_id] = tuple(seq.tokens)
+        self._publish()
 
     def has_work(self) -> bool:
         return bool(self._seqs)
 
     def step(self) -> list[SeqOutput]:
         """One token for every running stream, then prompt chunks within the batch size."""
-        if self._exact:
-            return self._step_apart()
-        return self._step_together()
+        try:
+            return self._step_apart() if self._exact else self._step_together()
+        finally:
+            self._publish()  # room made, stand-ins dropped: caches may be gone
 
     def _step_together(self) -> list[SeqOutput]:
         """Fast mode: the streams' tokens and the prompts' chunks in one llama_decode.

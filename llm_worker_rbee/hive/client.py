@@ -17,10 +17,11 @@ WEBSOCKET_PATH = "/v1/workers/ws"
 
 
 class HiveListener(Protocol):
-    """What a hive client tells the worker (the HeartbeatActor implements it)."""
+    """Where a hive client sends what the hive tells the worker: the HeartbeatActor's
+    handle, which turns each call into a message to the actor's inbox."""
 
-    def on_command(self, command: HiveCommand) -> CommandAck:
-        """A command arrived on the control channel; the returned ack goes back at once."""
+    async def on_command(self, command: HiveCommand) -> CommandAck:
+        """A command arrived on the control channel; returns the ack to send back."""
         ...
 
     def on_connection_lost(self) -> None:

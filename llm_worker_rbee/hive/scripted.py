@@ -169,7 +169,7 @@ class ScriptedHive:
 
     async def _command(self, listener: HiveListener, spec: CommandSpec, command_id: str) -> None:
         await trio.sleep_until(spec.at)
-        ack = listener.on_command(HiveCommand(command_id, spec.do, spec.job))
+        ack = await listener.on_command(HiveCommand(command_id, spec.do, spec.job))
         verdict = "ok" if ack.ok else "refused"
         self.acks.append(f"{trio.current_time():.3f} {spec.do} {verdict} {ack.detail}")
 

@@ -203,7 +203,7 @@ class WebSocketHiveClient:
             if kind == "reply":
                 self._answer(link, message)
             elif kind == "command":
-                ack = self._obey(message)
+                ack = await self._obey(message)
                 try:
                     await link.ws.send_message(json.dumps(ack))
                 except ConnectionClosed:
@@ -224,7 +224,7 @@ class WebSocketHiveClient:
         )
         pending.answered.set()
 
-    def _obey(self, message: dict[str, Any]) -> dict[str, Any]:
+    async def _obey(self, message: dict[str, Any]) -> dict[str, Any]:
         try:
             command = HiveCommand.from_json(message)
         except ValueError as exc:
@@ -236,7 +236,7 @@ class WebSocketHiveClient:
                 "detail": str(exc),
             }
         assert self._listener is not None
-        ack: CommandAck = self._listener.on_command(command)
+        ack: CommandAck = await self._listener.on_command(command)
         return ack.to_json()
 
 

@@ -14,7 +14,6 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from llm_worker_rbee.actors.session import overloaded
 from llm_worker_rbee.http import (
     admin_routes,
     anthropic_routes,
@@ -31,6 +30,7 @@ from llm_worker_rbee.http.admin_routes import require_api_key
 from llm_worker_rbee.http.errors import ApiError, error_body
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import SessionGuard
+from llm_worker_rbee.messages.errors import overloaded
 from llm_worker_rbee.messages.session import Rejected
 
 log = logging.getLogger(__name__)

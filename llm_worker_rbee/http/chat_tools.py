@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_worker_rbee.engine.base import Engine
+from llm_worker_rbee.engine.base import Vocabulary
 from llm_worker_rbee.grammar import GrammarError
 from llm_worker_rbee.http.errors import bad_request
 from llm_worker_rbee.http.schemas import ChatCompletionBody, Message
@@ -39,7 +39,7 @@ def chat_message(message: Message) -> ChatMessage:
     )
 
 
-def tool_plan(body: ChatCompletionBody, template: str | None, engine: Engine) -> ToolPlan:
+def tool_plan(body: ChatCompletionBody, template: str | None, vocab: Vocabulary) -> ToolPlan:
     """The request's tools for this model.
 
     Raises:
@@ -63,7 +63,7 @@ def tool_plan(body: ChatCompletionBody, template: str | None, engine: Engine) ->
     try:
         plan = plan_tools(template, tools, choice, parallel=parallel)
         if plan.grammar is not None:
-            engine.check_grammar(plan.grammar)
+            vocab.check_grammar(plan.grammar)
     except ToolChoiceError as exc:
         raise bad_request(str(exc), param="tool_choice") from None
     except ToolsUnsupported as exc:

@@ -85,7 +85,7 @@ def tool_plan(
     choice_param: str = "tool_choice",
 ) -> ToolPlan:
     """What `tools` under `choice` mean for the served model (tools.plan_tools), with its
-    grammar checked by the engine.
+    grammar checked against the model's vocabulary.
 
     Raises:
         ApiError: 400 naming `tools` when the model's template takes no tools
@@ -101,7 +101,7 @@ def tool_plan(
     try:
         plan = plan_tools(model.info.chat_template, tools, choice, parallel=parallel)
         if plan.grammar is not None:
-            model.engine.check_grammar(plan.grammar)
+            model.vocab.check_grammar(plan.grammar)
     except ToolsUnsupported as exc:
         raise bad_request(str(exc), param="tools", code="tools_not_supported") from None
     except ToolChoiceError as exc:

@@ -136,7 +136,7 @@ def register(app: QuartTrio, services: Services) -> None:
             raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         info = model.info
-        tools = tool_plan(body, info.chat_template, model.engine)
+        tools = tool_plan(body, info.chat_template, model.vocab)
         messages = [chat_message(m) for m in body.messages]
         try:
             prompt = render_chat(
@@ -181,7 +181,7 @@ def register(app: QuartTrio, services: Services) -> None:
 
 def _detokenize(model: ModelHandle, tokens: Sequence[int]) -> str:
     """A token-array prompt's text, for `echo` (its ids were checked by build_request)."""
-    return b"".join(model.engine.token_piece(t) for t in tokens).decode("utf-8", "replace")
+    return b"".join(model.vocab.token_piece(t) for t in tokens).decode("utf-8", "replace")
 
 
 def _choice_job_id(job_id: str, index: int) -> str:

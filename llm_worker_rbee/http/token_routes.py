@@ -34,7 +34,7 @@ def register(app: QuartTrio, services: Services) -> None:
         tokens = model.tokenize(body.content, add_special=body.add_special)
         result: dict[str, Any] = {"tokens": tokens, "count": len(tokens)}
         if body.with_pieces:
-            pieces = [model.engine.token_piece(t).decode("utf-8", "replace") for t in tokens]
+            pieces = [model.vocab.token_piece(t).decode("utf-8", "replace") for t in tokens]
             result["pieces"] = pieces
         return result
 
@@ -46,5 +46,5 @@ def register(app: QuartTrio, services: Services) -> None:
         for token in body.tokens:
             if not 0 <= token < n_vocab:
                 raise bad_request(f"token {token} is outside 0..{n_vocab - 1}", param="tokens")
-        raw = b"".join(model.engine.token_piece(t) for t in body.tokens)
+        raw = b"".join(model.vocab.token_piece(t) for t in body.tokens)
         return {"content": raw.decode("utf-8", "replace")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from llm_worker_rbee.actors.model import ModelHandle
-from llm_worker_rbee.engine.base import Engine
+from llm_worker_rbee.engine.base import Vocabulary
 from llm_worker_rbee.engine.cells import completion_limit
 from llm_worker_rbee.grammar import (
     MAX_GRAMMAR_CHARS,
@@ -54,8 +54,8 @@ def sampling_from(
     )
 
 
-def grammar_for(response_format: ResponseFormat | None, engine: Engine) -> str | None:
-    """The grammar enforcing `response_format`, checked by the engine; None for text.
+def grammar_for(response_format: ResponseFormat | None, vocab: Vocabulary) -> str | None:
+    """The grammar enforcing `response_format`, checked with the vocabulary; None for text.
 
     Raises:
         ApiError: 400 naming response_format for a schema that cannot be enforced.
@@ -70,13 +70,13 @@ def grammar_for(response_format: ResponseFormat | None, engine: Engine) -> str |
             grammar = schema_grammar(response_format.object_schema)
         else:
             grammar = json_object_grammar()
-        engine.check_grammar(grammar)
+        vocab.check_grammar(grammar)
     except (GrammarError, ValueError) as exc:
         raise bad_request(str(exc), param="response_format") from None
     return grammar
 
 
-def body_grammar(body: SamplingFields, engine: Engine) -> str | None:
+def body_grammar(body: SamplingFields, vocab: Vocabulary) -> str | None:
     """The grammar constraining the output: `response_format`, or llama-server's `grammar`
     (GBNF) or top-level `json_schema`; at most one of them.
 
@@ -109,7 +109,7 @@ def body_grammar(body: SamplingFields, engine: Engine) -> str | None:
                 param="grammar",
             )
         try:
-            engine.check_grammar(body.grammar)
+            vocab.check_grammar(body.grammar)
         except ValueError as exc:
             raise bad_request(
                 f"the grammar cannot be used: {exc} (GBNF with a `root` rule is expected)",
@@ -119,11 +119,11 @@ def body_grammar(body: SamplingFields, engine: Engine) -> str | None:
     if body.json_schema is not None:
         try:
             grammar = schema_grammar(body.json_schema)
-            engine.check_grammar(grammar)
+            vocab.check_grammar(grammar)
         except (GrammarError, ValueError) as exc:
             raise bad_request(str(exc), param="json_schema") from None
         return grammar
-    return grammar_for(body.response_format, engine)
+    return grammar_for(body.response_format, vocab)
 
 
 def prompt_tokens(
@@ -185,7 +185,7 @@ def build_request(
             param="min_tokens",
         )
     if grammar is None:  # a grammar given (forcing a tool call) wins over the body's
-        grammar = body_grammar(body, model.engine)
+        grammar = body_grammar(body, model.vocab)
     tokens = prompt_tokens(model, prompt, add_special=add_special, param=prompt_param)
     if not tokens:
         raise bad_request("the prompt is empty", param=prompt_param, code="empty_prompt")

@@ -7,8 +7,10 @@ The payloads themselves (ready, heartbeat, gone) are plain JSON objects built by
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+
+import trio
 
 CallKind = Literal["ready", "heartbeat", "gone"]
 CommandName = Literal["drain", "shutdown", "cancel", "ping"]
@@ -86,3 +88,19 @@ class CommandAck:
             "ok": self.ok,
             "detail": self.detail,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Obey:
+    """Hive client -> HeartbeatActor: a command arrived; its ack goes to `reply`."""
+
+    command: HiveCommand
+    reply: trio.MemorySendChannel[CommandAck] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """Hive client -> HeartbeatActor: the control channel closed on its own."""
+
+
+HeartbeatCommand = Obey | ConnectionLost

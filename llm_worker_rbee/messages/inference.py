@@ -164,4 +164,16 @@ class Cancel:
     seq_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class Abandon:
+    """ModelActor -> its own decode loop: the session behind `admit` is gone (its mailbox
+    refused the text); drop its sequence if it is still that one.
+
+    Not a Cancel by slot: by the time this is applied (the engine thread may be steps ahead)
+    the slot can hold the next request's sequence, which must live on.
+    """
+
+    admit: Admit
+
+
 ModelCommand = Admit | Cancel

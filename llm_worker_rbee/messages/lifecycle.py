@@ -1,9 +1,15 @@
-"""Anyone -> LifecycleActor: drain and stop. LifecycleActor -> everyone: state."""
+"""Anyone -> LifecycleActor: drain and stop. The wiring -> LifecycleActor: the transitions
+of a start (loading, ready, failed). LifecycleActor -> everyone: state."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from llm_worker_rbee.messages.session import StopReason
 
 
 class WorkerState(enum.StrEnum):
@@ -12,6 +18,14 @@ class WorkerState(enum.StrEnum):
     READY = "ready"
     DRAINING = "draining"
     STOPPED = "stopped"
+
+
+class Work(Protocol):
+    """What the lifecycle drains: the live sessions (the SessionPool)."""
+
+    async def wait_empty(self) -> None: ...
+
+    def abort_all(self, reason: StopReason) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +43,46 @@ class Stop:
 
 
 @dataclass(frozen=True, slots=True)
+class Signal:
+    """A SIGTERM or SIGINT arrived: the first drains, any later one stops (the actor counts
+    them and traces the Drain or Stop it makes of each)."""
+
+    signum: int
+
+
+@dataclass(frozen=True, slots=True)
+class Loading:
+    """The HTTP server listens and the model is loading. `applied` is set once the state
+    has changed (or could not: the worker stopped)."""
+
+    applied: trio.Event = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The model is loaded and `work` serves: the state is ready, and a drain waits for
+    `work` to empty."""
+
+    work: Work = field(compare=False, repr=False)
+    applied: trio.Event = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The worker cannot serve (its model did not load): stopped at once, `reason` its stop
+    reason."""
+
+    reason: str
+    applied: trio.Event = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class StateChanged:
     """LifecycleActor -> everyone who watches: the worker's new state."""
 
     state: WorkerState
 
 
-LifecycleCommand = Drain | Stop
+LifecycleRequest = Drain | Stop
+Transition = Loading | Ready | Failed
+LifecycleCommand = Drain | Stop | Signal | Transition
