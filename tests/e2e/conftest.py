@@ -1,26 +1,73 @@
-"""One real worker (the bundled model, real HTTP on loopback) shared by the end-to-end tests."""
+"""The real workers (the bundled model, real HTTP on loopback) shared by the end-to-end tests.
+
+Each worker start loads the model: every configuration below is started once per session, on
+first use, by whichever test module needs it first. A test that changes a worker for good
+(drain, shutdown, signals, keys) or tests its start starts its own.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.testing.process import WorkerProcess
+from tests.gguf_factory import with_chat_template
 
 # litellm reads its model price list when imported, from the network unless told to use the
 # copy it ships with; set here, before any test module imports it (the network is loopback).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "2", "--alias", "my-alias"]
+TEMPLATES = Path(__file__).parent.parent / "templates"
+# One thread: on a machine busier than its cores, llama.cpp's threads wait on each other.
+TEMPLATE_ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1"]
 
 
 @pytest.fixture(scope="session")
 def worker() -> Iterator[WorkerProcess]:
     process = WorkerProcess(WORKER_ARGS).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def template_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The bundled model's weights with a published template from tests/templates/ as its
+    `tokenizer.chat_template`: each copy made once per session, under pytest's tmp."""
+    folder = tmp_path_factory.mktemp("gguf")
+    made: dict[str, Path] = {}
+
+    def copy(template: str) -> Path:
+        if template not in made:
+            text = (TEMPLATES / template).read_text()
+            made[template] = with_chat_template(
+                bundled_model_path(), folder / f"{Path(template).stem}.gguf", text
+            )
+        return made[template]
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def serve_template(template_model: Callable[[str], Path]) -> Callable[[str], WorkerProcess]:
+    """Starts a worker on the weights under a template; the caller stops it."""
+
+    def serve(template: str) -> WorkerProcess:
+        return WorkerProcess([*TEMPLATE_ARGS, "--model", str(template_model(template))]).start()
+
+    return serve
+
+
+@pytest.fixture(scope="session")
+def qwen(serve_template: Callable[[str], WorkerProcess]) -> Iterator[WorkerProcess]:
+    """The weights under Qwen 2.5's template, served as `qwen2.5` (the file's stem)."""
+    process = serve_template("qwen2.5.jinja")
     yield process
     process.stop()
 
