@@ -24,6 +24,12 @@ from tests.gguf_factory import with_chat_template
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "2", "--alias", "my-alias"]
+# The exact mode (a KV stream per slot), four slots so that four requests share each step,
+# and a queue of twelve: a burst of 24 overflows it (test_client_edges).
+EXACT_ARGS = [
+    *("--slots", "4", "--ctx-size", "2048", "--threads", "2"),
+    *("--batch-invariant", "--max-queue", "12"),
+]
 TEMPLATES = Path(__file__).parent.parent / "templates"
 # One thread: on a machine busier than its cores, llama.cpp's threads wait on each other.
 TEMPLATE_ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1"]
@@ -31,7 +37,19 @@ TEMPLATE_ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1"]
 
 @pytest.fixture(scope="session")
 def worker() -> Iterator[WorkerProcess]:
+    """The fast mode (one shared KV pool): a greedy reply may depend on what the pool holds
+    from earlier tests (docs/PERFORMANCE.md), so tests here compare replies, never pin them."""
     process = WorkerProcess(WORKER_ARGS).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def exact_worker() -> Iterator[WorkerProcess]:
+    """The exact mode: a reply does not depend on the company it keeps or on what the slots
+    hold from earlier tests, so tests of that, and tests that need one fixed greedy reply,
+    share this worker."""
+    process = WorkerProcess(EXACT_ARGS).start()
     yield process
     process.stop()
 
