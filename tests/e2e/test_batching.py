@@ -85,15 +85,17 @@ def text_of(http: httpx.Client, prompt: str, max_tokens: int, **extra: Any) -> s
 def test_a_cut_to_one_candidate_samples_like_greedy(
     http: httpx.Client, cut: dict[str, Any]
 ) -> None:
-    greedy = text_of(http, STORY, 16)
-    hot = text_of(http, STORY, 16, temperature=1.5, seed=7, **cut)
+    # Eight tokens: at this temperature over the whole vocabulary, a cut that let more than
+    # one candidate through would leave greedy at the first token or so.
+    greedy = text_of(http, STORY, 8)
+    hot = text_of(http, STORY, 8, temperature=1.5, seed=7, **cut)
     assert hot == greedy
 
 
 @pytest.mark.behavior("INF-008")
 def test_a_seed_repeats_and_seeds_differ(http: httpx.Client) -> None:
     def sample(seed: int) -> str:
-        return text_of(http, STORY, 24, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
+        return text_of(http, STORY, 12, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
 
     first = sample(11)
     assert sample(11) == first
