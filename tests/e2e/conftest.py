@@ -23,15 +23,18 @@ from tests.gguf_factory import with_chat_template
 # copy it ships with; set here, before any test module imports it (the network is loopback).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "2", "--alias", "my-alias"]
+# One llama.cpp thread per worker: with two on two cores, the test process and the worker's
+# own event loop take a core from them now and then, and llama.cpp's threads wait on each
+# other. Seven short requests took 4-5 s with one thread, 8-37 s with two (2 cores, load
+# average 3); the tests here decode few tokens at a time, where a second thread gains little.
+WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "1", "--alias", "my-alias"]
 # The exact mode (a KV stream per slot), four slots so that four requests share each step,
 # and a queue of twelve: a burst of 24 overflows it (test_client_edges).
 EXACT_ARGS = [
-    *("--slots", "4", "--ctx-size", "2048", "--threads", "2"),
+    *("--slots", "4", "--ctx-size", "2048", "--threads", "1"),
     *("--batch-invariant", "--max-queue", "12"),
 ]
 TEMPLATES = Path(__file__).parent.parent / "templates"
-# One thread: on a machine busier than its cores, llama.cpp's threads wait on each other.
 TEMPLATE_ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1"]
 
 
