@@ -1,26 +1,94 @@
-"""One real worker (the bundled model, real HTTP on loopback) shared by the end-to-end tests."""
+"""The real workers (the bundled model, real HTTP on loopback) shared by the end-to-end tests.
+
+Each worker start loads the model: every configuration below is started once per session, on
+first use, by whichever test module needs it first. A test that changes a worker for good
+(drain, shutdown, signals, keys) or tests its start starts its own.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.testing.process import WorkerProcess
+from tests.gguf_factory import with_chat_template
 
 # litellm reads its model price list when imported, from the network unless told to use the
 # copy it ships with; set here, before any test module imports it (the network is loopback).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "2", "--alias", "my-alias"]
+# One llama.cpp thread per worker: with two on two cores, the test process and the worker's
+# own event loop take a core from them now and then, and llama.cpp's threads wait on each
+# other. Seven short requests took 4-5 s with one thread, 8-37 s with two (2 cores, load
+# average 3); the tests here decode few tokens at a time, where a second thread gains little.
+WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "1", "--alias", "my-alias"]
+# The exact mode (a KV stream per slot), four slots so that four requests share each step,
+# and a queue of twelve: a burst of 24 overflows it (test_client_edges).
+EXACT_ARGS = [
+    *("--slots", "4", "--ctx-size", "2048", "--threads", "1"),
+    *("--batch-invariant", "--max-queue", "12"),
+]
+TEMPLATES = Path(__file__).parent.parent / "templates"
+TEMPLATE_ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1"]
 
 
 @pytest.fixture(scope="session")
 def worker() -> Iterator[WorkerProcess]:
+    """The fast mode (one shared KV pool): a greedy reply may depend on what the pool holds
+    from earlier tests (docs/PERFORMANCE.md), so tests here compare replies, never pin them."""
     process = WorkerProcess(WORKER_ARGS).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def exact_worker() -> Iterator[WorkerProcess]:
+    """The exact mode: a reply does not depend on the company it keeps or on what the slots
+    hold from earlier tests, so tests of that, and tests that need one fixed greedy reply,
+    share this worker."""
+    process = WorkerProcess(EXACT_ARGS).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def template_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """The bundled model's weights with a published template from tests/templates/ as its
+    `tokenizer.chat_template`: each copy made once per session, under pytest's tmp."""
+    folder = tmp_path_factory.mktemp("gguf")
+    made: dict[str, Path] = {}
+
+    def copy(template: str) -> Path:
+        if template not in made:
+            text = (TEMPLATES / template).read_text()
+            made[template] = with_chat_template(
+                bundled_model_path(), folder / f"{Path(template).stem}.gguf", text
+            )
+        return made[template]
+
+    return copy
+
+
+@pytest.fixture(scope="session")
+def serve_template(template_model: Callable[[str], Path]) -> Callable[[str], WorkerProcess]:
+    """Starts a worker on the weights under a template; the caller stops it."""
+
+    def serve(template: str) -> WorkerProcess:
+        return WorkerProcess([*TEMPLATE_ARGS, "--model", str(template_model(template))]).start()
+
+    return serve
+
+
+@pytest.fixture(scope="session")
+def qwen(serve_template: Callable[[str], WorkerProcess]) -> Iterator[WorkerProcess]:
+    """The weights under Qwen 2.5's template, served as `qwen2.5` (the file's stem)."""
+    process = serve_template("qwen2.5.jinja")
     yield process
     process.stop()
 

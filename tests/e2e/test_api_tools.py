@@ -6,8 +6,7 @@ a grammar enforces; the answer after the result is asked for in text."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -15,11 +14,9 @@ import openai
 import pytest
 
 from llm_worker_rbee.testing.process import WorkerProcess
-from tests.e2e.test_tool_calls import serve, template_model
 
 pytestmark = pytest.mark.real_model
 
-__all__ = ["template_model"]  # the session's template copies, shared with test_tool_calls
 CITIES = ("Paris", "London", "Tokyo")
 PARAMETERS: dict[str, Any] = {
     "type": "object",
@@ -40,13 +37,6 @@ TOOL: dict[str, Any] = {
 }
 GREEDY: dict[str, object] = {"temperature": 0}
 MODEL = "qwen2.5"  # the served file's stem
-
-
-@pytest.fixture(scope="module")
-def qwen(template_model: Callable[[str], Path]) -> Iterator[WorkerProcess]:
-    worker = serve(template_model("qwen2.5.jinja"))
-    yield worker
-    worker.stop()
 
 
 @pytest.fixture

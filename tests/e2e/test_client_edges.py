@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -111,16 +110,6 @@ def test_token_ids_prompt_as_the_text_does(http: httpx.Client) -> None:
     assert outside.status_code == 400 and outside.json()["error"]["param"] == "prompt"
 
 
-@pytest.fixture(scope="module")
-def worker4q8() -> Iterator[WorkerProcess]:
-    """Four slots and a queue of twelve: 16 of a burst of 24 get in at once, and the retries
-    of the other 8 land right when the estimate is off by up to half either way."""
-    args = ["--slots", "4", "--ctx-size", "1024", "--threads", "2", "--max-queue", "12"]
-    process = WorkerProcess(args).start()
-    yield process
-    process.stop()
-
-
 def _rejected(url: str) -> float:
     text = httpx.get(f"{url}/metrics").text
     counts = re.findall(
@@ -131,10 +120,13 @@ def _rejected(url: str) -> float:
 
 @pytest.mark.behavior("RES-014", "OAI-005")
 def test_24_streams_on_4_slots_all_complete_on_the_sdks_default_retries(
-    worker4q8: WorkerProcess,
+    exact_worker: WorkerProcess,
 ) -> None:
+    """Four slots and a queue of twelve (conftest's EXACT_ARGS): 16 of a burst of 24 get in
+    at once, and the retries of the other 8 land right when the estimate is off by up to half
+    either way."""
     # The SDK's defaults: two retries, each after what Retry-After says.
-    client = openai.OpenAI(base_url=f"{worker4q8.url}/v1", api_key="unused", timeout=120)
+    client = openai.OpenAI(base_url=f"{exact_worker.url}/v1", api_key="unused", timeout=120)
     assert client.max_retries == 2
 
     model = client.models.list().data[0].id
@@ -154,9 +146,9 @@ def test_24_streams_on_4_slots_all_complete_on_the_sdks_default_retries(
     # first wave of a fresh worker is several times slower than the rest, so three waves.
     with ThreadPoolExecutor(4) as pool:
         assert len(list(pool.map(stream, range(12)))) == 12
-    before = _rejected(worker4q8.url)
+    before = _rejected(exact_worker.url)
     with ThreadPoolExecutor(24) as pool:
         finished = list(pool.map(stream, range(24)))
     assert len(finished) == 24 and set(finished) <= {"stop", "length"}
     # The queue did overflow (4 running and 12 waiting at most): the retries carried the rest.
-    assert _rejected(worker4q8.url) > before
+    assert _rejected(exact_worker.url) > before

@@ -72,15 +72,14 @@ def test_json_schema_reply_validates(
     jsonschema_rs.validate(CITY_SCHEMA, json.loads(content))
 
 
-@pytest.fixture(scope="module")
-def exact_client() -> Iterator[openai.OpenAI]:
-    """A worker in the exact mode: a greedy answer there does not depend on what the shared
-    KV pool of the session's worker holds from earlier tests (fast mode, docs/PERFORMANCE.md),
-    so a test that needs the JSON to close within its budget sees the same answer each run."""
-    process = WorkerProcess(["--slots", "1", "--ctx-size", "1024", "--threads", "2",
-                             "--batch-invariant"]).start()  # fmt: skip
-    yield openai.OpenAI(base_url=f"{process.url}/v1", api_key="unused", max_retries=0)
-    process.stop()
+@pytest.fixture
+def exact_client(exact_worker: WorkerProcess) -> Iterator[openai.OpenAI]:
+    """On the exact-mode worker: a greedy answer there does not depend on what the shared KV
+    pool of the fast-mode worker holds from earlier tests (docs/PERFORMANCE.md), so a test
+    that needs the JSON to close within its budget sees the same answer each run."""
+    url = f"{exact_worker.url}/v1"
+    with openai.OpenAI(base_url=url, api_key="unused", max_retries=0) as oai:
+        yield oai
 
 
 def test_json_object_completion_stream_parses(exact_client: openai.OpenAI, model_id: str) -> None:

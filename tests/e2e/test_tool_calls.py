@@ -6,8 +6,7 @@ request names the function (or requires a call), which a grammar enforces."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import instructor
@@ -17,15 +16,10 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.testing.process import WorkerProcess
-from tests.gguf_factory import with_chat_template
 
 pytestmark = pytest.mark.real_model
 
-TEMPLATES = Path(__file__).parent.parent / "templates"
-# One thread: on a machine busier than its cores, llama.cpp's threads wait on each other.
-ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1"]
 WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
@@ -41,35 +35,6 @@ WEATHER: dict[str, Any] = {
 QWEN_ID = "qwen2.5"  # the served file's stem
 FORCE_WEATHER: dict[str, Any] = {"type": "function", "function": {"name": "get_weather"}}
 ASK = {"role": "user", "content": "What is the weather in Paris?"}
-
-
-@pytest.fixture(scope="session")
-def template_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """The bundled model's weights with a published template from tests/templates/ as its
-    `tokenizer.chat_template`: each copy made once per session, under pytest's tmp."""
-    folder = tmp_path_factory.mktemp("gguf")
-    made: dict[str, Path] = {}
-
-    def copy(template: str) -> Path:
-        if template not in made:
-            text = (TEMPLATES / template).read_text()
-            made[template] = with_chat_template(
-                bundled_model_path(), folder / f"{Path(template).stem}.gguf", text
-            )
-        return made[template]
-
-    return copy
-
-
-def serve(model: Path) -> WorkerProcess:
-    return WorkerProcess([*ARGS, "--model", str(model)]).start()
-
-
-@pytest.fixture(scope="module")
-def qwen(template_model: Callable[[str], Path]) -> Iterator[WorkerProcess]:
-    worker = serve(template_model("qwen2.5.jinja"))
-    yield worker
-    worker.stop()
 
 
 @pytest.fixture
@@ -222,10 +187,10 @@ def test_instructor_default_mode_returns_the_model(client: openai.OpenAI) -> Non
 @pytest.mark.behavior("OAI-013", "INF-030")
 @pytest.mark.parametrize("template", ["llama3.2.jinja", "mistral-7b-v0.3.jinja"])
 def test_other_families_make_a_forced_call(
-    template_model: Callable[[str], Path], template: str
+    serve_template: Callable[[str], WorkerProcess], template: str
 ) -> None:
     """Streamed, so the incremental parser sees the family's syntax token by token."""
-    worker = serve(template_model(template))
+    worker = serve_template(template)
     try:
         client = openai.OpenAI(base_url=f"{worker.url}/v1", api_key="unused", max_retries=0)
         chunks = list(
