@@ -4,8 +4,11 @@
 each contender serves the bundled model with 8 slots, a 4096-token context and the same
 threads; every round measures 1, 4 and 8 streams of each contender back to back (the first
 wave of a level arrives together), so a slow minute of a shared VM lands on every side. The
-table gives medians of aggregate tokens/s and pooled time-to-first-token percentiles, and
-the ratios the targets of issue #15 name.
+bare decode loop (bench/bare.py, in this process, no HTTP) runs in the same rounds twice: on
+one KV pool, as the worker's fast mode, and on a KV stream per slot, as llama-server with
+`-np 8` (which gives each slot a fixed 4096/8 cells). The table gives medians of aggregate
+tokens/s and pooled time-to-first-token percentiles, and the ratios the targets of issue #15
+name.
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ from statistics import median
 
 import trio
 
-from bench.common import CTX_SIZE, LEVELS, MAX_TOKENS, requests_for
+from bench.bare import bare_loop, model_facts
+from bench.common import CTX_SIZE, LEVELS, MAX_TOKENS, Machine, requests_for
 from bench.load import run_load, warm_up
 from bench.machine import cpu_model
-from bench.rounds import ROUND_INDEX_STEP, Rounds
+from bench.rounds import ROUND_INDEX_STEP, BareRounds, Rounds, paired_ratio
 from bench.servers import Served, free_port
+from llm_worker_rbee.engine.bundled import bundled_model_path
 
 SLOTS = 8
+BARE_POOL = "bare loop, one KV pool"
+BARE_STREAMS = "bare loop, a KV stream per slot"
 
 
 def worker(model: Path, threads: int, *extra: str) -> Served:
@@ -61,9 +68,6 @@ def _log(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bench.bare import model_facts
-    from llm_worker_rbee.engine.bundled import bundled_model_path
-
     parser = argparse.ArgumentParser(prog="python -m bench.anchor", description=__doc__)
     parser.add_argument("--llama-server", required=True, help="path of llama.cpp's llama-server")
     parser.add_argument("--model", type=Path, help="GGUF (default: the bundled model)")
@@ -82,8 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for served in contenders:
             trio.run(partial(warm_up, served.url, eog=facts.eog))
         results = {s.name: {c: Rounds(c) for c in LEVELS} for s in contenders}
+        bare = {name: {c: BareRounds(c) for c in LEVELS} for name in (BARE_POOL, BARE_STREAMS)}
+        layouts = {
+            BARE_POOL: Machine(threads=args.threads),
+            BARE_STREAMS: Machine(threads=args.threads, batch_invariant=True),
+        }
         for round_ in range(args.rounds):
             for c in LEVELS:
+                for name, machine in layouts.items():
+                    _log(f"round {round_ + 1}: {name}, {c} sequences")
+                    with bare_loop(model, machine) as run_bare:
+                        bare[name][c].runs.append(run_bare(c))
                 for served in contenders:
                     requests = requests_for(c)
                     _log(f"round {round_ + 1}: {served.name}, {requests} requests, {c} at once")
@@ -97,11 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for served in contenders:
             served.stop()
-    _print(results, args.threads, args.rounds)
+    _print(results, bare, args.threads, args.rounds)
     return 0
 
 
-def _print(results: dict[str, dict[int, Rounds]], threads: int, rounds: int) -> None:
+def _print(
+    results: dict[str, dict[int, Rounds]],
+    bare: dict[str, dict[int, BareRounds]],
+    threads: int,
+    rounds: int,
+) -> None:
     print(
         f"\n## {os.cpu_count()} cores ({cpu_model()}), {threads} threads, {SLOTS} slots, ctx "
         f"{CTX_SIZE}, {MAX_TOKENS} tokens per stream, {rounds} rounds, load average "
@@ -130,6 +148,20 @@ def _print(results: dict[str, dict[int, Rounds]], threads: int, rounds: int) -> 
             )
             ttft = r.pooled.ttft_ms(50) / server[c].pooled.ttft_ms(50)
             print(f"| {name} | {c} | {ratio:.2f} | {ttft:.2f} |")
+    print("\n| bare loop | sequences | tok/s (median; each round) |")
+    print("|---|--:|--:|")
+    for name, levels_ in bare.items():
+        for c, b in levels_.items():
+            print(f"| {name} | {c} | {b.aggregate_tps:.1f} ({b.spread()}) |")
+    print("\n| contender / bare loop of its KV layout | streams | tok/s ratio (median of rounds) |")
+    print("|---|--:|--:|")
+    for name, levels in results.items():
+        per_slot = name == "llama-server" or "--batch-invariant" in name
+        layout = BARE_STREAMS if per_slot else BARE_POOL
+        for c, r in levels.items():
+            runs = [run.aggregate_tps for run in bare[layout][c].runs]
+            ratio = paired_ratio([load.aggregate_tps for load in r.loads], runs)
+            print(f"| {name} / {layout} | {c} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
