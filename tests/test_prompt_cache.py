@@ -11,7 +11,7 @@ import trio.testing
 
 from llm_worker_rbee.actors.scheduler import SlotScheduler
 from llm_worker_rbee.engine.fake import FakeScript
-from llm_worker_rbee.engine.prompt_cache import SlotCaches
+from llm_worker_rbee.engine.prompt_cache import GrownPrefix, SlotCaches
 from llm_worker_rbee.messages.session import Ended, SessionEvent, Started
 from llm_worker_rbee.messages.slots import Acquire, Granted, Leave, SlotReply
 from llm_worker_rbee.testing.stack import actor_stack
@@ -112,3 +112,24 @@ def test_the_llama_engines_snapshot_prefers_a_long_prefix_then_the_least_recentl
     assert caches.choose_slot((7, 7, 7, 7), [1, 2]) == 2  # a short prompt found whole counts
     with pytest.raises(ValueError):
         caches.choose_slot(long, [])
+
+
+@pytest.mark.behavior("INF-027")
+def test_a_running_sequences_snapshot_holds_what_it_generated_so_far() -> None:
+    """A slot the scheduler freed before its Cancel reached the engine still offers the
+    tokens its sequence generated (a client that leaves and comes back with the text it saw),
+    and the snapshot keeps its length while the engine thread appends."""
+    tokens = list(range(100, 104))  # a 4-token prompt
+    tokens += [200, 201, 202, 203, 204, 205]  # and what it generated
+    prefix = GrownPrefix(tokens)
+    tokens.append(206)  # the next step, after the snapshot
+    assert (len(prefix), list(prefix), prefix[-1], list(prefix[2:4])) == (
+        10,
+        tokens[:10],
+        205,
+        [102, 103],
+    )
+    with pytest.raises(IndexError):
+        prefix[10]
+    caches = SlotCaches(held=MappingProxyType({0: prefix}), last_used=MappingProxyType({}))
+    assert caches.choose_slot((*tokens[:10], 9), [1, 0]) == 0  # 10 shared: worth the slot

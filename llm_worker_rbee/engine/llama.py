@@ -45,7 +45,7 @@ from llm_worker_rbee.engine.base import (
     SeqOutput,
 )
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
-from llm_worker_rbee.engine.prompt_cache import SlotCaches, common_prefix
+from llm_worker_rbee.engine.prompt_cache import GrownPrefix, SlotCaches, common_prefix
 from llm_worker_rbee.engine.sampling import SeqSampler, build_chains
 from llm_worker_rbee.engine.vocab import LlamaVocab
 from llm_worker_rbee.messages.inference import SamplingParams
@@ -319,9 +319,9 @@ class LlamaEngine:
 
     def _publish(self) -> None:
         """A new snapshot for the scheduler (read on the trio thread while a step runs): a
-        reference swap, and no token list copied at every step (see SlotCaches)."""
-        held = dict(self._held)
-        held.update((slot, seq.prompt) for slot, seq in self._seqs.items())
+        reference swap, and no token list copied at every step (see GrownPrefix)."""
+        held: dict[int, Sequence[int]] = dict(self._held)
+        held.update((slot, GrownPrefix(seq.tokens)) for slot, seq in self._seqs.items())
         self._caches = SlotCaches(MappingProxyType(held), MappingProxyType(dict(self._last_used)))
 
     def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import overload
 
 # A shared prefix shorter than this (a BOS and a template header) is not worth taking
 # another conversation's cache for: such prompts go to the least recently used free slot.
@@ -26,19 +27,48 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+class GrownPrefix(Sequence[int]):
+    """The tokens a list held when this was made, where the list only ever grows (a running
+    sequence's: the engine thread appends each decoded token and never changes one). Those
+    first tokens never change, so the trio thread may read them while the engine appends,
+    and a snapshot need not copy every running sequence's tokens at every step."""
+
+    __slots__ = ("_n", "_tokens")
+
+    def __init__(self, tokens: list[int]) -> None:
+        self._tokens = tokens
+        self._n = len(tokens)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[int]: ...
+
+    def __getitem__(self, index: int | slice) -> int | Sequence[int]:
+        if isinstance(index, slice):
+            return self._tokens[: self._n][index]
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return self._tokens[index if index >= 0 else self._n + index]
+
+
 @dataclass(frozen=True)
 class SlotCaches:
     """The tokens each slot's cells hold, and when each slot was last used.
 
     Attributes:
         held: slot -> the tokens its cells hold: an idle slot's whole cache; a running
-            sequence's prompt (its slot may already be free for the scheduler while its
-            Cancel is on the way; what it generated is left out rather than copied at
-            every step, which at worst costs a shorter match).
+            sequence's tokens so far, prompt and generated (its slot may already be free
+            for the scheduler while its Cancel is on the way: a client that leaves and
+            comes back with the text it saw finds it), as a `GrownPrefix`.
         last_used: slot -> the order its last sequence ended in (higher: more recent).
     """
 
-    held: Mapping[int, tuple[int, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    held: Mapping[int, Sequence[int]] = field(default_factory=lambda: MappingProxyType({}))
     last_used: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
 
     def choose_slot(self, prompt: Sequence[int], free: Sequence[int]) -> int:
