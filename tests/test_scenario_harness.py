@@ -19,7 +19,7 @@ from devtools.scenarios.spec import scenario_paths
 from llm_worker_rbee.actors.session import InferenceSession
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-RUNS = 8
+RUNS = 4
 
 
 def test_there_are_at_least_25_scenarios() -> None:
@@ -28,7 +28,7 @@ def test_there_are_at_least_25_scenarios() -> None:
 
 @pytest.mark.parametrize("path", scenario_paths([SCENARIOS]), ids=lambda p: p.stem)
 @pytest.mark.behavior("CFG-018")
-@pytest.mark.no_cover  # 8 runs of what the scenarios cover once: only slower under coverage
+@pytest.mark.no_cover  # 4 runs of what the scenarios cover once: only slower under coverage
 def test_trace_is_byte_identical_across_runs(path: Path) -> None:
     hashes = {run_scenario(path).trace_hash for _ in range(RUNS)}
     assert len(hashes) == 1
