@@ -13,9 +13,10 @@ from quart import Response
 from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.anthropic_schemas import MessagesBody
 from llm_worker_rbee.http.chat_turns import TurnOutput, json_response
-from llm_worker_rbee.http.errors import ApiError, ended_error
+from llm_worker_rbee.http.errors import ended_error
+from llm_worker_rbee.http.frame_loop import read_to_end, session_frames
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.sse import next_choice, sse_data
+from llm_worker_rbee.http.sse import sse_data
 from llm_worker_rbee.messages.session import Ended, ErrorInfo, InferenceRequest, TextDelta
 from llm_worker_rbee.tools import (
     ArgumentsDelta,
@@ -167,60 +168,43 @@ class MessageReply:
             frames += self.open_text()
         return frames + self.close_block()
 
-    async def whole(self, stream: ChoiceStream) -> Response:
-        try:
-            async for _, event in stream.events:
-                if isinstance(event, TextDelta):
-                    self.on(self.output.feed(event.text))
-                elif isinstance(event, Ended):
-                    error = ended_error(event)
-                    if error is not None:
-                        raise ApiError.from_info(error)
-                    self.finish()
-                    return json_response(self.message(self.blocks, event))
-        finally:
-            stream.close()
-        raise ApiError(500, "generation ended without a result", type="server_error")
+    def text_frames(self, delta: TextDelta) -> list[bytes]:
+        return self.on(self.output.feed(delta.text))
 
-    async def frames(self, stream: ChoiceStream, keepalive: float) -> AsyncIterator[bytes]:
+    async def whole(self, stream: ChoiceStream) -> Response:
+        ended = await read_to_end(stream, self.text_frames)
+        self.finish()
+        return json_response(self.message(self.blocks, ended))
+
+    def frames(self, stream: ChoiceStream, keepalive: float) -> AsyncIterator[bytes]:
         """message_start, a ping, each content block's start, deltas (`text_delta`,
         `input_json_delta`) and stop (the text block at once without tools; with tools, a
         block when its text or call begins), message_delta (stop_reason and usage),
         message_stop; a request that fails after it started ends with an `error` event.
         Silence gets `ping` events."""
         start = {"type": "message_start", "message": self.message([], None)}
-        yield sse_data(start, "message_start")
+        opening = [sse_data(start, "message_start")]
         if self.output.parser is None:
-            for frame in self.open_text():
-                yield frame
-        yield _PING
-        while True:
-            item = await next_choice(stream, keepalive)
-            if item is None:
-                yield _PING
-                continue
-            _, event = item
-            if isinstance(event, TextDelta):
-                for frame in self.on(self.output.feed(event.text)):
-                    yield frame
-            elif isinstance(event, Ended):
-                error = ended_error(event)
-                if error is not None:
-                    yield _error_event(error)
-                    return
-                for frame in self.finish():
-                    yield frame
-                reason, sequence = self.stop_reason(event)
-                yield sse_data(
-                    {
-                        "type": "message_delta",
-                        "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                        "usage": self.usage(event),
-                    },
-                    "message_delta",
-                )
-                yield sse_data({"type": "message_stop"}, "message_stop")
-                return
+            opening += self.open_text()
+        opening.append(_PING)
+        return session_frames(
+            stream, keepalive, opening, self.text_frames, self.end_frames, ping=_PING
+        )
+
+    def end_frames(self, ended: Ended) -> list[bytes]:
+        error = ended_error(ended)
+        if error is not None:
+            return [_error_event(error)]
+        frames = self.finish()  # before the stop reason: the last call may end here
+        reason, sequence = self.stop_reason(ended)
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": sequence},
+            "usage": self.usage(ended),
+        }
+        frames.append(sse_data(delta, "message_delta"))
+        frames.append(sse_data({"type": "message_stop"}, "message_stop"))
+        return frames
 
 
 def _tool_use_id() -> str:

@@ -8,6 +8,7 @@ rbee's readers print any other line (an `event:` line, a `: ping`) as if it were
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,11 +18,12 @@ from quart_trio import QuartTrio
 from llm_worker_rbee.actors.jobs import JobBoard, JobClaimError, PostedJob
 from llm_worker_rbee.http.body import parse_body, validate_body
 from llm_worker_rbee.http.errors import ApiError, bad_request
+from llm_worker_rbee.http.frame_loop import session_frames, sse_response
 from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
 from llm_worker_rbee.http.schemas import InferenceBody, OperationBody
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import adopt, open_choices
-from llm_worker_rbee.http.sse import DONE, SSE_HEADERS, SessionBody, next_choice, sse_data
+from llm_worker_rbee.http.sse import DONE, sse_data
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.session import (
     Ended,
@@ -71,10 +73,7 @@ def register(app: QuartTrio, services: Services) -> None:
         job = _claim(services.jobs, job_id)
         adopt(job.stream)  # from now on a reader who leaves cancels the job
         frames = _frames(job, services.settings.sse_keepalive)
-        response = Response(SessionBody(job.stream, frames), headers=SSE_HEADERS)
-        response.timeout = None
-        response.headers["X-Request-Id"] = job_id
-        return response
+        return sse_response(job.stream, frames, job_id)
 
     @app.delete("/v1/jobs/<job_id>")
     async def cancel_job(job_id: str) -> Response:
@@ -144,29 +143,21 @@ def _claim(jobs: JobBoard | None, job_id: str) -> PostedJob:
         raise ApiError(404, f"no job {job_id!r} is known here", code="job_not_found") from None
 
 
-async def _frames(job: PostedJob, keepalive: float) -> AsyncIterator[bytes]:
-    """rbee's events as `data:` frames, ending with `[DONE]`, `[CANCELLED]` or `[ERROR] …`."""
-    yield _data(
-        {
-            "type": "started",
-            "job_id": job.job_id,
-            "model": job.model,
-            "started_at": str(int(job.posted_at)),  # rbee: Unix seconds, as a string
-        }
-    )
-    index = 0
-    while True:
-        item = await next_choice(job.stream, keepalive)
-        if item is None:
-            continue  # no `: ping` here: rbee's readers would print it
-        _, event = item
-        if isinstance(event, TextDelta):
-            yield _data({"type": "token", "t": event.text, "i": index})
-            index += 1
-        elif isinstance(event, Ended):
-            for frame in end_frames(event):
-                yield frame
-            return
+def _frames(job: PostedJob, keepalive: float) -> AsyncIterator[bytes]:
+    """rbee's events as `data:` frames, ending with `[DONE]`, `[CANCELLED]` or `[ERROR] …`;
+    no `: ping` in silence, as rbee's readers would print it."""
+    started = {
+        "type": "started",
+        "job_id": job.job_id,
+        "model": job.model,
+        "started_at": str(int(job.posted_at)),  # rbee: Unix seconds, as a string
+    }
+    index = itertools.count()
+
+    def token(delta: TextDelta) -> list[bytes]:
+        return [_data({"type": "token", "t": delta.text, "i": next(index)})]
+
+    return session_frames(job.stream, keepalive, [_data(started)], token, end_frames, ping=None)
 
 
 def end_frames(event: Ended) -> list[bytes]:

@@ -3,6 +3,7 @@ rbee's queen, a job to read in a second call (job_routes.py); and cancel."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,11 +14,12 @@ from quart_trio import QuartTrio
 from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.errors import ApiError, info_body
+from llm_worker_rbee.http.frame_loop import session_frames, sse_response
 from llm_worker_rbee.http.job_routes import native_request, post_inference_job
 from llm_worker_rbee.http.schemas import InferenceBody
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import open_session
-from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_choice, sse_data
+from llm_worker_rbee.http.sse import DONE, sse_data
 from llm_worker_rbee.messages.session import Ended, TextDelta
 
 
@@ -31,10 +33,7 @@ def register(app: QuartTrio, services: Services) -> None:
         job_id = request.job_id
         stream = await open_session(services, request)
         frames = _frames(stream, job_id, services.settings.sse_keepalive)
-        response = Response(SessionBody(stream, frames), headers=SSE_HEADERS)
-        response.timeout = None
-        response.headers["X-Request-Id"] = job_id
-        return response
+        return sse_response(stream, frames, job_id)
 
     @app.delete("/v1/inference/<job_id>")
     async def cancel(job_id: str) -> Response:
@@ -56,32 +55,27 @@ def wants_event_stream(stream: bool | None, accept: str) -> bool:
     return "text/event-stream" in accept.lower()
 
 
-async def _frames(stream: ChoiceStream, job_id: str, keepalive: float) -> AsyncIterator[bytes]:
-    index = 0
+def _frames(stream: ChoiceStream, job_id: str, keepalive: float) -> AsyncIterator[bytes]:
     accepted = stream.accepted.get(0)
     position = accepted.queue_position if accepted else None
     started: dict[str, Any] = {"type": "started", "job_id": job_id, "queue_position": position}
-    yield sse_data(started, "started")
-    while True:
-        item = await next_choice(stream, keepalive)
-        if item is None:
-            yield PING
-            continue
-        _, event = item
-        if isinstance(event, TextDelta):
-            yield sse_data({"type": "token", "t": event.text, "i": index}, "token")
-            index += 1
-        elif isinstance(event, Ended):
-            if event.error is not None:
-                yield sse_data({"type": "error", **info_body(event.error)}, "error")
-            end = {
-                "type": "end",
-                "job_id": job_id,
-                "stop_reason": event.stop_reason,
-                "tokens_in": event.tokens_in,
-                "tokens_out": event.tokens_out,
-                "decode_ms": event.decode_ms,
-            }
-            yield sse_data(end, "end")
-            break
-    yield DONE
+    index = itertools.count()
+
+    def token(delta: TextDelta) -> list[bytes]:
+        return [sse_data({"type": "token", "t": delta.text, "i": next(index)}, "token")]
+
+    def end(ended: Ended) -> list[bytes]:
+        frames = []
+        if ended.error is not None:
+            frames.append(sse_data({"type": "error", **info_body(ended.error)}, "error"))
+        end = {
+            "type": "end",
+            "job_id": job_id,
+            "stop_reason": ended.stop_reason,
+            "tokens_in": ended.tokens_in,
+            "tokens_out": ended.tokens_out,
+            "decode_ms": ended.decode_ms,
+        }
+        return [*frames, sse_data(end, "end"), DONE]
+
+    return session_frames(stream, keepalive, [sse_data(started, "started")], token, end)

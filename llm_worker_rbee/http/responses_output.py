@@ -11,11 +11,12 @@ from quart import Response
 
 from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.chat_turns import TurnOutput, json_response
-from llm_worker_rbee.http.errors import ApiError, ended_error
+from llm_worker_rbee.http.errors import ended_error
+from llm_worker_rbee.http.frame_loop import read_to_end, session_frames
 from llm_worker_rbee.http.response_store import ResponseStore, StoredResponse
 from llm_worker_rbee.http.responses_api_schemas import ResponsesBody
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.sse import PING, next_choice, sse_data
+from llm_worker_rbee.http.sse import sse_data
 from llm_worker_rbee.http.translate import DEFAULTS
 from llm_worker_rbee.messages.session import Ended, ErrorInfo, TextDelta
 from llm_worker_rbee.prompts import ChatMessage
@@ -235,54 +236,37 @@ class ResponseReply:
             self.store.put(self.id, StoredResponse(final, history))
         return frames, final
 
+    def text_frames(self, delta: TextDelta) -> list[bytes]:
+        return self.on(self.output.feed(delta.text))
+
     async def whole(self, stream: ChoiceStream) -> Response:
-        try:
-            async for _, event in stream.events:
-                if isinstance(event, TextDelta):
-                    self.on(self.output.feed(event.text))
-                elif isinstance(event, Ended):
-                    error = ended_error(event)
-                    if error is not None:
-                        raise ApiError.from_info(error)
-                    return json_response(self.finish(event)[1])
-        finally:
-            stream.close()
-        raise ApiError(500, "generation ended without a result", type="server_error")
+        ended = await read_to_end(stream, self.text_frames)
+        return json_response(self.finish(ended)[1])
 
     def event(self, kind: str, **fields: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
         return sse_data(payload, kind)
 
-    async def frames(self, stream: ChoiceStream, keepalive: float) -> AsyncIterator[bytes]:
+    def frames(self, stream: ChoiceStream, keepalive: float) -> AsyncIterator[bytes]:
         """response.created and .in_progress; each output item opened (the message at once
         without tools; with tools, an item when its content or call begins), its deltas,
         each closed; then response.completed (or .incomplete). A request that fails after it
         started ends with response.failed carrying the error."""
-        yield self.event("response.created", response=self.response("in_progress", output=[]))
-        yield self.event("response.in_progress", response=self.response("in_progress", output=[]))
+        opening = [
+            self.event("response.created", response=self.response("in_progress", output=[])),
+            self.event("response.in_progress", response=self.response("in_progress", output=[])),
+        ]
         if self.output.parser is None:
-            for frame in self.open_message():
-                yield frame
-        while True:
-            item = await next_choice(stream, keepalive)
-            if item is None:
-                yield PING
-                continue
-            _, event = item
-            if isinstance(event, TextDelta):
-                for frame in self.on(self.output.feed(event.text)):
-                    yield frame
-            elif isinstance(event, Ended):
-                error = ended_error(event)
-                if error is not None:
-                    self.seal_item("incomplete")
-                    failed = self.response("failed", output=self.items, ended=event, error=error)
-                    yield self.event("response.failed", response=failed)
-                    return
-                frames, final = self.finish(event)
-                for frame in frames:
-                    yield frame
-                kind = "response.incomplete" if final["status"] == "incomplete" else None
-                yield self.event(kind or "response.completed", response=final)
-                return
+            opening += self.open_message()
+        return session_frames(stream, keepalive, opening, self.text_frames, self.end_frames)
+
+    def end_frames(self, ended: Ended) -> list[bytes]:
+        error = ended_error(ended)
+        if error is not None:
+            self.seal_item("incomplete")
+            failed = self.response("failed", output=self.items, ended=ended, error=error)
+            return [self.event("response.failed", response=failed)]
+        frames, final = self.finish(ended)
+        kind = "response.incomplete" if final["status"] == "incomplete" else None
+        return [*frames, self.event(kind or "response.completed", response=final)]
