@@ -15,19 +15,17 @@ from llm_worker_rbee.http.anthropic_output import MessageReply, anthropic_error
 from llm_worker_rbee.http.anthropic_schemas import CountTokensBody, MessagesBody, Tool
 from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.chat_turns import (
-    chat_request,
     check_model,
     json_response,
     render,
     sampling_fields,
     tool_plan,
+    turn_request,
 )
 from llm_worker_rbee.http.errors import bad_request
-from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
 from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.sessions import open_session
-from llm_worker_rbee.http.sse import SSE_HEADERS, SessionBody
+from llm_worker_rbee.http.sessions import answer
 from llm_worker_rbee.tools import ToolChoice, ToolDef, ToolPlan
 
 PATH = "/v1/messages"
@@ -71,28 +69,18 @@ def register(app: QuartTrio, services: Services) -> None:
             stop=body.stop_sequences or (),
             response_format=_response_format(body),
         )
-        job_id = job_id_for(services)
-        log_prompt(services, prompt.text)
-        inference = chat_request(
+        inference = turn_request(
+            services,
             model,
             prompt,
             fields,
-            job_id=job_id,
             max_tokens=body.max_tokens,
-            deadline=deadline_for(services, body.timeout),
+            timeout=body.timeout,
             params=PARAMS,
             grammar=plan.grammar,
         )
         reply = MessageReply(services, body, inference, plan)
-        stream = await open_session(services, inference)
-        if body.stream:
-            frames = reply.frames(stream, services.settings.sse_keepalive)
-            response = Response(SessionBody(stream, frames), headers=SSE_HEADERS)
-            response.timeout = None
-        else:
-            response = await reply.whole(stream)
-        response.headers["X-Request-Id"] = job_id
-        return response
+        return await answer(services, inference, reply, stream=body.stream)
 
     @app.post(f"{PATH}/count_tokens")
     async def count_tokens() -> Response:

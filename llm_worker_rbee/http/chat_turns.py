@@ -14,6 +14,7 @@ from quart import Response
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.grammar import GrammarError
 from llm_worker_rbee.http.errors import ApiError, bad_request
+from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.translate import build_request
@@ -190,4 +191,35 @@ def chat_request(
         return inference
     return dataclasses.replace(
         inference, sampling=dataclasses.replace(inference.sampling, grammar=grammar)
+    )
+
+
+def turn_request(
+    services: Services,
+    model: ModelHandle,
+    prompt: ChatPrompt,
+    fields: SamplingFields,
+    *,
+    max_tokens: int | None,
+    timeout: float | None,
+    params: dict[str, str],
+    grammar: str | None,
+) -> InferenceRequest:
+    """chat_request under the request's job id (which then names the handler's log lines)
+    and deadline, with the prompt logged as --log-prompts allows.
+
+    Raises:
+        ApiError: 400 for a bad X-Request-Id or X-Request-Deadline; as chat_request.
+    """
+    job_id = job_id_for(services)
+    log_prompt(services, prompt.text)
+    return chat_request(
+        model,
+        prompt,
+        fields,
+        job_id=job_id,
+        max_tokens=max_tokens,
+        deadline=deadline_for(services, timeout),
+        params=params,
+        grammar=grammar,
     )

@@ -10,23 +10,21 @@ from quart_trio import QuartTrio
 
 from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.chat_turns import (
-    chat_request,
     check_model,
     json_response,
     render,
     sampling_fields,
     tool_plan,
+    turn_request,
 )
 from llm_worker_rbee.http.errors import ApiError, bad_request
-from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
 from llm_worker_rbee.http.response_store import ResponseStore, StoredResponse
 from llm_worker_rbee.http.responses_api_schemas import ResponsesBody, TextFormat
 from llm_worker_rbee.http.responses_input import function_tools, input_messages, tool_choice
 from llm_worker_rbee.http.responses_output import ResponseReply
 from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.sessions import open_session
-from llm_worker_rbee.http.sse import SSE_HEADERS, SessionBody
+from llm_worker_rbee.http.sessions import answer
 from llm_worker_rbee.prompts import ChatMessage
 
 # Responses API fields this worker does not implement: 400 naming the field when given a
@@ -88,28 +86,18 @@ def register(app: QuartTrio, services: Services) -> None:
             seed=body.seed,
             response_format=_response_format(text_format),
         )
-        job_id = job_id_for(services)
-        log_prompt(services, prompt.text)
-        inference = chat_request(
+        inference = turn_request(
+            services,
             model,
             prompt,
             fields,
-            job_id=job_id,
             max_tokens=body.max_output_tokens,
-            deadline=deadline_for(services, body.timeout),
+            timeout=body.timeout,
             params=PARAMS,
             grammar=plan.grammar,
         )
         reply = ResponseReply(services, body, turns, store, plan)
-        stream = await open_session(services, inference)
-        if body.stream:
-            frames = reply.frames(stream, services.settings.sse_keepalive)
-            response = Response(SessionBody(stream, frames), headers=SSE_HEADERS)
-            response.timeout = None
-        else:
-            response = await reply.whole(stream)
-        response.headers["X-Request-Id"] = job_id
-        return response
+        return await answer(services, inference, reply, stream=body.stream)
 
     @app.get("/v1/responses/<response_id>")
     async def get_response(response_id: str) -> Response:

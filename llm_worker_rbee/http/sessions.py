@@ -1,16 +1,17 @@
 """Between a route and the SessionPool: starting a request's sessions, waiting until each is
-accepted (or refusing the request before a response starts), and tying them to the HTTP
-request so they stop when its ASGI call ends."""
+accepted (or refusing the request before a response starts), tying them to the HTTP
+request so they stop when its ASGI call ends, and answering one session whole or streamed."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, cast
 
-from quart import request
+from quart import Response, request
 
 from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.errors import CANCELLED, ApiError, ended_error
+from llm_worker_rbee.http.frame_loop import sse_response
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.session import (
     Accepted,
@@ -103,3 +104,29 @@ async def open_choices(
             stream.accepted[index] = first
             accepted += 1
     return stream
+
+
+class TurnReply(Protocol):
+    """An API's answer to one session: whole as JSON, or its stream's frames."""
+
+    async def whole(self, stream: ChoiceStream) -> Response: ...
+
+    def frames(self, stream: ChoiceStream, keepalive: float) -> AsyncIterator[bytes]: ...
+
+
+async def answer(
+    services: Services, inference: InferenceRequest, reply: TurnReply, *, stream: bool | None
+) -> Response:
+    """Starts the session, waits until it is accepted, and answers it streamed (`stream`) or
+    whole, with the job id in `X-Request-Id`.
+
+    Raises:
+        ApiError: as open_session (409, 503, 408) before the answer starts; as `reply.whole`.
+    """
+    session = await open_session(services, inference)
+    if stream:
+        frames = reply.frames(session, services.settings.sse_keepalive)
+        return sse_response(session, frames, inference.job_id)
+    response = await reply.whole(session)
+    response.headers["X-Request-Id"] = inference.job_id
+    return response
