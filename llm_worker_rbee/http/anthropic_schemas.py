@@ -5,29 +5,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    Tag,
-)
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
-from llm_worker_rbee.http.responses_api_schemas import str_or_list
+from llm_worker_rbee.http.schema_bases import (
+    DropsUnknown,
+    DropsUnknownByAlias,
+    KeepsUnknown,
+    StrOrList,
+)
 from llm_worker_rbee.http.schemas import Number
 
 # --- The request -------------------------------------------------------------------------
 
 
-class ContentBlock(BaseModel):
+class ContentBlock(KeepsUnknown):
     """A content block: `text` is read; with tools, `tool_use` (an earlier answer's call)
     and `tool_result` (its result). The route refuses any other type by name (images,
     documents, thinking)."""
 
-    model_config = ConfigDict(extra="allow")
     type: StrictStr
     text: StrictStr | None = None
     # tool_use
@@ -36,72 +31,56 @@ class ContentBlock(BaseModel):
     input: dict[str, Any] | None = None
     # tool_result
     tool_use_id: StrictStr | None = None
-    content: (
-        Annotated[
-            Annotated[StrictStr, Tag("str")] | Annotated[list[ContentBlock], Tag("list")],
-            Discriminator(str_or_list),
-        ]
-        | None
-    ) = None
+    content: StrOrList[ContentBlock] | None = None
     is_error: StrictBool | None = None
 
 
-class InputMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class InputMessage(DropsUnknown):
     role: Literal["user", "assistant"]
-    content: Annotated[
-        Annotated[StrictStr, Tag("str")] | Annotated[list[ContentBlock], Tag("list")],
-        Discriminator(str_or_list),
-    ]
+    content: StrOrList[ContentBlock]
 
 
-class SystemBlock(BaseModel):
+class SystemBlock(DropsUnknown):
     # cache_control and citations are accepted and ignored.
-    model_config = ConfigDict(extra="ignore")
     type: Literal["text"]
     text: StrictStr
 
 
-class Tool(BaseModel):
+class Tool(DropsUnknown):
     """A client tool: `name`, `description`, `input_schema`; server tools are refused."""
 
-    model_config = ConfigDict(extra="ignore")
     name: StrictStr
     description: StrictStr | None = None
     input_schema: dict[str, Any] | None = None
     type: StrictStr | None = None
 
 
-class JsonOutputFormat(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+class JsonOutputFormat(DropsUnknownByAlias):
     type: Literal["json_schema"]
     # `schema` would shadow a BaseModel attribute, hence the alias.
     json_schema: dict[str, Any] = Field(alias="schema")
 
 
-class OutputConfig(BaseModel):
+class OutputConfig(DropsUnknown):
     """`format`: JSON valid against a schema, enforced by a grammar; `effort` is refused
     (the served model does not reason)."""
 
-    model_config = ConfigDict(extra="ignore")
     format: JsonOutputFormat | None = None
     effort: StrictStr | None = None
 
 
-class MessagesBody(BaseModel):
+# The fields MessagesBody and CountTokensBody share.
+MessageList = Annotated[list[InputMessage], Field(min_length=1, max_length=4096)]
+ToolList = Annotated[list[Tool], Field(max_length=128)]
+
+
+class MessagesBody(KeepsUnknown):
     # Fields that are not Anthropic's are ignored; its fields this worker does not implement
     # are refused by name (anthropic_routes.REFUSED).
-    model_config = ConfigDict(extra="allow")
     model: StrictStr
     max_tokens: Annotated[StrictInt, Field(ge=1)]
-    messages: Annotated[list[InputMessage], Field(min_length=1, max_length=4096)]
-    system: (
-        Annotated[
-            Annotated[StrictStr, Tag("str")] | Annotated[list[SystemBlock], Tag("list")],
-            Discriminator(str_or_list),
-        ]
-        | None
-    ) = None
+    messages: MessageList
+    system: StrOrList[SystemBlock] | None = None
     stop_sequences: Annotated[list[StrictStr], Field(max_length=16)] | None = None
     temperature: Annotated[Number, Field(ge=0, le=1)] | None = None
     top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
@@ -109,7 +88,7 @@ class MessagesBody(BaseModel):
     stream: StrictBool | None = None
     # `user_id`; ignored.
     metadata: dict[str, Any] | None = None
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tools: ToolList | None = None
     tool_choice: dict[str, Any] | None = None
     output_config: OutputConfig | None = None
     # rbee extensions, as on the other routes.
@@ -117,18 +96,11 @@ class MessagesBody(BaseModel):
     timeout: Annotated[Number, Field(gt=0)] | None = None
 
 
-class CountTokensBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class CountTokensBody(KeepsUnknown):
     model: StrictStr
-    messages: Annotated[list[InputMessage], Field(min_length=1, max_length=4096)]
-    system: (
-        Annotated[
-            Annotated[StrictStr, Tag("str")] | Annotated[list[SystemBlock], Tag("list")],
-            Discriminator(str_or_list),
-        ]
-        | None
-    ) = None
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    messages: MessageList
+    system: StrOrList[SystemBlock] | None = None
+    tools: ToolList | None = None
 
 
 # --- The response ------------------------------------------------------------------------

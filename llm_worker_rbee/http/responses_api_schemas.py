@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     StrictBool,
@@ -18,61 +17,46 @@ from pydantic import (
     model_validator,
 )
 
+from llm_worker_rbee.http.schema_bases import (
+    DropsUnknown,
+    DropsUnknownByAlias,
+    KeepsUnknown,
+    StrOrList,
+    str_or_list,
+)
 from llm_worker_rbee.http.schemas import Number
-
-
-def str_or_list(value: Any) -> str:
-    """Picks the member of a `string | list` union, so a bad list item is reported at its
-    own path (`input.0.role`) rather than as "not a valid string"."""
-    return "str" if isinstance(value, str) else "list"
-
 
 # --- The request -------------------------------------------------------------------------
 
 
-class InputPart(BaseModel):
+class InputPart(KeepsUnknown):
     """A content part of an input message. `input_text` and `output_text` (an earlier
     answer's text) are read; the route refuses any other type by name (images, files)."""
 
-    model_config = ConfigDict(extra="allow")
     type: StrictStr
     text: StrictStr | None = None
 
 
-class InputItem(BaseModel):
+class InputItem(KeepsUnknown):
     """One item of `input`: a message (`type` `message` or absent: `role` and `content`),
     a `function_call` an earlier answer made, or a `function_call_output` answering one.
     The route refuses any other type by name."""
 
-    model_config = ConfigDict(extra="allow")
     type: StrictStr | None = None
     role: Literal["user", "assistant", "system", "developer"] | None = None
-    content: (
-        Annotated[
-            Annotated[StrictStr, Tag("str")] | Annotated[list[InputPart], Tag("list")],
-            Discriminator(str_or_list),
-        ]
-        | None
-    ) = None
+    content: StrOrList[InputPart] | None = None
     # function_call
     call_id: StrictStr | None = None
     name: StrictStr | None = None
     arguments: StrictStr | None = None
     # function_call_output
-    output: (
-        Annotated[
-            Annotated[StrictStr, Tag("str")] | Annotated[list[InputPart], Tag("list")],
-            Discriminator(str_or_list),
-        ]
-        | None
-    ) = None
+    output: StrOrList[InputPart] | None = None
 
 
-class TextFormat(BaseModel):
+class TextFormat(DropsUnknownByAlias):
     """`text.format`: plain text, any JSON object, or JSON valid against `schema` (enforced
     by a grammar, as chat's response_format)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
     type: Literal["text", "json_object", "json_schema"]
     name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
     description: StrictStr | None = None
@@ -87,15 +71,13 @@ class TextFormat(BaseModel):
         return self
 
 
-class TextConfig(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class TextConfig(DropsUnknown):
     format: TextFormat | None = None
 
 
-class FunctionTool(BaseModel):
+class FunctionTool(DropsUnknown):
     """A function the model may call (`type` `function`); built-in tools are refused."""
 
-    model_config = ConfigDict(extra="ignore")
     type: StrictStr
     name: StrictStr | None = None
     description: StrictStr | None = None
@@ -103,10 +85,9 @@ class FunctionTool(BaseModel):
     strict: StrictBool | None = None
 
 
-class ResponsesBody(BaseModel):
+class ResponsesBody(KeepsUnknown):
     # Fields that are not the Responses API's are ignored; its fields this worker does not
     # implement are refused by name (responses_api.REFUSED).
-    model_config = ConfigDict(extra="allow")
     model: StrictStr | None = None
     input: Annotated[
         Annotated[StrictStr, Tag("str")]

@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from llm_worker_rbee.http.schema_bases import DropsUnknown, DropsUnknownByAlias, KeepsUnknown
+
 # StrictFloat takes ints too (1 == 1.0) but never bools or numeric strings; unlike a union,
 # it carries its range into the JSON schema that /openapi.json publishes.
 Number = StrictFloat
@@ -34,19 +36,11 @@ PART_KINDS = {
 }
 
 
-class _Body(BaseModel):
-    # Fields that are not OpenAI's are ignored; OpenAI fields we do not implement are refused
-    # explicitly (see REFUSED) rather than silently dropped.
-    model_config = ConfigDict(extra="allow")
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class StreamOptions(DropsUnknown):
     include_usage: StrictBool = False
 
 
-class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+class JsonSchemaFormat(DropsUnknownByAlias):
     name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     description: StrictStr | None = None
     # Absent: any JSON value. `schema` would shadow a BaseModel attribute, hence the alias.
@@ -55,10 +49,9 @@ class JsonSchemaFormat(BaseModel):
     strict: StrictBool | None = None
 
 
-class ResponseFormat(BaseModel):
+class ResponseFormat(DropsUnknownByAlias):
     """OpenAI's response_format; json_object and json_schema are enforced by a grammar."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
     # llama.cpp's extension: `{"type": "json_object", "schema": {...}}`.
@@ -71,7 +64,10 @@ class ResponseFormat(BaseModel):
         return self
 
 
-class SamplingFields(_Body):
+class SamplingFields(KeepsUnknown):
+    # Fields that are not OpenAI's are ignored; OpenAI fields we do not implement are refused
+    # explicitly (see REFUSED) rather than silently dropped.
+
     model: StrictStr | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
     temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
@@ -118,24 +114,21 @@ class TextPart(BaseModel):
     text: StrictStr
 
 
-class FunctionCall(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class FunctionCall(DropsUnknown):
     name: StrictStr
     # A JSON text, as OpenAI sends it.
     arguments: StrictStr
 
 
-class MessageToolCall(BaseModel):
+class MessageToolCall(DropsUnknown):
     """A call an assistant message made earlier in the conversation."""
 
-    model_config = ConfigDict(extra="ignore")
     id: StrictStr
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class Message(DropsUnknown):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     # null (or absent) only for an assistant message (one that made tool calls).
     content: StrictStr | list[TextPart] | None
@@ -192,8 +185,7 @@ class Message(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class FunctionDef(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class FunctionDef(DropsUnknown):
     name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     description: StrictStr | None = None
     # A JSON schema of the arguments object; absent: no arguments.
@@ -202,21 +194,18 @@ class FunctionDef(BaseModel):
     strict: StrictBool | None = None
 
 
-class Tool(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class Tool(DropsUnknown):
     type: Literal["function"]
     function: FunctionDef
 
 
-class NamedFunction(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class NamedFunction(DropsUnknown):
     name: StrictStr
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(DropsUnknown):
     """`{"type": "function", "function": {"name": ...}}`: exactly one call of that function."""
 
-    model_config = ConfigDict(extra="ignore")
     type: Literal["function"]
     function: NamedFunction
 
@@ -296,7 +285,7 @@ class InferenceBody(SamplingFields):
     prompt: StrictStr
 
 
-class OperationBody(_Body):
+class OperationBody(KeepsUnknown):
     """rbee's `Operation` (`POST /v1/jobs`), tagged by `operation`; a worker runs only
     `infer`, whose fields (those of InferenceBody; `hive_id`, `device`, `worker_id` and any
     other are ignored) are validated once the tag is known."""
