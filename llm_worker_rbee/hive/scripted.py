@@ -98,13 +98,21 @@ class HiveExpect(_Strict):
 
 @dataclass(frozen=True)
 class CallRecord:
+    """A call the scripted hive or queen received: when, what (the hive call's kind; the
+    worker status a queen heartbeat carries), how it was answered, and its payload."""
+
     at: float
-    kind: CallKind
+    what: str
     answer: str
     payload: Payload
 
     def line(self) -> str:
-        return f"{self.at:.3f} {self.kind} {self.answer}"
+        return f"{self.at:.3f} {self.what} {self.answer}"
+
+    def matches(self, key: str) -> bool:
+        """`key` is "WHAT" or "WHAT ANSWER", as `count` in an expectation names calls."""
+        what, _, answer = key.partition(" ")
+        return self.what == what and (not answer or self.answer == answer)
 
 
 class ScriptedHive:
@@ -184,33 +192,50 @@ def check_hive(expect: HiveExpect, hive: ScriptedHive | None, log: list[str]) ->
         return ["hive: [expect.hive] needs a [hive] table"]
     failures: list[str] = []
     if expect.calls is not None:
-        until = expect.calls_until
-        seen = [c.line() for c in hive.calls if until is None or c.at <= until + 1e-9]
+        seen = _lines_until(hive.calls, expect.calls_until)
         failures += _compare_lines("hive call", expect.calls, seen)
     for key, want in expect.count.items():
-        kind, _, answer = key.partition(" ")
-        have = sum(c.kind == kind and (not answer or c.answer == answer) for c in hive.calls)
+        have = sum(c.matches(key) for c in hive.calls)
         if have != want:
             failures.append(f"hive: expected {want} {key!r} calls, got {have}")
     for check in expect.payload:
         call = next(
-            (c for c in hive.calls if c.kind == check.kind and abs(c.at - check.at) < 1e-9), None
+            (c for c in hive.calls if c.what == check.kind and abs(c.at - check.at) < 1e-9), None
         )
         if call is None:
             failures.append(f"hive: no {check.kind} call at t={check.at:.3f}")
             continue
-        for name, want in check.fields.items():
-            have = call.payload.get(name, MISSING)
-            if have != (None if want == NULL else want):
-                failures.append(
-                    f"hive: {check.kind} at t={check.at:.3f}: expected {name}={want!r}, "
-                    f"got {NULL if have is None else have!r}"
-                )
+        where = f"hive: {check.kind} at t={check.at:.3f}"
+        failures += _field_failures(where, check.fields, call.payload, _field)
     if expect.acks is not None:
         failures += _compare_lines("hive ack", expect.acks, hive.acks)
     if expect.log is not None:
         failures += _compare_lines("heartbeat log line", expect.log, log)
     return failures
+
+
+def _lines_until(calls: list[CallRecord], until: float | None) -> list[str]:
+    """The calls up to `until` (all when None) as their lines."""
+    return [c.line() for c in calls if until is None or c.at <= until + 1e-9]
+
+
+def _field_failures(
+    where: str, fields: dict[str, Any], payload: Payload, read: Callable[[Payload, str], Any]
+) -> list[str]:
+    """Each of `fields` whose value in `payload` (as `read` finds it) is not the one
+    expected ("<null>": null)."""
+    failures: list[str] = []
+    for name, want in fields.items():
+        have = read(payload, name)
+        if have != (None if want == NULL else want):
+            failures.append(
+                f"{where}: expected {name}={want!r}, got {NULL if have is None else have!r}"
+            )
+    return failures
+
+
+def _field(payload: Payload, name: str) -> Any:
+    return payload.get(name, MISSING)
 
 
 def _compare_lines(what: str, want: list[str], have: list[str]) -> list[str]:
@@ -288,24 +313,13 @@ class QueenExpect(_Strict):
     log: list[str] | None = None
 
 
-@dataclass(frozen=True)
-class QueenCall:
-    at: float
-    status: str
-    answer: str
-    payload: Payload
-
-    def line(self) -> str:
-        return f"{self.at:.3f} {self.status} {self.answer}"
-
-
 class ScriptedQueen:
     """A `QueenClient` whose queen is the script; records every heartbeat with its time."""
 
     def __init__(self, script: QueenScript) -> None:
         self.script = script
         self.url = QUEEN_URL
-        self.calls: list[QueenCall] = []
+        self.calls: list[CallRecord] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -315,7 +329,7 @@ class ScriptedQueen:
         now = trio.current_time()
         mode = next((o.mode for o in self.script.down if o.start <= now < o.end), None)
         answer = {"refuse": "refused", "error": "503", "hang": "hang", None: self.script.answer}
-        self.calls.append(QueenCall(now, str(payload["worker"]["status"]), answer[mode], payload))
+        self.calls.append(CallRecord(now, str(payload["worker"]["status"]), answer[mode], payload))
         if mode == "hang":
             await trio.sleep_forever()
         if mode is not None:
@@ -334,15 +348,11 @@ def check_queen(expect: QueenExpect, queen: ScriptedQueen | None, log: list[str]
         return ["queen: [expect.queen] needs a [queen] table"]
     failures: list[str] = []
     if expect.calls is not None:
-        until = expect.calls_until
-        seen = [c.line() for c in queen.calls if until is None or c.at <= until + 1e-9]
+        seen = _lines_until(queen.calls, expect.calls_until)
         failures += _compare_lines("queen heartbeat", expect.calls, seen)
     for key, want in expect.count.items():
-        status, _, answer = key.partition(" ")
-        have = sum(
-            status == "all" or (c.status == status and (not answer or c.answer == answer))
-            for c in queen.calls
-        )
+        every = key.partition(" ")[0] == "all"
+        have = sum(every or c.matches(key) for c in queen.calls)
         if have != want:
             failures.append(f"queen: expected {want} {key!r} heartbeats, got {have}")
     for check in expect.payload:
@@ -350,13 +360,8 @@ def check_queen(expect: QueenExpect, queen: ScriptedQueen | None, log: list[str]
         if call is None:
             failures.append(f"queen: no heartbeat at t={check.at:.3f}")
             continue
-        for name, want in check.fields.items():
-            have = _dotted(call.payload, name)
-            if have != (None if want == NULL else want):
-                failures.append(
-                    f"queen: heartbeat at t={check.at:.3f}: expected {name}={want!r}, "
-                    f"got {NULL if have is None else have!r}"
-                )
+        where = f"queen: heartbeat at t={check.at:.3f}"
+        failures += _field_failures(where, check.fields, call.payload, _dotted)
     if expect.log is not None:
         failures += _compare_lines("queen log line", expect.log, log)
     return failures
