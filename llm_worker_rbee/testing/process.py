@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -99,11 +98,3 @@ class FakeWorkerProcess(WorkerProcess):
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "llm_worker_rbee.testing.fake_server", *self.args]
-
-
-def timed_exit(worker: WorkerProcess, signum: int, timeout: float) -> tuple[int, float]:
-    """Sends a signal and returns (exit code, seconds until the process was gone)."""
-    started = time.monotonic()
-    worker.signal(signum)
-    code = worker.wait(timeout)
-    return code, time.monotonic() - started

@@ -7,23 +7,27 @@ import signal
 import httpx
 import pytest
 
-from llm_worker_rbee.testing.process import WorkerProcess, timed_exit
+from llm_worker_rbee.testing.process import WorkerProcess
 
 pytestmark = pytest.mark.real_model
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 @pytest.mark.behavior("CFG-016", "LIFE-007")
-def test_signal_while_idle_exits_0_within_2_s(signum: int) -> None:
+def test_signal_while_idle_drains_and_exits_0(signum: int) -> None:
+    """The exit code and the way down; how long it takes is not timed here (the 10 s are a
+    guard against a hang): scenarios/sigterm_under_full_load.toml pins the order in virtual
+    time."""
     worker = WorkerProcess(["--slots", "1", "--ctx-size", "512"]).start()
     try:
         assert httpx.get(f"{worker.url}/health").status_code == 200
-        code, seconds = timed_exit(worker, signum, timeout=10)
+        worker.signal(signum)
+        code = worker.wait(10)
     finally:
         worker.stop()
     assert code == 0, worker.log()
-    assert seconds < 2.0
-    assert "draining" in worker.log() and "Traceback" not in worker.log()
+    log = worker.log()
+    assert "draining" in log and "stopped (" in log and "Traceback" not in log
 
 
 @pytest.mark.behavior("CFG-002")
