@@ -38,11 +38,19 @@ class PipelineResult:
         return self.tokens / self.wall_s
 
 
-def serve(port: int, slots: int, tokens: int) -> int:
+def serve(port: int, slots: int, tokens: int, step_seconds: float = 0.0) -> int:
+    """Serves the fake engine; each step sleeps `step_seconds` of real time first (a decode's
+    time, for bench/wakeups.py)."""
     from llm_worker_rbee.config import Settings
+    from llm_worker_rbee.engine.base import SeqOutput
     from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
     from llm_worker_rbee.engine.runner import ThreadStepRunner
     from llm_worker_rbee.worker import Runtime, run_worker
+
+    class SpacedEngine(FakeEngine):
+        def step(self) -> list[SeqOutput]:
+            time.sleep(step_seconds)
+            return super().step()
 
     logging.basicConfig(level="INFO", format="%(message)s", stream=sys.stderr)
     script = FakeScript(
@@ -52,21 +60,23 @@ def serve(port: int, slots: int, tokens: int) -> int:
         n_ctx=slots * (tokens + 256),
     )
     settings = Settings(port=port, slots=slots, ctx_size=script.n_ctx, threads=1)
-    engine = FakeEngine(script)
+    engine = SpacedEngine(script) if step_seconds > 0 else FakeEngine(script)
     return trio.run(
         lambda: run_worker(
             settings,
             model_id="fake-model",
             engine_factory=lambda: engine,
-            # As in production: the engine steps on its own thread (here without any latency).
+            # As in production: the engine steps on its own thread.
             runtime=Runtime(runner=ThreadStepRunner()),
         )
     )
 
 
-def start_fake_worker(slots: int = STREAMS, tokens: int = TOKENS) -> Served:
+def start_fake_worker(
+    slots: int = STREAMS, tokens: int = TOKENS, step_seconds: float = 0.0
+) -> Served:
     command = [sys.executable, "-m", "bench.pipeline", "--slots", str(slots)]
-    command += ["--tokens", str(tokens)]
+    command += ["--tokens", str(tokens), "--step-seconds", str(step_seconds)]
     served = Served("llm-worker-rbee (fake engine)", command, re.compile(r"ready: "))
     served.start()
     listening = re.compile(r"listening on (http://\S+)")
@@ -114,8 +124,9 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--slots", type=int, default=STREAMS)
     parser.add_argument("--tokens", type=int, default=TOKENS)
+    parser.add_argument("--step-seconds", type=float, default=0.0)
     args = parser.parse_args()
-    return serve(args.port, args.slots, args.tokens)
+    return serve(args.port, args.slots, args.tokens, args.step_seconds)
 
 
 if __name__ == "__main__":

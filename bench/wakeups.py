@@ -19,52 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import trio
 
+from bench.pipeline import start_fake_worker
 from bench.servers import Served, free_port
 
 TOKENS = 300
 REQUESTS = 4
 SPACINGS = (0.0, 0.0005, 0.005, 0.025)
-
-
-def _serve_worker(spacing: float) -> int:
-    # Imported here: only the server's process needs them, the measuring one stays light.
-    from llm_worker_rbee.config import Settings
-    from llm_worker_rbee.engine.base import SeqOutput
-    from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-    from llm_worker_rbee.engine.runner import ThreadStepRunner
-    from llm_worker_rbee.worker import Runtime, run_worker
-
-    class SpacedEngine(FakeEngine):
-        """The fake engine, each step taking `spacing` seconds of real time (a decode)."""
-
-        def step(self) -> list[SeqOutput]:
-            time.sleep(spacing)
-            return super().step()
-
-    logging.basicConfig(level="INFO", format="%(message)s", stream=sys.stderr)
-    script = FakeScript(
-        reply=[f" t{i % 10}" for i in range(TOKENS)], n_slots=4, n_ctx=4 * (TOKENS + 256)
-    )
-    settings = Settings(port=0, slots=4, ctx_size=script.n_ctx, threads=1)
-    engine = SpacedEngine(script)
-    return trio.run(
-        lambda: run_worker(
-            settings,
-            model_id="fake-model",
-            engine_factory=lambda: engine,
-            runtime=Runtime(runner=ThreadStepRunner()),
-        )
-    )
 
 
 def _serve_floor(spacing: float, port: int) -> int:
@@ -121,11 +89,7 @@ async def _cpu_per_token(url: str, pid: int) -> float:
 
 def _measure(kind: str, spacing: float) -> float:
     if kind == "worker":
-        command = [sys.executable, "-m", "bench.wakeups", "--serve-worker", str(spacing)]
-        served = Served(kind, command, re.compile(r"ready: "))
-        served.start()
-        listening = re.compile(r"listening on (http://\S+)")
-        served.url = next(m.group(1) for line in served.lines if (m := listening.search(line)))
+        served = start_fake_worker(slots=4, tokens=TOKENS, step_seconds=spacing)
     else:
         port = free_port()
         command = [sys.executable, "-m", "bench.wakeups", "--serve-floor", str(spacing)]
@@ -141,12 +105,9 @@ def _measure(kind: str, spacing: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.wakeups", description=__doc__)
-    parser.add_argument("--serve-worker", type=float, metavar="SPACING", help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=float, metavar="SPACING", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_worker is not None:
-        return _serve_worker(args.serve_worker)
     if args.serve_floor is not None:
         return _serve_floor(args.serve_floor, args.port)
     print(f"\n## event-loop CPU per streamed token, {os.cpu_count()} cores, 1 stream\n")
