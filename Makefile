@@ -29,9 +29,10 @@ serve: $(VENV)/.installed
 
 # Line coverage of the package (worker subprocesses included: [tool.coverage.run] patch), and
 # the behaviour inventory against the code and the tests (docs/BEHAVIORS.md; the checker is
-# devtools/behaviors, outside the installed package).
+# devtools/behaviors, outside the installed package). Two test processes, tests handed out
+# as each gets free (pytest-xdist's worksteal): 12.5 -> 7.6 minutes on 2 cores.
 test: $(VENV)/.installed-test
-	$(PY) -m pytest --cov=llm_worker_rbee --cov-report=term --cov-fail-under=90
+	$(PY) -m pytest -n 2 --dist worksteal --cov=llm_worker_rbee --cov-report=term --cov-fail-under=90
 	$(PY) -m devtools.behaviors check
 
 # Benchmarks (about 10 minutes on 2 cores; not part of `make test`): see docs/PERFORMANCE.md.
