@@ -27,6 +27,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # own event loop take a core from them now and then, and llama.cpp's threads wait on each
 # other. Seven short requests took 4-5 s with one thread, 8-37 s with two (2 cores, load
 # average 3); the tests here decode few tokens at a time, where a second thread gains little.
+# `make test` runs two test processes (pytest-xdist), each with its own session workers, so
+# two one-thread workers decode at a time, one per core.
 WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "1", "--alias", "my-alias"]
 # The exact mode (a KV stream per slot), four slots so that four requests share each step,
 # and a queue of twelve: a burst of 24 overflows it (test_client_edges).
