@@ -10,7 +10,9 @@ logprobs: `sampling.py`).
   scheduler (`engine/cells.py`); the engine only makes room for a step by dropping the
   prompt cache of idle slots, least recently used first.
 - **Exact (`--batch-invariant`)**: a KV stream per slot and each prompt chunk in a decode of
-  its own, so a sequence's tokens do not depend on who shares its steps.
+  its own, so a sequence's tokens do not depend on who shares its steps; prompt chunks end
+  only at multiples of `EXACT_CHUNK` positions and a cached prefix is reused only as far as
+  such chunks decoded it, so they do not depend on what the slot held either.
 
 Prompt cache: a slot keeps its KV cells after its sequence ends. The next sequence admitted
 to that slot keeps the part of them that matches its prompt (the longest common prefix) and
@@ -58,6 +60,15 @@ log = logging.getLogger(__name__)
 DECODE_OUT_OF_MEMORY = {1: "no KV cells free for the batch", -2: "an allocation failed"}
 
 
+# Exact mode: a prompt goes in as chunks that end at multiples of this many positions counted
+# from 0 (and at its end), never where --batch-size, the company or the cache happen to cut
+# it. llama.cpp's CPU kernels pick their path by a batch's shape (one row or many, and on
+# AVX-512 how many), so a cell's numbers depend on the chunk that decoded it: with fixed
+# boundaries a position is always decoded in the same chunk, cold or warm. 64 rows keep a
+# chunk on the matrix kernels' fast path (docs/PERFORMANCE.md, "What the exact mode costs").
+EXACT_CHUNK = 64
+
+
 def decode_error(status: int) -> EngineError:
     """The exception for a llama_decode that returned `status` (not 0)."""
     reason = DECODE_OUT_OF_MEMORY.get(status)
@@ -75,6 +86,11 @@ class _Seq:
     tokens: list[int]
     cached: int
     order: int
+    # Exact mode: the leading cells decoded by whole chunks on the fixed boundaries (a
+    # multiple of the chunk), the only cells a later prompt may reuse (cells of a prompt's
+    # last, partial chunk or of generated tokens were decoded in another shape than a cold
+    # prompt would decode them in).
+    aligned: int = 0
     last: int | None = None  # sampled in the previous step, decoded in the next
     broken: bool = False  # a decode failed with it in the batch: its cells are unknown
 
@@ -124,11 +140,13 @@ class LlamaEngine:
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._n_batch = n_batch
         self._exact = batch_invariant
+        self._chunk = min(EXACT_CHUNK, n_batch)
         n_seq = llama_cpp.llama_n_seq_max(ctx)
         self._batch = _Batch(llama_cpp.llama_batch_init(n_batch, 0, 1), n_batch)
         self._seqs: dict[int, _Seq] = {}
         self._admitted = 0
-        # Free slots: the tokens their KV cells still hold, and when they were last used.
+        # Free slots: the tokens their KV cells still hold (exact mode: those a prompt may
+        # reuse, see _Seq.aligned), and when they were last used.
         self._held: dict[int, tuple[int, ...]] = {}
         self._last_used: dict[int, int] = {}
         self._caches = SlotCaches()
@@ -321,7 +339,8 @@ class LlamaEngine:
         """A new snapshot for the scheduler (read on the trio thread while a step runs): a
         reference swap, and no token list copied at every step (see GrownPrefix)."""
         held: dict[int, Sequence[int]] = dict(self._held)
-        held.update((slot, GrownPrefix(seq.tokens)) for slot, seq in self._seqs.items())
+        for slot, seq in self._seqs.items():
+            held[slot] = GrownPrefix(seq.tokens, seq.aligned if self._exact else None)
         self._caches = SlotCaches(MappingProxyType(held), MappingProxyType(dict(self._last_used)))
 
     def admit(self, seq_id: int, prompt: Sequence[int], sampling: SamplingParams) -> int:
@@ -335,6 +354,8 @@ class LlamaEngine:
         held = self._held.pop(seq_id, ())
         # Keep at least the last prompt token to decode: its logits give the first token.
         reuse = min(common_prefix(held, prompt), len(prompt) - 1)
+        if self._exact:  # back to a boundary (held ends on one: see EXACT_CHUNK)
+            reuse = reuse // self._chunk * self._chunk
         if not self._trim(seq_id, reuse):
             reuse = 0
         self._admitted += 1
@@ -344,6 +365,7 @@ class LlamaEngine:
             tokens=list(prompt[:reuse]),
             cached=reuse,
             order=self._admitted,
+            aligned=reuse,
         )
         self._publish()
         return reuse
@@ -370,7 +392,7 @@ class LlamaEngine:
         if seq.broken:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
         else:
-            self._held[seq_id] = tuple(seq.tokens)
+            self._held[seq_id] = tuple(seq.tokens[: seq.aligned] if self._exact else seq.tokens)
         self._publish()
 
     def has_work(self) -> bool:
@@ -436,11 +458,11 @@ class LlamaEngine:
     def _step_apart(self) -> list[SeqOutput]:
         """Exact mode: the streams in one decode, each prompt chunk in a decode of its own.
 
-        The streams go to llama.cpp in one decode, each prompt chunk in a decode of its own:
         llama.cpp's CPU kernels pick their path by the shape of a batch (one row or many,
-        prompts of equal length or not), so a batch mixing them would make a sequence's
-        tokens depend on who shares its step. Apart, a prompt is decoded as it would be
-        alone, and so is each stream's token (see docs/PERFORMANCE.md).
+        prompts of equal length or not), so a batch mixing streams and prompts would make a
+        sequence's tokens depend on who shares its step. Apart, a stream's token is decoded
+        as it would be alone, and a prompt chunk, whose boundaries depend only on positions
+        (EXACT_CHUNK), as it would be cold (see docs/PERFORMANCE.md).
         """
         batch = self._batch
         batch.clear()
@@ -466,17 +488,23 @@ class LlamaEngine:
             for seq_id, pos in fillers:
                 self._unfill(seq_id, pos)
         budget = self._n_batch - len(fed)
+        chunks = 0
         for seq_id, seq in sorted(self._seqs.items(), key=lambda item: item[1].order):
-            if budget <= 0:
-                break
-            if seq.prefilling:
-                batch.clear()
+            while seq.prefilling:
                 start = len(seq.tokens)
-                chunk = seq.prompt[start : start + budget]
-                for pos, token in enumerate(chunk, start):
-                    batch.add(token, pos, seq_id, pos == len(seq.prompt) - 1)
-                outputs += self._decode([(seq, chunk)])
-                budget -= len(chunk)
+                end = min(len(seq.prompt), (start // self._chunk + 1) * self._chunk)
+                # A chunk is never cut to fit: past the budget it waits for the next step,
+                # except the step's first, so prompts go on beside any number of streams.
+                if chunks and end - start > budget:
+                    return outputs
+                chunks += 1
+                batch.clear()
+                for pos in range(start, end):
+                    batch.add(seq.prompt[pos], pos, seq_id, pos == len(seq.prompt) - 1)
+                outputs += self._decode([(seq, seq.prompt[start:end])])
+                if end % self._chunk == 0 and seq.aligned == start:
+                    seq.aligned = end
+                budget -= end - start
         return outputs
 
     def _filler(self, seq_id: int) -> int | None:

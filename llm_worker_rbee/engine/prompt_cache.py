@@ -31,13 +31,14 @@ class GrownPrefix(Sequence[int]):
     """The tokens a list held when this was made, where the list only ever grows (a running
     sequence's: the engine thread appends each decoded token and never changes one). Those
     first tokens never change, so the trio thread may read them while the engine appends,
-    and a snapshot need not copy every running sequence's tokens at every step."""
+    and a snapshot need not copy every running sequence's tokens at every step. `upto`
+    keeps fewer of them (the exact mode offers only the cells a prompt may reuse)."""
 
     __slots__ = ("_n", "_tokens")
 
-    def __init__(self, tokens: list[int]) -> None:
+    def __init__(self, tokens: list[int], upto: int | None = None) -> None:
         self._tokens = tokens
-        self._n = len(tokens)
+        self._n = len(tokens) if upto is None else min(upto, len(tokens))
 
     def __len__(self) -> int:
         return self._n

@@ -15,7 +15,7 @@ import pytest
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.bundled import bundled_model_path
-from llm_worker_rbee.engine.llama import LlamaEngine
+from llm_worker_rbee.engine.llama import EXACT_CHUNK, LlamaEngine
 from llm_worker_rbee.messages.inference import SamplingParams
 
 pytestmark = pytest.mark.real_model
@@ -70,9 +70,12 @@ def test_streams_admitted_out_of_order_are_decoded_in_slot_order(
 def test_a_free_slot_between_streams_takes_a_stand_in_and_keeps_its_cache(
     engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    prompt = engine.tokenize("The cache of slot one holds this prompt", add_special=True)
+    # Over one 64-token chunk (EXACT_CHUNK), so that its first chunk's cells can be reused.
+    prompt = engine.tokenize("The cache of slot one holds this prompt. " * 8, add_special=True)
+    assert EXACT_CHUNK < len(prompt) <= 2 * EXACT_CHUNK
     engine.admit(1, prompt, GREEDY)
-    engine.step()
+    while not engine.step():  # its chunks, then the first token
+        pass
     engine.cancel(1)  # slot 1 is free and holds the prompt and one token in its cells
     held_end = llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(engine._ctx), 1)
     start(engine, (0, 2))
@@ -86,7 +89,7 @@ def test_a_free_slot_between_streams_takes_a_stand_in_and_keeps_its_cache(
     assert [o.seq_id for o in outputs] == [0, 2]
     memory = llama_cpp.llama_get_memory(engine._ctx)
     assert llama_cpp.llama_memory_seq_pos_max(memory, 1) == held_end
-    assert engine.admit(1, prompt, GREEDY) == len(prompt) - 1  # the cache is still whole
+    assert engine.admit(1, prompt, GREEDY) == EXACT_CHUNK  # its whole chunk is still there
 
 
 @pytest.mark.behavior("INF-025")
