@@ -246,7 +246,9 @@
 
   function renderCharts() {
     const last = page.samples[page.samples.length - 1];
-    $('tps-now').textContent = last ? last.tokens_per_s.toFixed(1) : '';
+    const recent = page.samples.slice(-10); // the headline: the last ten seconds' mean
+    const mean = recent.reduce((sum, p) => sum + p.tokens_per_s, 0) / (recent.length || 1);
+    $('tps-now').textContent = last ? mean.toFixed(1) : '';
     const ttfts = page.samples.filter((sample) => sample.ttft_ms !== null);
     const lastTtft = ttfts[ttfts.length - 1];
     $('ttft-now').textContent = lastTtft ? ms(lastTtft.ttft_ms) : '';
@@ -254,7 +256,7 @@
     drawChart($('chart-tps'), page.samples.map((p) => [p.at, p.tokens_per_s]),
       { end, area: true, format: (v) => (v === 0 ? '0' : v.toFixed(v < 10 ? 1 : 0)) });
     drawChart($('chart-ttft'), ttfts.map((p) => [p.at, p.ttft_ms]),
-      { end, dots: true, lineClass: 'ttft', format: (v) => (v === 0 ? '0' : ms(v)) });
+      { end, dots: true, format: (v) => (v === 0 ? '0' : ms(v)) });
   }
 
   const SVG = 'http://www.w3.org/2000/svg';
@@ -308,9 +310,9 @@
       const lastX = x(points[points.length - 1][0]).toFixed(1);
       target.append(svg('path', { class: 'area', d: line + ' L' + lastX + ' ' + base + ' L' + first + ' ' + base + ' Z' }));
     }
-    target.append(svg('path', { class: 'line ' + (opts.lineClass || ''), d: line }));
+    if (!opts.dots) target.append(svg('path', { class: 'line', d: line }));
     if (opts.dots) {
-      for (const p of points) target.append(svg('circle', { class: 'dot', cx: x(p[0]), cy: y(p[1]), r: 2.5 }));
+      for (const p of points) target.append(svg('circle', { class: 'dot', cx: x(p[0]), cy: y(p[1]), r: 3 }));
     }
   }
 
