@@ -7,11 +7,15 @@
   asking for the samples after the last it has, as the page does), one request at a time,
   100 ms apart, while the streams run: p50, p95 and the slowest;
 - **cost**: the streams' tokens/s in windows of `--window-s` seconds under three conditions
-  taken in turn, the order reversed every other round so that drift favours none: the page
-  `closed` (the browser on about:blank), `polled` (a client asking what the page asks, once
-  a second: the worker's side of the page alone) and `open` (the page in headless Chromium
-  on this machine, whose rendering also takes CPU from the worker). Tokens/s is read from
-  `/heartbeat`'s `tokens_generated_total` at each window's edges, after a settling pause.
+  taken in turn: the page `closed` (the browser on about:blank), `polled` (a client asking
+  what the page asks, once a second: the worker's side of the page alone) and `open` (the
+  page in headless Chromium on this machine, whose rendering also takes CPU from the
+  worker). The rounds go through the six orders of the three (ABC, BCA, CAB, CBA, ACB, BAC),
+  so every condition comes first, second and third equally often and drift favours none.
+  Tokens/s is read from `/heartbeat`'s `tokens_generated_total` at each window's edges,
+  after a settling pause, and beside it the CPU the worker's event-loop thread used per
+  second (`/proc`): the page's cost to the worker itself, which the other processes on a
+  busy machine move far less than they move tokens/s.
 
 `--screenshot PATH` makes the README's picture instead: 4 slots, 3 streams, a request that
 runs past its deadline (an error to list), a playground run, and a minute of history.
@@ -33,12 +37,14 @@ import httpx
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
-from bench.machine import BusyMeter, cpu_model
+from bench.machine import BusyMeter, cpu_model, main_thread_cpu_s
 from llm_worker_rbee.testing.browser import headless_chromium
 from llm_worker_rbee.testing.process import WorkerProcess
 
 STREAM_TOKENS = 128
 CONDITIONS = ("closed", "polled", "open")
+# Every order of the three, each condition in each place twice (a Williams design).
+ORDERS = ((0, 1, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0), (0, 2, 1), (1, 0, 2))
 PROMPT = "Once upon a time, in a small village by the sea, there lived an old fisherman who"
 
 
@@ -147,10 +153,13 @@ def tokens_generated(url: str) -> int:
     return int(httpx.get(f"{url}/heartbeat", timeout=30).json()["tokens_generated_total"])
 
 
-def tokens_per_s(url: str, seconds: float) -> float:
-    before, started = tokens_generated(url), time.monotonic()
+def window(url: str, pid: int, seconds: float) -> tuple[float, float]:
+    """(tokens/s, the event loop's CPU milliseconds per second) over `seconds`."""
+    tokens, cpu, started = tokens_generated(url), main_thread_cpu_s(pid), time.monotonic()
     time.sleep(seconds)
-    return (tokens_generated(url) - before) / (time.monotonic() - started)
+    wall = time.monotonic() - started
+    rate = (tokens_generated(url) - tokens) / wall
+    return rate, 1000 * (main_thread_cpu_s(pid) - cpu) / wall
 
 
 @dataclass
@@ -164,6 +173,8 @@ class Figures:
     latency: list[Latency] = field(default_factory=list)
     # condition -> tokens/s of each of its windows, in round order
     windows: dict[str, list[float]] = field(default_factory=dict)
+    # condition -> the worker's event-loop CPU, milliseconds per second, in each window
+    loop_cpu: dict[str, list[float]] = field(default_factory=dict)
     other_cpu_share: float = 0.0  # CPU other processes took while it ran, in cores
 
 
@@ -196,16 +207,19 @@ def measure(args: argparse.Namespace) -> Figures:
             figures.latency.append(summary("GET /v1/status?since=N", polls))
             poller = Poller(worker.url)
             figures.windows = {condition: [] for condition in CONDITIONS}
+            figures.loop_cpu = {condition: [] for condition in CONDITIONS}
+            assert worker.proc is not None
             for round_index in range(args.rounds):
-                order = CONDITIONS if round_index % 2 == 0 else CONDITIONS[::-1]
-                for condition in order:
+                for place in ORDERS[round_index % len(ORDERS)]:
+                    condition = CONDITIONS[place]
                     poller.switch(condition == "polled")
                     browser.get(f"{worker.url}/ui" if condition == "open" else "about:blank")
                     time.sleep(args.settle_s)
-                    rate = tokens_per_s(worker.url, args.window_s)
+                    rate, cpu = window(worker.url, worker.proc.pid, args.window_s)
                     figures.windows[condition].append(round(rate, 2))
-                    print(f"round {round_index + 1} {condition:>6}: {rate:.2f} tokens/s",
-                          file=sys.stderr, flush=True)  # fmt: skip
+                    figures.loop_cpu[condition].append(round(cpu, 1))
+                    print(f"round {round_index + 1} {condition:>6}: {rate:.2f} tokens/s, "
+                          f"event loop {cpu:.1f} ms/s", file=sys.stderr, flush=True)  # fmt: skip
             poller.switch(False)
     finally:
         browser.quit()
@@ -229,16 +243,27 @@ def report(figures: Figures) -> str:
             f"| `{lat.path}` | {lat.p50_ms} ms | {lat.p95_ms} ms | {lat.max_ms} ms | {lat.count} |"
         )
     closed = figures.windows.get("closed", [])
-    lines += ["", f"| page | tokens/s per {figures.window_s:g} s window | mean | vs closed |"]
-    lines.append("|---|---|---|---|")
+    closed_cpu = figures.loop_cpu.get("closed", [])
+    lines += [
+        "",
+        f"| page | tokens/s per {figures.window_s:g} s window | mean | vs closed (paired) "
+        "| event loop CPU, ms/s | vs closed |",
+        "|---|---|---|---|---|---|",
+    ]
     for condition, rates in figures.windows.items():
         if not rates:
             continue
-        mean = statistics.fmean(rates)
+        cpu = figures.loop_cpu.get(condition, [])
         paired = [rate / base for rate, base in zip(rates, closed, strict=True) if base]
         versus = "" if condition == "closed" else f"{statistics.fmean(paired):.4f}x"
-        shown = ", ".join(f"{rate:.1f}" for rate in rates)
-        lines.append(f"| {condition} | {shown} | {mean:.2f} | {versus} |")
+        extra = statistics.fmean(cpu) - statistics.fmean(closed_cpu) if cpu else 0.0
+        share = f"{extra:+.1f} ms/s ({extra / 10:+.2f} % of a core)"
+        cpu_versus = "" if condition == "closed" else share
+        lines.append(
+            f"| {condition} | {', '.join(f'{rate:.1f}' for rate in rates)} "
+            f"| {statistics.fmean(rates):.2f} | {versus} "
+            f"| {statistics.fmean(cpu) if cpu else 0:.1f} | {cpu_versus} |"
+        )
     return "\n".join(lines)
 
 
@@ -279,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all)")
     parser.add_argument("--warm-up-s", type=float, default=10.0)
     parser.add_argument("--probes", type=int, default=200, help="timed requests per route")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6, help="6: each order of the three once")
     parser.add_argument("--window-s", type=float, default=20.0)
     parser.add_argument("--settle-s", type=float, default=3.0)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
