@@ -16,6 +16,13 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) of a process's main thread: a worker's event loop."""
+    with open(f"/proc/{pid}/task/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _busy_s() -> float:
     """CPU seconds all processes have used since boot (user, nice, system, irq, softirq)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 import httpx
 import trio
 
+from bench.machine import main_thread_cpu_s
 from bench.pipeline import start_fake_worker
 from bench.servers import Served, free_port
 
@@ -63,12 +64,6 @@ def _serve_floor(spacing: float, port: int) -> int:
     return 0
 
 
-def _main_thread_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/task/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _cpu_per_token(url: str, pid: int) -> float:
     """Seconds of the event loop's CPU per streamed token, over REQUESTS requests in turn."""
     body = {"prompt": "one", "max_tokens": TOKENS, "stream": True}
@@ -81,10 +76,10 @@ async def _cpu_per_token(url: str, pid: int) -> float:
                     pass
 
         await stream()  # warm-up
-        before = _main_thread_cpu_s(pid)
+        before = main_thread_cpu_s(pid)
         for _ in range(REQUESTS):
             await stream()
-        return (_main_thread_cpu_s(pid) - before) / (REQUESTS * TOKENS)
+        return (main_thread_cpu_s(pid) - before) / (REQUESTS * TOKENS)
 
 
 def _measure(kind: str, spacing: float) -> float:

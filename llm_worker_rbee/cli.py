@@ -18,6 +18,7 @@ from llm_worker_rbee.config import Settings, SettingsError, add_setting_flags, d
 from llm_worker_rbee.engine.gpu import AskedDevice, NvmlProbe
 from llm_worker_rbee.engine.loading import LoadProgress
 from llm_worker_rbee.engine.memory import available_ram
+from llm_worker_rbee.engine.model_report import ModelFile
 from llm_worker_rbee.engine.model_report import add_arguments as add_inspect_arguments
 from llm_worker_rbee.engine.model_report import run as inspect_model
 from llm_worker_rbee.engine.preflight import StartError, llama_offload_supported, plan_start
@@ -112,7 +113,12 @@ def serve(settings: Settings) -> int:
     progress = LoadProgress()
     factory = partial(LlamaEngine.load, model_path, settings, model_id, progress)
     vram = nvml_vram(NvmlProbe(), plan.gpu.device.uuid) if plan.gpu is not None else None
-    runtime = Runtime(runner=ThreadStepRunner(), vram=vram, device=device)
+    runtime = Runtime(
+        runner=ThreadStepRunner(),
+        vram=vram,
+        device=device,
+        model_file=ModelFile.of(plan.summary),
+    )
     try:
         code = trio.run(
             partial(

@@ -8,18 +8,21 @@ the actors. Gauges are read from the actors' statistics at scrape time.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from llm_worker_rbee.messages.session import Ended, Rejected, TextDelta
+from llm_worker_rbee.messages.session import Ended, ErrorInfo, Rejected, TextDelta
 from llm_worker_rbee.messages.slots import Acquire, Granted
 
 PREFIX = "llm_worker:"
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TOKEN_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1)
+# The errors the status page lists (GET /v1/status): the last few, newest last.
+RECENT_ERRORS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,15 @@ class Snapshot:
     slots_busy: int
     slots_total: int
     kv_usage: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecentError:
+    """A request that ended in an error or was refused, for the status page."""
+
+    at: float  # trio's clock
+    job_id: str
+    error: ErrorInfo
 
 
 @dataclass
@@ -47,6 +59,8 @@ class WorkerMetrics:
         # Set once the actors exist; until then the gauges read zero.
         self.snapshot = snapshot or (lambda: Snapshot(0, 0, 0, 0, 0.0))
         self._timing: dict[str, _Timing] = {}
+        # Appended once per failed request (never per token), read by the status page.
+        self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS)
         r = self.registry
         self.running = Gauge(f"{PREFIX}num_requests_running", "requests holding a slot", registry=r)
         self.waiting = Gauge(f"{PREFIX}num_requests_waiting", "requests in the queue", registry=r)
@@ -119,9 +133,12 @@ class WorkerMetrics:
             self.finished.labels(message.stop_reason).inc()
             self.prompt_tokens.inc(message.tokens_in)
             self.generation_tokens.inc(message.tokens_out)
+            if message.error is not None:
+                self.recent_errors.append(RecentError(now, job, message.error))
         elif isinstance(message, Rejected):
             self._timing.pop(job, None)
             self.rejected.labels(message.error.code).inc()
+            self.recent_errors.append(RecentError(now, job, message.error))
 
     def render(self) -> bytes:
         snap = self.snapshot()
@@ -131,6 +148,13 @@ class WorkerMetrics:
         self.slots_total.set(snap.slots_total)
         self.kv_usage.set(snap.kv_usage)
         return bytes(generate_latest(self.registry))
+
+
+def histogram_totals(histogram: Histogram) -> tuple[float, int]:
+    """(sum, count) of a label-less Histogram's observations so far, read from the same
+    internals as `observe_times` (`collect()` would build every bucket's sample)."""
+    count = sum(bucket.get() for bucket in histogram._buckets)
+    return histogram._sum.get(), round(count)
 
 
 def observe_times(histogram: Histogram, value: float, times: int) -> None:

@@ -25,6 +25,7 @@ from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.base import Engine, LoadCancelled, ModelLoadError
 from llm_worker_rbee.engine.gpu import AskedDevice
 from llm_worker_rbee.engine.loading import LoadProgress
+from llm_worker_rbee.engine.model_report import ModelFile
 from llm_worker_rbee.engine.runner import StepRunner
 from llm_worker_rbee.hive.client import HiveClient
 from llm_worker_rbee.hive.connect import hive_client_for, queen_client_for
@@ -35,7 +36,13 @@ from llm_worker_rbee.http.server import serve_http
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.lifecycle import WorkerState
 from llm_worker_rbee.metrics import WorkerMetrics
-from llm_worker_rbee.status import WorkerReports, metrics_snapshot, worker_heartbeat_payload
+from llm_worker_rbee.page_status import keep_history
+from llm_worker_rbee.status import (
+    WorkerReports,
+    advertised_url,
+    metrics_snapshot,
+    worker_heartbeat_payload,
+)
 from llm_worker_rbee.tracing import Tracer, fan_out, no_trace
 
 log = logging.getLogger(__name__)
@@ -81,6 +88,8 @@ class Runtime:
     device: AskedDevice | None = None
     # None: HTTP to --queen-url (no queen heartbeat without one); scenarios script it.
     queen_client: QueenClient | None = None
+    # What the served file says about the model, for the status page; None: not read.
+    model_file: ModelFile | None = None
 
 
 async def run_worker(
@@ -119,6 +128,7 @@ async def run_worker(
             metrics=metrics,
             loading=progress,
             device=runtime.device or AskedDevice(settings.device),
+            model_file=runtime.model_file,
         )
         metrics.snapshot = partial(metrics_snapshot, services)
         http_done = trio.Event()
@@ -175,12 +185,14 @@ async def run_worker(
             services.jobs = jobs
             await lifecycle.ready(sessions)
             progress.succeed()
+            root.start_soon(keep_history, services)  # the status page's charts
             log.info(
-                "ready: %s, %d slots, %d context (%s)",
+                "ready: %s, %d slots, %d context (%s); status page: %s/ui",
                 model_id,
                 settings.slots,
                 model.info.n_ctx,
                 "per-slot KV, batch-invariant" if model.info.kv_pool is None else "shared KV pool",
+                advertised_url(settings, binds),
             )
             task_status.started(services)
         await http_done.wait()

@@ -36,6 +36,16 @@ Delivery = tuple[Admit, TextOutput]
 
 
 @dataclass(frozen=True, slots=True)
+class SequenceProgress:
+    """One running sequence, for the status page: prefill until its first token."""
+
+    seq_id: int  # its slot
+    job_id: str
+    prompt_tokens: int
+    generated: int
+
+
+@dataclass(frozen=True, slots=True)
 class ModelStatistics:
     active_sequences: int
     steps: int
@@ -45,6 +55,9 @@ class ModelStatistics:
     kv_tokens: int = 0
     # Steps keep running out of memory (actors/memory_pressure.py): heartbeat `degraded`.
     memory_degraded: bool = False
+    # The running sequences in slot order (a few small records per step: the status page
+    # reads them once a second, so nothing else on the token path changes for it).
+    sequences: tuple[SequenceProgress, ...] = ()
 
 
 @dataclass
@@ -170,11 +183,16 @@ class DecodeLoop:
             self._engine.cancel(seq_id)
 
     def _refresh(self) -> None:
+        sequences = tuple(
+            SequenceProgress(seq_id, a.admit.job_id, len(a.admit.prompt_tokens), a.generated)
+            for seq_id, a in sorted(self._active.items())
+        )
         self._snapshot = ModelStatistics(
             active_sequences=len(self._active),
             steps=self._steps,
             tokens_generated=self._tokens_generated,
             prompt_tokens=self._prompt_tokens,
-            kv_tokens=sum(len(a.admit.prompt_tokens) + a.generated for a in self._active.values()),
+            kv_tokens=sum(s.prompt_tokens + s.generated for s in sequences),
             memory_degraded=self._memory.degraded,
+            sequences=sequences,
         )

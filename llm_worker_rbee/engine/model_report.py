@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,31 @@ def describe(summary: GgufSummary, context: ContextShape, supported: bool) -> di
             "gpu_all_layers": gpu.as_dict(),
         },
     }
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """What the served file says about the model, for the status page's model card."""
+
+    name: str | None  # general.name
+    architecture: str
+    quantization: str
+    parameters: int
+    file_bytes: int
+
+    @classmethod
+    def of(cls, summary: GgufSummary) -> ModelFile:
+        by_type: Counter[str] = Counter()
+        for tensor in summary.tensors:
+            by_type[tensor.ggml_type.name] += tensor.n_bytes
+        name = summary.get("general.name")
+        return cls(
+            name=name if isinstance(name, str) else None,
+            architecture=summary.architecture,
+            quantization=quantization(summary, by_type),
+            parameters=sum(t.n_elements for t in summary.tensors),
+            file_bytes=summary.file_size,
+        )
 
 
 def quantization(summary: GgufSummary, by_type: Counter[str]) -> str:

@@ -25,11 +25,13 @@ from llm_worker_rbee.http import (
     responses_api,
     system_routes,
     token_routes,
+    ui_routes,
 )
 from llm_worker_rbee.http.admin_routes import require_api_key
 from llm_worker_rbee.http.errors import ApiError, error_body
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import SessionGuard
+from llm_worker_rbee.http.ui_routes import is_page_path
 from llm_worker_rbee.messages.errors import overloaded
 from llm_worker_rbee.messages.session import Rejected
 
@@ -55,6 +57,7 @@ def create_app(services: Services) -> QuartTrio:
     admin_routes.register(app, services)
     responses_api.register(app, services)
     anthropic_routes.register(app, services)
+    ui_routes.register(app, services)
     openapi.register(app)
     return app
 
@@ -89,8 +92,10 @@ OPEN_PATHS = frozenset({"/", "/health", "/v1/ready", "/metrics", "/info"})
 def _register_auth(app: QuartTrio, services: Services) -> None:
     @app.before_request
     async def _check_api_key() -> None:
-        """With an API key configured, every route but the open ones needs it."""
-        if services.settings.api_key is not None and request.path not in OPEN_PATHS:
+        """With an API key configured, every route but the open ones needs it; the status
+        page's own files (`/ui`) hold no data and are open too."""
+        path = request.path
+        if services.settings.api_key is not None and not (path in OPEN_PATHS or is_page_path(path)):
             require_api_key(services)
 
     @app.before_request

@@ -23,6 +23,7 @@ from llm_worker_rbee.http.schemas import (
     OperationBody,
 )
 from llm_worker_rbee.http.token_routes import DetokenizeBody, TokenizeBody
+from llm_worker_rbee.page_status import WorkerStatus
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Operation:
     errors: tuple[int, ...] = ()
     success: int = 200
     error: type[BaseModel] = r.ErrorResponse  # the body of every error status
+    media: tuple[str, ...] = ()  # a success that is not JSON: its media types (a string)
+    query: tuple[tuple[str, dict[str, Any]], ...] = ()  # query parameters and their schemas
 
 
 _BODY_ERRORS = (400, 404, 408, 409, 413, 503)
@@ -69,6 +72,23 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(404,),
     ),
     Operation("get", "/v1/slots", "slots and queue", r.Slots),
+    Operation(
+        "get",
+        "/v1/status",
+        "what the status page shows: state, model, slots, queue, KV, history, errors",
+        WorkerStatus,
+        errors=(400,),
+        query=(("since", {"type": "string", "pattern": "^[0-9]{1,18}$"}),),
+    ),
+    Operation("get", "/ui", "the status page and playground (HTML)", None, media=("text/html",)),
+    Operation(
+        "get",
+        "/ui/{name}",
+        "a file of the status page (script, style, icon)",
+        None,
+        errors=(404,),
+        media=("text/css", "text/javascript", "image/svg+xml"),
+    ),
     Operation(
         "post",
         "/v1/completions",
@@ -232,6 +252,8 @@ def document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
             content["application/json"] = {"schema": {"type": "object"}}
         if op.path == "/metrics":
             content["text/plain"] = {"schema": {"type": "string"}}
+        for media in op.media:
+            content[media] = {"schema": {"type": "string"}}
         success: dict[str, Any] = {"description": op.summary}
         if content:
             success["content"] = content
@@ -248,11 +270,16 @@ def document(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]:
                 "content": {"application/json": {"schema": ref(op.body)}},
             }
         names = re.findall(r"\{(\w+)\}", op.path)
-        if names:
-            operation["parameters"] = [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-                for name in names
-            ]
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in names
+        ]
+        parameters += [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in op.query
+        ]
+        if parameters:
+            operation["parameters"] = parameters
         paths.setdefault(op.path, {})[op.method] = operation
     return {
         "openapi": "3.1.0",

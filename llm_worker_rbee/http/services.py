@@ -17,6 +17,8 @@ from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.gpu import AskedDevice
 from llm_worker_rbee.engine.loading import LoadProgress
+from llm_worker_rbee.engine.model_report import ModelFile
+from llm_worker_rbee.history import StatusHistory
 from llm_worker_rbee.hive.vitals import Vitals
 from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.messages.lifecycle import WorkerState
@@ -44,6 +46,10 @@ class Services:
     device: AskedDevice = field(default_factory=AskedDevice)
     # The URLs the HTTP server listens on, once it does (the actual port for --port 0).
     binds: list[str] = field(default_factory=list)
+    # The status page's ring of samples (page_status.keep_history fills it once a second).
+    history: StatusHistory = field(default_factory=StatusHistory)
+    # What the served file says about the model (None: not read, as with the fake engine).
+    model_file: ModelFile | None = None
 
     def cancel_job(self, job_id: str) -> bool:
         """SessionPool.cancel once the sessions exist (the hive may ask before)."""
