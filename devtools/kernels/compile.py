@@ -120,7 +120,10 @@ def _download(work: Path) -> Path:
 
 def _unpack(sdist: Path, work: Path) -> Path:
     with tarfile.open(sdist) as archive:
-        archive.extractall(work / "src", filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4 on: refuse links out of the folder
+            archive.extractall(work / "src", filter="data")
+        else:  # older 3.11: the sdist pip downloaded, trusted as pip trusts it to build
+            archive.extractall(work / "src")
     tops = list((work / "src").iterdir())
     if len(tops) != 1 or not (tops[0] / "CMakeLists.txt").is_file():
         raise CompileError(f"{sdist.name} is not the sdist expected (no CMakeLists.txt)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -63,7 +64,7 @@ def run_build(build: KernelBuild, pytest_args: Sequence[str]) -> Outcome:
     print(f"\n=== kernels {build.name}: {build.summary}", flush=True)
     print(f"=== {probe(env)}", flush=True)
     command = [sys.executable, "-m", "pytest", "-m", MARKERS, *PYTEST_ARGS, *pytest_args]
-    print(f"=== {BUILD_ENV}={build.name} {' '.join(command[1:])}", flush=True)
+    print(f"=== {BUILD_ENV}={build.name} python {shlex.join(command[1:])}", flush=True)
     started = time.monotonic()
     summary = ""
     with subprocess.Popen(
