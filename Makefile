@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # llama-cpp-python compiles llama.cpp on install; use both cores.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: serve test lint install install-test clean bench fuzz soak
+.PHONY: serve test lint install install-test clean bench fuzz soak matrix
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ fuzz: $(VENV)/.installed-test
 # 200 clients for 60 s on the fake engine, then on the real model (docs/RELIABILITY.md).
 soak: $(VENV)/.installed-test
 	$(PY) -m llm_worker_rbee.testing.soak $(ARGS)
+
+# The tests that compare texts, under each llama.cpp CPU-kernel build of the same source: the
+# venv's own (native, AVX-512 where the CPU has it) and a baseline AVX2 one (haswell), compiled
+# once into .venv/kernels/ (docs/KERNELS.md). `ARGS="-- -x"` passes pytest flags.
+matrix: $(VENV)/.installed-test
+	$(PY) -m devtools.kernels run $(ARGS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check llm_worker_rbee devtools tests scenarios bench

@@ -46,6 +46,7 @@ from llm_worker_rbee.engine.base import (
     ModelLoadError,
     SeqOutput,
 )
+from llm_worker_rbee.engine.kernels import describe as describe_build
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
 from llm_worker_rbee.engine.prompt_cache import GrownPrefix, SlotCaches, common_prefix
 from llm_worker_rbee.engine.sampling import SeqSampler, build_chains
@@ -190,6 +191,7 @@ class LlamaEngine:
         progress = progress or LoadProgress()
         llama_logger.set_verbose(settings.log_level == "debug")
         llama_cpp.llama_backend_init()
+        log.info("llama.cpp build: %s", describe_build())  # which kernels made the texts
         progress.enter(LoadStage.LOADING_WEIGHTS)
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = settings.n_gpu_layers
