@@ -44,6 +44,20 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.code, self.param)
 
+    def answer_headers(self) -> dict[str, str]:
+        """Its own headers, and `x-should-retry: false` where a retry cannot help."""
+        if self.status in NO_RETRY_STATUSES or self.code in NO_RETRY_CODES:
+            return {**self.headers, "x-should-retry": "false"}
+        return self.headers
+
+
+# The official openai and anthropic clients retry 408, 409, 429 and every 5xx unless the
+# answer says `x-should-retry: false` (both read it before the status). A retry cannot help
+# when the request ran past the client's own deadline (408: a retry only runs past it
+# again), its job id is taken (409), or someone cancelled it (503 `cancelled`).
+NO_RETRY_STATUSES = frozenset({408, 409})
+NO_RETRY_CODES = frozenset({"cancelled"})
+
 
 def error_body(message: str, type: str, code: str | None, param: str | None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}

@@ -1,0 +1,197 @@
+"""What the official clients read besides the body, through the clients themselves over the
+in-process app (their own httpx2, through ASGI; virtual time on the fake engine): the
+request id of an answer and of an error, which errors they retry, and the model list."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anthropic
+import httpx2
+import openai
+import pytest
+import trio
+import trio.testing
+
+from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.fake import FakeScript
+from llm_worker_rbee.testing.inprocess import InProcessWorker, inprocess_worker
+
+ASK: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
+
+
+def slow_script() -> FakeScript:
+    """One token a second: 50 of them outlast every deadline below."""
+    return FakeScript(reply=["x"] * 50, step_latency=1.0)
+
+
+BASE = "http://in-process"
+
+
+@dataclass
+class Clients:
+    worker: InProcessWorker
+    openai: openai.AsyncOpenAI
+    anthropic: anthropic.AsyncAnthropic
+    # The requests that reached the worker, by path: a retry is one more.
+    attempts: list[str] = field(default_factory=list)
+
+    def tries(self, path: str) -> int:
+        return self.attempts.count(path)
+
+
+@asynccontextmanager
+async def clients(
+    settings: Settings | None = None, script: FakeScript | None = None
+) -> AsyncIterator[Clients]:
+    """Both official clients on the in-process worker, with their default retries."""
+    async with inprocess_worker(settings, script) as worker:
+        transport = httpx2.ASGITransport(app=worker.app)
+        seen: list[str] = []
+
+        async def count(request: httpx2.Request) -> None:
+            seen.append(request.url.path)
+
+        hooks = {"request": [count]}
+        async with httpx2.AsyncClient(transport=transport, event_hooks=hooks) as http:
+            yield Clients(
+                worker,
+                openai.AsyncOpenAI(base_url=f"{BASE}/v1", api_key="k", http_client=http),
+                anthropic.AsyncAnthropic(base_url=BASE, api_key="k", http_client=http),
+                seen,
+            )
+
+
+CHAT = "/v1/chat/completions"
+
+
+@pytest.mark.behavior("HTTP-061")
+async def test_an_error_names_the_clients_request_id_or_a_fresh_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with clients() as c:
+        with pytest.raises(openai.BadRequestError) as bad:
+            await c.openai.chat.completions.create(
+                model="fake-model",
+                messages=ASK,  # type: ignore[arg-type]
+                temperature=5,
+                extra_headers={"X-Request-Id": "mine-1"},
+            )
+        assert bad.value.request_id == "mine-1"
+        with pytest.raises(openai.NotFoundError) as missing:
+            await c.openai.chat.completions.create(model="gpt-x", messages=ASK)  # type: ignore[arg-type]
+        assert missing.value.request_id is not None and missing.value.request_id.startswith("job-")
+        # An id the worker cannot take is refused, and not echoed back.
+        with pytest.raises(openai.BadRequestError) as unsafe:
+            await c.openai.chat.completions.create(
+                model="fake-model",
+                messages=ASK,  # type: ignore[arg-type]
+                extra_headers={"X-Request-Id": "no spaces"},
+            )
+        assert unsafe.value.code == "invalid_job_id"
+        assert unsafe.value.request_id is not None
+        assert unsafe.value.request_id.startswith("job-")
+        reply = await c.openai.chat.completions.create(
+            model="fake-model",
+            messages=ASK,  # type: ignore[arg-type]
+            extra_headers={"X-Request-Id": "mine-2"},
+        )
+        assert reply._request_id == "mine-2"
+
+
+@pytest.mark.behavior("HTTP-061", "ERR-032")
+async def test_a_deadline_is_408_with_the_request_id_and_tried_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The client's own deadline has passed: both clients would retry a 408 twice (three
+    attempts, each running past the deadline again); `x-should-retry: false` stops them."""
+    async with clients(script=slow_script()) as c:
+        with pytest.raises(openai.APIStatusError) as late:
+            await c.openai.chat.completions.create(
+                model="fake-model",
+                messages=ASK,  # type: ignore[arg-type]
+                extra_body={"timeout": 0.5},
+                extra_headers={"X-Request-Id": "late-1"},
+            )
+        assert late.value.status_code == 408 and late.value.code == "request_timeout"
+        assert late.value.request_id == "late-1"
+        assert late.value.response.headers["x-should-retry"] == "false"
+        assert c.tries(CHAT) == 1
+        with pytest.raises(anthropic.APIStatusError) as slow:
+            await c.anthropic.messages.create(
+                model="fake-model",
+                max_tokens=40,
+                messages=ASK,  # type: ignore[arg-type]
+                extra_body={"timeout": 0.5},
+                extra_headers={"X-Request-Id": "late-2"},
+            )
+        assert slow.value.status_code == 408 and slow.value.type == "timeout_error"
+        assert slow.value.request_id == "late-2"
+        assert c.tries("/v1/messages") == 1
+
+
+@pytest.mark.behavior("ERR-032")
+async def test_a_cancelled_request_and_a_taken_job_id_are_not_retried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A request someone cancelled (503 `cancelled`) must not run again on a retry, and a
+    job id in use (409) stays in use; a full worker (503 `all_slots_busy`) is retried."""
+    settings = Settings(worker_id="w", slots=1, max_queue=1)
+    async with clients(settings, slow_script()) as c:
+        refusals: list[openai.APIStatusError] = []
+
+        async def ask(job_id: str) -> None:
+            with pytest.raises(openai.APIStatusError) as refused:
+                await c.openai.chat.completions.create(
+                    model="fake-model",
+                    messages=ASK,  # type: ignore[arg-type]
+                    extra_headers={"X-Request-Id": job_id},
+                )
+            refusals.append(refused.value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, "running")
+            await trio.testing.wait_all_tasks_blocked()
+            await ask("running")  # the same id while the first runs
+            [taken] = refusals
+            assert (taken.status_code, taken.code) == (409, "duplicate_job_id")
+            assert taken.response.headers["x-should-retry"] == "false"
+            assert c.tries(CHAT) == 2
+            nursery.start_soon(c.worker.request, "POST", CHAT, {"messages": ASK})  # queued
+            await trio.testing.wait_all_tasks_blocked()
+            full = await c.worker.request("POST", CHAT, {"messages": ASK})
+            assert full.status == 503 and full.json()["error"]["code"] == "all_slots_busy"
+            assert "x-should-retry" not in full.headers  # a place will free: retry
+            cancel = await c.worker.request("DELETE", "/v1/inference/running")
+            assert cancel.status == 204
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        cancelled = refusals[1]
+        assert (cancelled.status_code, cancelled.code) == (503, "cancelled")
+        assert cancelled.request_id == "running"
+        assert c.tries(CHAT) == 2
+
+
+@pytest.mark.behavior("HTTP-061")
+async def test_the_anthropic_client_reads_request_id_on_answers_and_errors(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with clients() as c:
+        message = await c.anthropic.messages.create(
+            model="fake-model",
+            max_tokens=4,
+            messages=ASK,  # type: ignore[arg-type]
+        )
+        assert message._request_id is not None and message._request_id.startswith("job-")
+        with pytest.raises(anthropic.BadRequestError) as bad:
+            await c.anthropic.messages.create(
+                model="fake-model",
+                max_tokens=0,
+                messages=ASK,  # type: ignore[arg-type]
+                extra_headers={"X-Request-Id": "mine-3"},
+            )
+        assert bad.value.request_id == "mine-3"
+        raw = await c.worker.request("POST", "/v1/messages", {"max_tokens": 2, "messages": ASK})
+        assert raw.headers["request-id"] == raw.headers["x-request-id"]
