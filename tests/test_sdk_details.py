@@ -4,9 +4,13 @@ request id of an answer and of an error, which errors they retry, and the model 
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx2
@@ -14,6 +18,7 @@ import openai
 import pytest
 import trio
 import trio.testing
+from anthropic.lib.tools import beta_async_tool
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
@@ -35,11 +40,11 @@ class Clients:
     worker: InProcessWorker
     openai: openai.AsyncOpenAI
     anthropic: anthropic.AsyncAnthropic
-    # The requests that reached the worker, by path: a retry is one more.
-    attempts: list[str] = field(default_factory=list)
+    # The requests that reached the worker (path, JSON body): a retry is one more.
+    attempts: list[tuple[str, Any]] = field(default_factory=list)
 
     def tries(self, path: str) -> int:
-        return self.attempts.count(path)
+        return [p for p, _ in self.attempts].count(path)
 
 
 @asynccontextmanager
@@ -49,10 +54,10 @@ async def clients(
     """Both official clients on the in-process worker, with their default retries."""
     async with inprocess_worker(settings, script) as worker:
         transport = httpx2.ASGITransport(app=worker.app)
-        seen: list[str] = []
+        seen: list[tuple[str, Any]] = []
 
         async def count(request: httpx2.Request) -> None:
-            seen.append(request.url.path)
+            seen.append((request.url.path, json.loads(request.content or b"null")))
 
         hooks = {"request": [count]}
         async with httpx2.AsyncClient(transport=transport, event_hooks=hooks) as http:
@@ -195,3 +200,74 @@ async def test_the_anthropic_client_reads_request_id_on_answers_and_errors(
         assert bad.value.request_id == "mine-3"
         raw = await c.worker.request("POST", "/v1/messages", {"max_tokens": 2, "messages": ASK})
         assert raw.headers["request-id"] == raw.headers["x-request-id"]
+
+
+QWEN = (Path(__file__).parent / "templates" / "qwen2.5.jinja").read_text()
+CALL = ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>']
+
+
+@beta_async_tool
+async def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return "sunny"
+
+
+@pytest.mark.behavior("OAI-028")
+async def test_the_tool_runner_is_told_threads_are_unsupported_and_sends_it_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The anthropic client's tool runner asks for a server-side thread; refused with
+    Anthropic's `thread_unsupported_request`, it sends the whole conversation instead, and
+    every turn after that too (a `continue` would carry no history)."""
+    answer: dict[str, list[str | bytes]] = {"<tool_response>\nsunny\n</tool_response>": ["Sunny."]}
+    script = FakeScript(reply=CALL, replies=answer, chat_template=QWEN)
+    async with clients(script=script) as c:
+        runner = c.anthropic.beta.messages.tool_runner(
+            model="fake-model",
+            max_tokens=64,
+            messages=ASK,
+            tools=[get_weather],  # type: ignore[arg-type]
+        )
+        final = await runner.until_done()
+        assert [block.type for block in final.content] == ["text"]
+        assert final.content[0].text == "Sunny."  # type: ignore[union-attr]
+        # The refused first turn, then the call and the answer, each with the whole history.
+        sent = [body for _, body in c.attempts]
+        assert ["thread" in body for body in sent] == [True, False, False]
+        assert [len(body["messages"]) for body in sent] == [1, 1, 3]
+        assert all(body["messages"][0] == ASK[0] for body in sent)
+        thread = {"type": "continue", "previous_message_id": "msg_1"}
+        refused = await c.worker.request(
+            "POST",
+            "/v1/messages",
+            {"model": "fake-model", "max_tokens": 4, "messages": ASK, "thread": thread},
+        )
+        assert refused.status == 400
+        error = refused.json()["error"]
+        assert (error["param"], error["code"]) == ("thread", "unsupported_parameter")
+        assert error["details"] == {"error_code": "thread_unsupported_request"}
+
+
+@pytest.mark.behavior("ERR-033")
+async def test_a_prompt_too_long_is_said_in_anthropics_words(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """langchain-anthropic, litellm and Claude Code know a context overflow on the Messages
+    API by Anthropic's message; the numbers are the prompt's tokens and the most it may be."""
+    async with clients(Settings(worker_id="w", ctx_size=256, slots=1)) as c:
+        long_ask: list[anthropic.types.MessageParam] = [{"role": "user", "content": "la " * 100}]
+        with pytest.raises(anthropic.BadRequestError) as overflow:
+            await c.anthropic.messages.create(model="fake-model", max_tokens=8, messages=long_ask)
+        said = overflow.value.api_message or ""
+        match = re.fullmatch(r"prompt is too long: (\d+) tokens > (\d+) maximum", said)
+        assert match is not None, said
+        counted = await c.anthropic.messages.count_tokens(model="fake-model", messages=long_ask)
+        capacity = (await c.openai.models.list()).data[0].model_extra["meta"]["n_ctx_per_slot"]  # type: ignore[index]
+        assert (int(match[1]), int(match[2])) == (counted.input_tokens, capacity - 1)
+        assert overflow.value.body["error"]["code"] == "context_length_exceeded"  # type: ignore[index]
+        # The chat route keeps OpenAI's words for the same prompt.
+        with pytest.raises(openai.BadRequestError) as chat:
+            await c.openai.chat.completions.create(
+                model="fake-model", messages=[{"role": "user", "content": "la " * 100}]
+            )
+        assert "maximum context length is" in chat.value.message
