@@ -271,3 +271,24 @@ async def test_a_prompt_too_long_is_said_in_anthropics_words(
                 model="fake-model", messages=[{"role": "user", "content": "la " * 100}]
             )
         assert "maximum context length is" in chat.value.message
+
+
+@pytest.mark.behavior("OAI-025")
+async def test_include_of_encrypted_reasoning_asks_for_nothing_and_is_accepted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Claude-style clients through litellm's proxy ask for encrypted reasoning; the worker
+    makes no reasoning items, so there is nothing to include. Other values stay refused."""
+    async with clients() as c:
+        response = await c.openai.responses.create(
+            model="fake-model", input="hi", include=["reasoning.encrypted_content"]
+        )
+        assert response.status == "completed"
+        assert [item.type for item in response.output] == ["message"]
+        with pytest.raises(openai.BadRequestError) as refused:
+            await c.openai.responses.create(
+                model="fake-model",
+                input="hi",
+                include=["reasoning.encrypted_content", "message.output_text.logprobs"],
+            )
+        assert (refused.value.param, refused.value.code) == ("include", "unsupported_parameter")
