@@ -9,6 +9,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +293,26 @@ async def test_include_of_encrypted_reasoning_asks_for_nothing_and_is_accepted(
                 include=["reasoning.encrypted_content", "message.output_text.logprobs"],
             )
         assert (refused.value.param, refused.value.code) == ("include", "unsupported_parameter")
+
+
+@pytest.mark.behavior("HTTP-005")
+async def test_both_clients_read_the_model_list(autojump_clock: trio.testing.MockClock) -> None:
+    """One list for both: OpenAI's `created` (when the worker started, on its wall clock)
+    and Anthropic's `type`, `display_name` and `created_at` for the same moment, on a page
+    that ends (`has_more` false), and the same entry by id."""
+    settings = Settings(worker_id="w", alias="claude-local")
+    async with clients(settings) as c:
+        [listed] = (await c.openai.models.list()).data
+        assert (listed.id, listed.object) == ("fake-model", "model")
+        started = c.worker.services.wall_clock() - trio.current_time()
+        assert listed.created == int(started) > 0
+        page = await c.anthropic.models.list()
+        assert not page.has_next_page()
+        models = [model async for model in page]
+        assert [(m.id, m.type, m.display_name) for m in models] == [
+            ("fake-model", "model", "fake-model")
+        ]
+        assert models[0].created_at == datetime.fromtimestamp(listed.created, UTC)
+        alias = await c.anthropic.models.retrieve("claude-local")
+        assert (alias.id, alias.display_name) == ("claude-local", "fake-model")
+        assert alias.created_at == models[0].created_at
