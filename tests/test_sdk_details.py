@@ -316,3 +316,37 @@ async def test_both_clients_read_the_model_list(autojump_clock: trio.testing.Moc
         alias = await c.anthropic.models.retrieve("claude-local")
         assert (alias.id, alias.display_name) == ("claude-local", "fake-model")
         assert alias.created_at == models[0].created_at
+
+
+@pytest.mark.behavior("OAI-003", "OAI-004")
+async def test_chat_fields_that_change_nothing_are_accepted_and_those_that_would_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The openai client's own fields: settings that leave the answer as it is are taken;
+    asking for reasoning or another length than the model writes is refused by name."""
+    async with clients() as c:
+        create = c.openai.chat.completions.create
+        reply = await create(
+            model="fake-model",
+            messages=ASK,  # type: ignore[arg-type]
+            store=True,
+            metadata={"team": "a"},
+            service_tier="auto",
+            prompt_cache_key="conversation-1",
+            safety_identifier="user-1",
+            reasoning_effort="none",
+            verbosity="medium",
+        )
+        assert reply.choices[0].message.content == "Hello, world!"
+        for name, value in (("reasoning_effort", "high"), ("verbosity", "low")):
+            with pytest.raises(openai.BadRequestError) as refused:
+                await create(model="fake-model", messages=ASK, **{name: value})  # type: ignore[arg-type, call-overload]
+            assert (refused.value.param, refused.value.code) == (name, "unsupported_parameter")
+        with pytest.raises(openai.BadRequestError) as bad:
+            await create(model="fake-model", messages=ASK, metadata={"n": 1})  # type: ignore[arg-type, dict-item]
+        assert bad.value.param == "metadata.n"
+        with pytest.raises(openai.BadRequestError) as terse:
+            await c.openai.responses.create(
+                model="fake-model", input="hi", text={"verbosity": "low"}
+            )
+        assert terse.value.param == "text.verbosity"

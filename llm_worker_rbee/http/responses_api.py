@@ -22,6 +22,7 @@ from llm_worker_rbee.http.response_store import ResponseStore, StoredResponse
 from llm_worker_rbee.http.responses_api_schemas import ResponsesBody, TextFormat
 from llm_worker_rbee.http.responses_input import function_tools, input_messages, tool_choice
 from llm_worker_rbee.http.responses_output import ResponseReply
+from llm_worker_rbee.http.schemas import REFUSED as CHAT_REFUSED
 from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import answer
@@ -141,6 +142,9 @@ def _check(services: Services, body: ResponsesBody) -> None:
         if name in REFUSED and _given(value):
             raise bad_request(REFUSED[name], param=name, code="unsupported_parameter")
     check_model(services, body.model)
+    if body.text is not None and body.text.verbosity not in (None, "medium"):
+        message = CHAT_REFUSED["verbosity"]
+        raise bad_request(message, param="text.verbosity", code="unsupported_parameter")
     if body.truncation == "auto":
         raise bad_request(
             "truncation 'auto' is not supported: a conversation longer than the context is "
