@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from llm_worker_rbee.rbee_worker_id import UnsupportedWorkerType, backend_of_worker_id
 from llm_worker_rbee.urls import hive_url_problem, http_url_problem, unspecified_host
 
 ENV_PREFIX = "LLM_WORKER_"
@@ -278,33 +279,6 @@ class SettingsError(Exception):
         self.exit_code = exit_code
 
 
-# rbee's hive names a worker `worker-<type>-<port>` and says its backend nowhere else.
-_RBEE_WORKER_ID = re.compile(r"worker-([a-z0-9]+)-(\d+)")
-_RBEE_BACKENDS = {"cpu": "cpu", "cuda": "cuda"}
-# Worker types rbee knows (or other servers name) that this worker cannot run.
-_UNSUPPORTED_TYPES = frozenset({"metal", "rocm", "hip", "vulkan", "sycl", "opencl", "mps"})
-
-
-def backend_of_worker_id(worker_id: str, port: int) -> str | None:
-    """The backend an rbee worker id (`worker-cuda-8080`, its port matching --port) asks
-    for, or None when the id is not rbee's.
-
-    Raises:
-        SettingsError: (exit code 3) the id asks for a backend this worker cannot run.
-    """
-    match = _RBEE_WORKER_ID.fullmatch(worker_id)
-    if match is None or int(match.group(2)) != port:
-        return None
-    kind = match.group(1)
-    if kind in _UNSUPPORTED_TYPES:
-        raise SettingsError(
-            f"--worker-id {worker_id}: the {kind} backend is not supported by this worker "
-            "(cpu and cuda are)",
-            exit_code=3,
-        )
-    return _RBEE_BACKENDS.get(kind)
-
-
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise SettingsError(message)
@@ -383,7 +357,10 @@ def _take_rbee_spellings(values: dict[str, Any], sources: dict[str, str]) -> Non
             port = int(values.get("port", 8080))
         except (TypeError, ValueError):
             return  # the port's own validation says what is wrong
-        backend = backend_of_worker_id(str(values["worker_id"]), port)
+        try:
+            backend = backend_of_worker_id(str(values["worker_id"]), port)
+        except UnsupportedWorkerType as exc:
+            raise SettingsError(str(exc), exit_code=3) from None
         if backend is not None:
             values["backend"] = backend
             sources["backend"] = sources["worker_id"]
