@@ -44,6 +44,9 @@ class Settings(BaseModel):
     model_ref: str | None = None
     alias: str | None = None
     models_dir: Path | None = None
+    # A Jinja chat template in place of the model's own (llama-server's flag): read and
+    # checked at start (prompts.read_chat_template).
+    chat_template_file: Path | None = None
     backend: Literal["auto", "cpu", "cuda"] = "auto"
     device: int | str = 0
     gpu_layers: int | Literal["auto", "all"] = "auto"
@@ -204,6 +207,7 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("model_ref", "the hive's name for the model; hf:ORG/REPO/FILE or file:NAME", "REF"),
     _Flag("alias", "more names clients may use as `model`, comma-separated", "NAMES"),
     _Flag("models_dir", "where --model-ref names are found (default: the cache)", "DIR"),
+    _Flag("chat_template_file", "a Jinja chat template in place of the model's own", "PATH"),
     _Flag("backend", "auto, cpu or cuda (default auto: cuda when it can)"),
     _Flag("device", "GPU index or UUID (default 0)", "N|UUID"),
     _Flag("gpu_layers", "layers on the GPU: auto, all or N (default auto)", "auto|all|N"),
