@@ -1,6 +1,7 @@
-"""What the official clients read besides the body, through the clients themselves over the
-in-process app (their own httpx2, through ASGI; virtual time on the fake engine): the
-request id of an answer and of an error, which errors they retry, and the model list."""
+"""The details the official clients read, through the clients themselves over the in-process
+app (their own httpx2, through ASGI; virtual time on the fake engine): the request id of an
+answer and of an error, which errors they retry, the model list, Anthropic's words for an
+overflow and its answer to `thread`, and which of OpenAI's fields are taken or refused."""
 
 from __future__ import annotations
 
@@ -26,14 +27,13 @@ from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.testing.inprocess import InProcessWorker, inprocess_worker
 
 ASK: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
+BASE = "http://in-process"
+CHAT = "/v1/chat/completions"
 
 
 def slow_script() -> FakeScript:
     """One token a second: 50 of them outlast every deadline below."""
     return FakeScript(reply=["x"] * 50, step_latency=1.0)
-
-
-BASE = "http://in-process"
 
 
 @dataclass
@@ -68,9 +68,6 @@ async def clients(
                 anthropic.AsyncAnthropic(base_url=BASE, api_key="k", http_client=http),
                 seen,
             )
-
-
-CHAT = "/v1/chat/completions"
 
 
 @pytest.mark.behavior("HTTP-061")
