@@ -27,6 +27,7 @@ from llm_worker_rbee.hive.stub_cli import add_hive_stub_parser, run_hive_stub
 from llm_worker_rbee.hive.vitals import nvml_vram
 from llm_worker_rbee.http.server import ListenError, first_exception
 from llm_worker_rbee.logs import configure_logging
+from llm_worker_rbee.prompts import TemplateFileError, read_chat_template
 from llm_worker_rbee.worker import LOAD_FAILED_EXIT, Runtime, run_worker
 
 
@@ -90,6 +91,10 @@ LISTEN_FAILED_EXIT = 2
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
+    try:  # a bad flag value, like the others (exit 2)
+        chat_template = read_chat_template(settings.chat_template_file)
+    except TemplateFileError as exc:
+        die(str(exc), code=2)
     try:  # path, file, device and memory: refused in one line before anything loads
         plan = plan_start(
             settings,
@@ -103,6 +108,10 @@ def serve(settings: Settings) -> int:
     os.environ.update(plan.environ)  # before llama.cpp starts CUDA: the chosen GPU only
     for note in plan.notes:
         logging.getLogger(__name__).info("%s", note)
+    if chat_template is not None:
+        logging.getLogger(__name__).info(
+            "chat template: %s, in place of the model's own", settings.chat_template_file
+        )
     # Imported only now: llama_cpp loads the native library, and CUDA must see the pinned
     # environment above when it starts (engine/preflight.py:llama_offload_supported).
     from llm_worker_rbee.engine.llama import LlamaEngine
@@ -111,7 +120,9 @@ def serve(settings: Settings) -> int:
     settings = plan.apply(settings)
     model_path, model_id = plan.model.path, plan.model.model_id
     progress = LoadProgress()
-    factory = partial(LlamaEngine.load, model_path, settings, model_id, progress)
+    factory = partial(
+        LlamaEngine.load, model_path, settings, model_id, progress, chat_template=chat_template
+    )
     vram = nvml_vram(NvmlProbe(), plan.gpu.device.uuid) if plan.gpu is not None else None
     runtime = Runtime(
         runner=ThreadStepRunner(),

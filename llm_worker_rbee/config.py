@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from llm_worker_rbee.rbee_worker_id import UnsupportedWorkerType, backend_of_worker_id
 from llm_worker_rbee.urls import hive_url_problem, http_url_problem, unspecified_host
 
 ENV_PREFIX = "LLM_WORKER_"
@@ -43,6 +44,9 @@ class Settings(BaseModel):
     model_ref: str | None = None
     alias: str | None = None
     models_dir: Path | None = None
+    # A Jinja chat template in place of the model's own (llama-server's flag): read and
+    # checked at start (prompts.read_chat_template).
+    chat_template_file: Path | None = None
     backend: Literal["auto", "cpu", "cuda"] = "auto"
     device: int | str = 0
     gpu_layers: int | Literal["auto", "all"] = "auto"
@@ -203,6 +207,7 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("model_ref", "the hive's name for the model; hf:ORG/REPO/FILE or file:NAME", "REF"),
     _Flag("alias", "more names clients may use as `model`, comma-separated", "NAMES"),
     _Flag("models_dir", "where --model-ref names are found (default: the cache)", "DIR"),
+    _Flag("chat_template_file", "a Jinja chat template in place of the model's own", "PATH"),
     _Flag("backend", "auto, cpu or cuda (default auto: cuda when it can)"),
     _Flag("device", "GPU index or UUID (default 0)", "N|UUID"),
     _Flag("gpu_layers", "layers on the GPU: auto, all or N (default auto)", "auto|all|N"),
@@ -276,33 +281,6 @@ class SettingsError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-# rbee's hive names a worker `worker-<type>-<port>` and says its backend nowhere else.
-_RBEE_WORKER_ID = re.compile(r"worker-([a-z0-9]+)-(\d+)")
-_RBEE_BACKENDS = {"cpu": "cpu", "cuda": "cuda"}
-# Worker types rbee knows (or other servers name) that this worker cannot run.
-_UNSUPPORTED_TYPES = frozenset({"metal", "rocm", "hip", "vulkan", "sycl", "opencl", "mps"})
-
-
-def backend_of_worker_id(worker_id: str, port: int) -> str | None:
-    """The backend an rbee worker id (`worker-cuda-8080`, its port matching --port) asks
-    for, or None when the id is not rbee's.
-
-    Raises:
-        SettingsError: (exit code 3) the id asks for a backend this worker cannot run.
-    """
-    match = _RBEE_WORKER_ID.fullmatch(worker_id)
-    if match is None or int(match.group(2)) != port:
-        return None
-    kind = match.group(1)
-    if kind in _UNSUPPORTED_TYPES:
-        raise SettingsError(
-            f"--worker-id {worker_id}: the {kind} backend is not supported by this worker "
-            "(cpu and cuda are)",
-            exit_code=3,
-        )
-    return _RBEE_BACKENDS.get(kind)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -383,7 +361,10 @@ def _take_rbee_spellings(values: dict[str, Any], sources: dict[str, str]) -> Non
             port = int(values.get("port", 8080))
         except (TypeError, ValueError):
             return  # the port's own validation says what is wrong
-        backend = backend_of_worker_id(str(values["worker_id"]), port)
+        try:
+            backend = backend_of_worker_id(str(values["worker_id"]), port)
+        except UnsupportedWorkerType as exc:
+            raise SettingsError(str(exc), exit_code=3) from None
         if backend is not None:
             values["backend"] = backend
             sources["backend"] = sources["worker_id"]

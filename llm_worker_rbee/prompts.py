@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -70,7 +71,30 @@ def render_chat(
     if template is None:
         text = _transcript(messages) + (" " + prefill if prefill else "")
         return ChatPrompt(text, (FALLBACK_USER_TURN, TURN_HEADER), add_special=True)
-    # Hugging Face's template environment, which published templates are written for.
+    variables: dict[str, Any] = {}
+    if tools:
+        variables["tools"] = [tool.template_value() for tool in tools]
+    try:
+        text = (
+            chat_environment()
+            .from_string(template)
+            .render(
+                messages=_template_messages(messages, _family_or_none(template)),
+                add_generation_prompt=True,
+                bos_token=bos,
+                eos_token=eos,
+                **variables,
+            )
+        )
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"the model's chat template failed: {exc}") from exc
+    text += prefill
+    return ChatPrompt(text, (), add_special=not (bos and text.startswith(bos)))
+
+
+def chat_environment() -> ImmutableSandboxedEnvironment:
+    """Hugging Face's template environment, which published templates are written for
+    (sandboxed): `raise_exception`, `strftime_now`, its `tojson`, `{% break %}`."""
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
     )
@@ -81,21 +105,38 @@ def render_chat(
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     env.filters["tojson"] = _tojson
-    variables: dict[str, Any] = {}
-    if tools:
-        variables["tools"] = [tool.template_value() for tool in tools]
+    return env
+
+
+class TemplateFileError(Exception):
+    """--chat-template-file cannot be used; the message is one line naming the flag."""
+
+
+def read_chat_template(path: Path | None) -> str | None:
+    """The template --chat-template-file names (None without the flag), compiled once in
+    the environment a model's own template renders in, so one that cannot be used is
+    refused at start rather than on every request.
+
+    Raises:
+        TemplateFileError: the file cannot be read, is not UTF-8, is empty, or is not a
+            template Jinja can compile (a syntax error, an unknown filter or test).
+    """
+    if path is None:
+        return None
+    flag = f"--chat-template-file {path}"
     try:
-        text = env.from_string(template).render(
-            messages=_template_messages(messages, _family_or_none(template)),
-            add_generation_prompt=True,
-            bos_token=bos,
-            eos_token=eos,
-            **variables,
-        )
-    except jinja2.TemplateError as exc:
-        raise TemplateError(f"the model's chat template failed: {exc}") from exc
-    text += prefill
-    return ChatPrompt(text, (), add_special=not (bos and text.startswith(bos)))
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TemplateFileError(f"{flag}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise TemplateFileError(f"{flag}: not UTF-8 text") from None
+    if not text.strip():
+        raise TemplateFileError(f"{flag}: the file is empty")
+    try:
+        chat_environment().from_string(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateFileError(f"{flag}: line {exc.lineno}: {exc.message}") from None
+    return text
 
 
 def _tojson(

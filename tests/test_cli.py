@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,6 @@ def test_bench_runs_the_checkouts_benchmarks(
         calls.append((command, cwd))
         return 7
 
-    import subprocess
-
     monkeypatch.setattr(subprocess, "call", call)
     assert cli.main(["bench", "--quick"]) == 7
     assert calls == [([sys.executable, "-m", "bench", "--quick"], SCENARIOS.parent)]
@@ -45,3 +44,22 @@ def test_bench_runs_the_checkouts_benchmarks(
         "llm-worker-rbee: error: bench: the benchmarks live in a source checkout; "
         f"no bench/ in {tmp_path}\n"
     )
+
+
+@pytest.mark.behavior("CFG-037")
+def test_a_chat_template_file_that_cannot_be_used_exits_2_in_one_line(tmp_path: Path) -> None:
+    """Refused at start, before the model is looked at: a bad flag value, exit 2."""
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{% for message in messages %}{{ message.content }}")
+    for path, says in ((broken, "line 1: Unexpected end of template"), (tmp_path, "cannot read")):
+        result = subprocess.run(
+            [sys.executable, "-m", "llm_worker_rbee", "serve", "--chat-template-file", str(path)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(f"llm-worker-rbee: error: --chat-template-file {path}: ")
+        assert says in line

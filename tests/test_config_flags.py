@@ -24,6 +24,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "model_ref": ("hf:org/repo", "hf:org/repo"),
     "alias": ("a,b", "a,b"),
     "models_dir": ("/models", Path("/models")),
+    "chat_template_file": ("/t/chat.jinja", Path("/t/chat.jinja")),
     "backend": ("cpu", "cpu"),
     "device": ("GPU-1234", "GPU-1234"),
     "gpu_layers": ("12", 12),

@@ -51,8 +51,12 @@ async def test_models_lists_the_served_model_with_its_context(
             {
                 "id": "fake-model",
                 "object": "model",
-                "created": 0,
+                "created": 1_767_225_600,  # the start, on the in-process wall clock
                 "owned_by": "llm-worker-rbee",
+                "type": "model",
+                "display_name": "fake-model",
+                "created_at": "2026-01-01T00:00:00Z",
+                "lifecycle": "active",
                 "meta": {
                     "n_ctx": 2048,
                     "n_ctx_per_slot": 2048,  # one pool: a request may use all of it
@@ -65,6 +69,9 @@ async def test_models_lists_the_served_model_with_its_context(
                 },
             }
         ],
+        "has_more": False,
+        "first_id": "fake-model",
+        "last_id": "fake-model",
     }
 
 

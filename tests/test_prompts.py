@@ -3,6 +3,8 @@ refuses."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -14,6 +16,8 @@ from llm_worker_rbee.prompts import (
     ChatMessage,
     ChatPrompt,
     TemplateError,
+    TemplateFileError,
+    read_chat_template,
     render_chat,
 )
 from llm_worker_rbee.testing.inprocess import inprocess_worker
@@ -102,3 +106,44 @@ async def test_a_template_that_refuses_is_400_chat_template_error(
         "param": "messages",
         "code": "chat_template_error",
     }
+
+
+@pytest.mark.behavior("CFG-037")
+def test_a_template_file_renders_as_the_models_own_would(tmp_path: Path) -> None:
+    """--chat-template-file's text, read once at start, renders through the same sandboxed
+    environment: HF's raise_exception, and Qwen 2.5's published template with its tools."""
+    path = tmp_path / "gemma.jinja"
+    path.write_text(TEMPLATE)
+    template = read_chat_template(path)
+    assert template == TEMPLATE
+    assert render_chat(MESSAGES, template, bos="<b>", eos="<e>").text.startswith("<b><start_")
+    with pytest.raises(TemplateError, match="roles must be user or assistant"):
+        render_chat([ChatMessage("system", "x")], template, bos="<b>", eos="<e>")
+    qwen = read_chat_template(Path(__file__).parent / "templates" / "qwen2.5.jinja")
+    prompt = render_chat([ChatMessage("user", "Hi")], qwen, bos="", eos="")
+    assert prompt.text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert read_chat_template(None) is None
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "cannot read it (No such file or directory)"),
+        (b"\xff\xfe{{ x }}", "not UTF-8 text"),
+        (b"  \n", "the file is empty"),
+        (b"{% for m in messages %}{{ m }}", "line 1: Unexpected end of template"),
+        (b"{{ messages | no_such_filter }}", "line 1: No filter named 'no_such_filter'"),
+    ],
+)
+@pytest.mark.behavior("CFG-037")
+def test_a_template_file_that_cannot_be_used_is_refused_naming_the_flag(
+    tmp_path: Path, content: bytes | None, says: str
+) -> None:
+    path = tmp_path / "chat.jinja"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(TemplateFileError) as refused:
+        read_chat_template(path)
+    message = str(refused.value)
+    assert message.startswith(f"--chat-template-file {path}: ") and says in message, message
+    assert "\n" not in message

@@ -179,3 +179,23 @@ def test_a_port_in_use_is_one_line_not_a_traceback() -> None:
         f"llm-worker-rbee: error: --port {port}: cannot listen on 127.0.0.1:{port}: "
         "it is already in use"
     ], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("nosuch.invalid", "cannot listen there: "),
+        ("127.0.0.1,::1", "it takes one address (llama-server's comma-separated list"),
+    ],
+)
+@pytest.mark.behavior("ERR-016")
+def test_a_host_that_does_not_resolve_is_one_line_naming_the_flag(host: str, says: str) -> None:
+    """A name that resolves to nothing, or llama-server's list of hosts: exit 2 and one line
+    naming --host, as a port in use gets, not a traceback from the socket layer."""
+    result = run_cli("serve", "--host", host, "--insecure", "--port", "0", "--threads", "1")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"llm-worker-rbee: error: --host {host}: ")
+    assert says in errors[0]

@@ -452,6 +452,32 @@ async def test_tool_choice_required_or_named_is_enforced_by_a_grammar(
         assert response.json()["tool_choice"] == choice
 
 
+@pytest.mark.behavior("HTTP-045")
+async def test_a_forced_call_beside_a_text_format_makes_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The request instructor's RESPONSES_TOOLS mode sends: the function forced and its
+    parameters as a json_schema `text.format` too. The forced call's grammar wins, as over
+    chat's response_format; under `auto` the pair is still refused (test below)."""
+    schema = {**WEATHER["parameters"], "required": ["city"], "additionalProperties": False}
+    tool = {**WEATHER, "parameters": schema}
+    text_format = {"type": "json_schema", "name": "get_weather", "schema": schema, "strict": True}
+    body = {
+        "input": "Weather?",
+        "tools": [tool],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "text": {"format": text_format},
+    }
+    async with inprocess_worker(script=qwen(CALL)) as worker:
+        response = await worker.request("POST", PATH, body)
+        assert response.status == 200, response.body
+        [sampling] = worker.engine.admitted
+    [call] = response.json()["output"]
+    assert call["type"] == "function_call" and call["name"] == "get_weather"
+    assert sampling.grammar is not None and "tool_call" in sampling.grammar
+    assert response.json()["text"]["format"]["type"] == "json_schema"
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [

@@ -28,6 +28,7 @@ the others' private state.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -178,11 +179,14 @@ class LlamaEngine:
         settings: Settings,
         model_id: str,
         progress: LoadProgress | None = None,
+        *,
+        chat_template: str | None = None,
     ) -> LlamaEngine:
         """Opens the model, a context for `settings.slots` sequences, and warms it up.
 
         `progress` hears each stage and how much of the weights are in; when it says stop
         (past --load-timeout, or the worker is stopping) llama.cpp aborts the load.
+        `chat_template` (--chat-template-file's) replaces the one the file carries, if any.
 
         Raises:
             ModelLoadError: llama.cpp refused the file or the context, or the warm-up failed.
@@ -216,6 +220,8 @@ class LlamaEngine:
         except BaseException:
             llama_cpp.llama_model_free(model)
             raise
+        if chat_template is not None:
+            engine._info = dataclasses.replace(engine._info, chat_template=chat_template)
         try:
             progress.enter(LoadStage.WARMING_UP)
             engine.warm_up()

@@ -40,17 +40,18 @@ ERROR_TYPES = {
 
 
 def anthropic_error(status: int, fields: dict[str, Any]) -> dict[str, Any]:
-    """The worker's error fields in Anthropic's shape, keeping `param` and `code`."""
+    """The worker's error fields in Anthropic's shape, keeping `param` and `code` (and
+    `details`, Anthropic's machine-readable cause, where the error has one)."""
     kind = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
-    return {
-        "type": "error",
-        "error": {
-            "type": kind,
-            "message": fields.get("message", ""),
-            "param": fields.get("param"),
-            "code": fields.get("code"),
-        },
+    error = {
+        "type": kind,
+        "message": fields.get("message", ""),
+        "param": fields.get("param"),
+        "code": fields.get("code"),
     }
+    if fields.get("details") is not None:
+        error["details"] = fields["details"]
+    return {"type": "error", "error": error}
 
 
 class MessageReply:

@@ -22,7 +22,7 @@ from llm_worker_rbee.http.chat_turns import (
     tool_plan,
     turn_request,
 )
-from llm_worker_rbee.http.errors import bad_request
+from llm_worker_rbee.http.errors import ApiError, ContextOverflow, bad_request
 from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import answer
@@ -34,7 +34,13 @@ REFUSED: dict[str, str] = {
     "thinking": "thinking is not supported: the served model does not reason",
     "mcp_servers": "MCP servers are not supported",
     "container": "containers (code execution) are not supported",
+    "thread": "threads (a conversation the server keeps between turns) are not supported: "
+    "send the whole conversation in messages, without thread",
 }
+# What Anthropic answers when a request cannot be threaded: the anthropic client's tool
+# runner then sends the whole conversation again without `thread` (and so do its threads
+# made with unsupported_request_behavior "continue_unthreaded").
+THREAD_UNSUPPORTED = {"error_code": "thread_unsupported_request"}
 PARAMS = {
     "prompt": "messages",
     "messages": "messages",
@@ -69,16 +75,19 @@ def register(app: QuartTrio, services: Services) -> None:
             stop=body.stop_sequences or (),
             response_format=_response_format(body),
         )
-        inference = turn_request(
-            services,
-            model,
-            prompt,
-            fields,
-            max_tokens=body.max_tokens,
-            timeout=body.timeout,
-            params=PARAMS,
-            grammar=plan.grammar,
-        )
+        try:
+            inference = turn_request(
+                services,
+                model,
+                prompt,
+                fields,
+                max_tokens=body.max_tokens,
+                timeout=body.timeout,
+                params=PARAMS,
+                grammar=plan.grammar,
+            )
+        except ContextOverflow as overflow:
+            raise overflow.in_anthropics_words() from None
         reply = MessageReply(services, body, inference, plan)
         return await answer(services, inference, reply, stream=body.stream)
 
@@ -119,7 +128,10 @@ def _check(services: Services, body: MessagesBody) -> None:
             continue
         if name == "thinking" and isinstance(value, dict) and value.get("type") == "disabled":
             continue
-        raise bad_request(REFUSED[name], param=name, code="unsupported_parameter")
+        details = THREAD_UNSUPPORTED if name == "thread" else None
+        raise ApiError(
+            400, REFUSED[name], param=name, code="unsupported_parameter", details=details
+        )
     check_model(services, body.model)
     if body.output_config is not None and body.output_config.effort is not None:
         raise bad_request(

@@ -151,6 +151,8 @@ class AnthropicErrorDetail(BaseModel):
     # The worker's own `param` and `code` (docs/API.md), beside Anthropic's two fields.
     param: str | None = None
     code: str | None = None
+    # Anthropic's machine-readable cause (`error_code`), where the error has one.
+    details: dict[str, Any] | None = None
 
 
 class AnthropicError(BaseModel):

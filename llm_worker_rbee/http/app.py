@@ -29,6 +29,7 @@ from llm_worker_rbee.http import (
 )
 from llm_worker_rbee.http.admin_routes import require_api_key
 from llm_worker_rbee.http.errors import ApiError, error_body
+from llm_worker_rbee.http.request_context import request_id_of
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import SessionGuard
 from llm_worker_rbee.http.ui_routes import is_page_path
@@ -46,6 +47,7 @@ def create_app(services: Services) -> QuartTrio:
     app.asgi_app = SessionGuard(app.asgi_app)  # type: ignore[method-assign,assignment,arg-type]
     app.before_request(_read_whole_body)
     _register_errors(app)
+    _register_request_ids(app, services)
     _register_cors(app, services)  # before auth: a browser's preflight carries no key
     _register_auth(app, services)
     system_routes.register(app, services)
@@ -115,11 +117,24 @@ def _register_auth(app: QuartTrio, services: Services) -> None:
             raise ApiError.from_info(error)
 
 
+def _register_request_ids(app: QuartTrio, services: Services) -> None:
+    @app.after_request
+    async def _name_the_request(response: Response) -> Response:
+        """Every answer, errors included, names its request in `X-Request-Id` (what the
+        openai client reads as `request_id`), and on Anthropic's routes in `request-id` too
+        (what the anthropic client reads): the job id, the client's own id, or a fresh one."""
+        if "X-Request-Id" not in response.headers:
+            response.headers["X-Request-Id"] = request_id_of(services)
+        if request.path == "/v1/messages" or request.path.startswith("/v1/messages/"):
+            response.headers["request-id"] = response.headers["X-Request-Id"]
+        return response
+
+
 # What a browser may send and read (CORS). Requested headers are allowed too: the key is
 # what guards the worker, not the headers a client library adds.
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_HEADERS = ("Authorization", "Content-Type", "X-Api-Key", "X-Request-Id", "X-Request-Deadline")
-CORS_EXPOSED = "X-Request-Id, Retry-After"
+CORS_EXPOSED = "X-Request-Id, request-id, Retry-After, x-should-retry"
 CORS_MAX_AGE_S = 3600
 
 
@@ -168,7 +183,7 @@ def _register_cors(app: QuartTrio, services: Services) -> None:
 def _register_errors(app: QuartTrio) -> None:
     @app.errorhandler(ApiError)
     async def _api_error(error: ApiError) -> Response:
-        return _json_error(error.status, error.body(), error.headers)
+        return _json_error(error.status, error.body(), error.answer_headers())
 
     @app.errorhandler(HTTPException)
     async def _http_error(error: HTTPException) -> Response:

@@ -19,6 +19,7 @@ class ApiError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -27,6 +28,8 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+        # Machine-readable detail beside the shape's fields (Anthropic's `error.details`).
+        self.details = details
 
     @classmethod
     def from_info(cls, info: ErrorInfo, headers: dict[str, str] | None = None) -> ApiError:
@@ -42,7 +45,24 @@ class ApiError(Exception):
         )
 
     def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.type, self.code, self.param)
+        body = error_body(self.message, self.type, self.code, self.param)
+        if self.details is not None:
+            body["error"]["details"] = self.details
+        return body
+
+    def answer_headers(self) -> dict[str, str]:
+        """Its own headers, and `x-should-retry: false` where a retry cannot help."""
+        if self.status in NO_RETRY_STATUSES or self.code in NO_RETRY_CODES:
+            return {**self.headers, "x-should-retry": "false"}
+        return self.headers
+
+
+# The official openai and anthropic clients retry 408, 409, 429 and every 5xx unless the
+# answer says `x-should-retry: false` (both read it before the status). A retry cannot help
+# when the request ran past the client's own deadline (408: a retry only runs past it
+# again), its job id is taken (409), or someone cancelled it (503 `cancelled`).
+NO_RETRY_STATUSES = frozenset({408, 409})
+NO_RETRY_CODES = frozenset({"cancelled"})
 
 
 def error_body(message: str, type: str, code: str | None, param: str | None) -> dict[str, Any]:
@@ -63,24 +83,40 @@ def bad_request(message: str, *, param: str | None = None, code: str = "invalid_
     return ApiError(400, message, param=param, code=code)
 
 
-def context_length_exceeded(limit: int, tokens: int, *, param: str) -> ApiError:
+class ContextOverflow(ApiError):
     """The 400 for a prompt that does not fit, in OpenAI's wording: client libraries
     (litellm, LangChain) recognise a context overflow by this message, not by the code.
+    `in_anthropics_words` gives the Messages API's."""
 
-    Args:
-        limit: the tokens a sequence may hold, prompt and completion together.
-        tokens: the prompt's tokens.
-        param: `messages` (chat) or `prompt`.
-    """
-    what = "messages" if param == "messages" else param
-    return ApiError(
-        400,
-        f"This model's maximum context length is {limit} tokens. However, your {what} "
-        f"resulted in {tokens} tokens. Please reduce the length of the {what}. (This worker "
-        "gives each sequence that many tokens, prompt and completion together.)",
-        param=param,
-        code="context_length_exceeded",
-    )
+    def __init__(self, limit: int, tokens: int, *, param: str) -> None:
+        """
+        Args:
+            limit: the tokens a sequence may hold, prompt and completion together.
+            tokens: the prompt's tokens.
+            param: `messages` (chat) or `prompt`.
+        """
+        what = "messages" if param == "messages" else param
+        super().__init__(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, your {what} "
+            f"resulted in {tokens} tokens. Please reduce the length of the {what}. (This "
+            "worker gives each sequence that many tokens, prompt and completion together.)",
+            param=param,
+            code="context_length_exceeded",
+        )
+        self.limit = limit
+        self.tokens = tokens
+
+    def in_anthropics_words(self) -> ApiError:
+        """Anthropic's message, which its clients (langchain-anthropic, litellm, Claude
+        Code) match: the most a prompt may have is one token less than the sequence holds,
+        which leaves room for the first generated one."""
+        return ApiError(
+            400,
+            f"prompt is too long: {self.tokens} tokens > {self.limit - 1} maximum",
+            param=self.param,
+            code=self.code,
+        )
 
 
 CANCELLED = ErrorInfo(503, "unavailable", "cancelled", "the request was cancelled")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
+from typing import Any, cast
 
 import trio
 from quart import request
@@ -16,6 +17,8 @@ from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.logs import current_job
 
 log = logging.getLogger(__name__)
+# Where a request keeps its job id once a route has read it (the ASGI scope: one per request).
+_JOB_ID_KEY = "llm_worker_rbee.job_id"
 
 
 def job_id_for(services: Services, given: str | None = None) -> str:
@@ -29,7 +32,21 @@ def job_id_for(services: Services, given: str | None = None) -> str:
         )
     job_id = given or header or services.new_job_id()
     current_job.set(job_id)  # the handler's log lines name the job
+    cast(dict[str, Any], request.scope)[_JOB_ID_KEY] = job_id
     return job_id
+
+
+def request_id_of(services: Services) -> str:
+    """The id an answer names: the request's job id once a route has read it, else the
+    client's `X-Request-Id` where it is a valid one (an answer before the route read it: a
+    bad body, a missing key, a full queue), else a fresh one."""
+    job_id = cast(dict[str, Any], request.scope).get(_JOB_ID_KEY)
+    if isinstance(job_id, str):
+        return job_id
+    header = request.headers.get("X-Request-Id")
+    if header is not None and re.fullmatch(JOB_ID_PATTERN, header):
+        return header
+    return services.new_job_id()
 
 
 def log_prompt(services: Services, prompt: str) -> None:

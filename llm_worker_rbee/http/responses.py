@@ -160,16 +160,28 @@ class StreamError(BaseModel):
 
 
 class Model(BaseModel):
+    """One entry in OpenAI's fields and Anthropic's, so both clients read it."""
+
     id: str
     object: Literal["model"]
     created: int
     owned_by: str
+    type: Literal["model"]
+    display_name: str
+    # RFC 3339, UTC: the time `created` says.
+    created_at: str
+    lifecycle: Literal["active"]
     meta: dict[str, Any] | None = None
 
 
 class ModelList(BaseModel):
+    """OpenAI's list, and Anthropic's page (`has_more`, `first_id`, `last_id`)."""
+
     object: Literal["list"]
     data: list[Model]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
 
 
 class Health(BaseModel):

@@ -22,6 +22,7 @@ from llm_worker_rbee.http.response_store import ResponseStore, StoredResponse
 from llm_worker_rbee.http.responses_api_schemas import ResponsesBody, TextFormat
 from llm_worker_rbee.http.responses_input import function_tools, input_messages, tool_choice
 from llm_worker_rbee.http.responses_output import ResponseReply
+from llm_worker_rbee.http.schemas import REFUSED as CHAT_REFUSED
 from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import answer
@@ -38,6 +39,9 @@ REFUSED: dict[str, str] = {
     "top_logprobs": "logprobs are not supported on /v1/responses",
     "stream_options": "stream_options are not supported on /v1/responses",
 }
+# `include` values that ask for nothing this worker makes: it writes no reasoning items, so
+# there is no encrypted reasoning to include (clients behind litellm's proxy send it).
+NOTHING_TO_INCLUDE = frozenset({"reasoning.encrypted_content"})
 # Parameter names build_request's errors use -> this API's.
 PARAMS = {"prompt": "input", "messages": "input", "response_format": "text.format"}
 
@@ -70,10 +74,13 @@ def register(app: QuartTrio, services: Services) -> None:
             parallel=body.parallel_tool_calls is not False,
         )
         text_format = body.text.format if body.text else None
-        if plan.family is not None and text_format is not None and text_format.type != "text":
+        # A forced call's grammar wins over text.format, as over chat's response_format
+        # (instructor's RESPONSES_TOOLS sends both); under `auto` the two cannot both hold.
+        forced = plan.grammar is not None
+        if plan.family is not None and not forced and _json_format(text_format):
             raise bad_request(
                 "text.format with tools is not supported: a reply is either JSON text or "
-                'tool calls; send tool_choice "none" for JSON text',
+                'tool calls; send tool_choice "none" for JSON text, or force the call',
                 param="text.format",
                 code="unsupported_parameter",
             )
@@ -130,9 +137,14 @@ def _check(services: Services, body: ResponsesBody) -> None:
             404 `model_not_found`.
     """
     for name, value in (body.model_extra or {}).items():
+        if name == "include" and isinstance(value, list) and set(value) <= NOTHING_TO_INCLUDE:
+            continue
         if name in REFUSED and _given(value):
             raise bad_request(REFUSED[name], param=name, code="unsupported_parameter")
     check_model(services, body.model)
+    if body.text is not None and body.text.verbosity not in (None, "medium"):
+        message = CHAT_REFUSED["verbosity"]
+        raise bad_request(message, param="text.verbosity", code="unsupported_parameter")
     if body.truncation == "auto":
         raise bad_request(
             "truncation 'auto' is not supported: a conversation longer than the context is "
@@ -147,6 +159,10 @@ def _given(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_given(v) for v in value.values())
     return value not in (None, False, 0, "", [])
+
+
+def _json_format(text_format: TextFormat | None) -> bool:
+    return text_format is not None and text_format.type != "text"
 
 
 def _response_format(text_format: TextFormat | None) -> ResponseFormat | None:

@@ -73,6 +73,8 @@ class TextFormat(DropsUnknownByAlias):
 
 class TextConfig(DropsUnknown):
     format: TextFormat | None = None
+    # Only OpenAI's default, `medium`: the route refuses the others, as chat's `verbosity`.
+    verbosity: StrictStr | None = None
 
 
 class FunctionTool(DropsUnknown):

@@ -220,6 +220,16 @@ class ChatCompletionBody(SamplingFields):
     tools: Annotated[list[Tool], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
+    # OpenAI fields that change nothing in the answer, accepted and ignored (clients send
+    # them as settings): `store` and `metadata` (OpenAI keeps the completion for its
+    # dashboard; this worker keeps none), `service_tier` (which of OpenAI's queues),
+    # `prompt_cache_key` (OpenAI's cache routing; this worker's cache matches prefixes) and
+    # `safety_identifier` (a user's id, like `user`).
+    store: StrictBool | None = None
+    metadata: Annotated[dict[StrictStr, StrictStr], Field(max_length=16)] | None = None
+    service_tier: StrictStr | None = None
+    prompt_cache_key: StrictStr | None = None
+    safety_identifier: StrictStr | None = None
 
 
 TokenIds = Annotated[list[StrictInt], Field(min_length=1)]
@@ -306,6 +316,15 @@ REFUSED: dict[str, str] = {
     "suffix": "suffix (insertion) is not supported",
     "best_of": "best_of is not supported",
     "web_search_options": "web search is not supported",
+    # A model that reasons, or writes longer or shorter on request, would answer otherwise.
+    "reasoning_effort": "reasoning_effort is not supported: the served model does not reason",
+    "verbosity": "verbosity is not supported: the model's answers are as long as it writes them",
+}
+# Values of a refused parameter that ask for what the worker does anyway: accepted.
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "best_of": (1,),
+    "reasoning_effort": ("none",),
+    "verbosity": ("medium",),  # OpenAI's default
 }
 
 
@@ -313,7 +332,7 @@ def refused_param(extra: dict[str, Any] | None) -> tuple[str, str] | None:
     """The first refused OpenAI parameter present with a non-default value, if any."""
     for name, value in (extra or {}).items():
         if name in REFUSED and value not in (None, False, [], {}):
-            if name == "best_of" and value == 1:
+            if value in NEUTRAL.get(name, ()):
                 continue
             return name, REFUSED[name]
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from quart import Response
@@ -11,6 +12,10 @@ from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.lifecycle import WorkerState
 from llm_worker_rbee.status import heartbeat_payload, worker_info_payload
+
+
+def rfc3339(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def register(app: QuartTrio, services: Services) -> None:
@@ -24,12 +29,21 @@ def register(app: QuartTrio, services: Services) -> None:
             "state": state.value,
         }, 200 if ready else 503
 
+    # When the worker started (its app is made then): when this model came to be served.
+    created = int(services.wall_clock())
+
     def model_entry(model_id: str) -> dict[str, Any]:
+        """One entry both official clients read: OpenAI's `object`, `created` and
+        `owned_by`; Anthropic's `type`, `display_name`, `created_at` and `lifecycle`."""
         entry: dict[str, Any] = {
             "id": model_id,
             "object": "model",
-            "created": 0,
+            "created": created,
             "owned_by": "llm-worker-rbee",
+            "type": "model",
+            "display_name": services.model_id,
+            "created_at": rfc3339(created),
+            "lifecycle": "active",
         }
         if services.model is not None:
             info = services.model.info
@@ -48,7 +62,15 @@ def register(app: QuartTrio, services: Services) -> None:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_entry(services.model_id)]}
+        """One page in OpenAI's list and Anthropic's (`has_more`, `first_id`, `last_id`)."""
+        model_id = services.model_id
+        return {
+            "object": "list",
+            "data": [model_entry(model_id)],
+            "has_more": False,
+            "first_id": model_id,
+            "last_id": model_id,
+        }
 
     @app.get("/v1/models/<path:model_id>")
     async def model(model_id: str) -> dict[str, Any]:

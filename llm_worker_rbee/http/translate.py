@@ -13,7 +13,7 @@ from llm_worker_rbee.grammar import (
     json_object_grammar,
     schema_grammar,
 )
-from llm_worker_rbee.http.errors import bad_request, context_length_exceeded
+from llm_worker_rbee.http.errors import ContextOverflow, bad_request
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.messages.session import InferenceRequest
@@ -191,7 +191,7 @@ def build_request(
         raise bad_request("the prompt is empty", param=prompt_param, code="empty_prompt")
     capacity = model.info.seq_capacity
     if len(tokens) >= capacity:
-        raise context_length_exceeded(capacity, len(tokens), param=prompt_param)
+        raise ContextOverflow(capacity, len(tokens), param=prompt_param)
     return InferenceRequest(
         job_id=job_id,
         prompt_tokens=tuple(tokens),

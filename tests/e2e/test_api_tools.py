@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
+import instructor
 import openai
 import pytest
+from pydantic import BaseModel
 
 from llm_worker_rbee.testing.process import WorkerProcess
 
@@ -154,3 +156,25 @@ def test_messages_stream_helper_builds_the_tool_use_block(claude: anthropic.Anth
     [streamed] = [block for block in final.content if block.type == "tool_use"]
     [expected] = [block for block in whole.content if block.type == "tool_use"]
     assert (streamed.name, streamed.input) == (expected.name, expected.input)
+
+
+class Weather(BaseModel):
+    """The weather report for a city."""
+
+    city: Literal["Paris", "London", "Tokyo"]
+    sunny: bool
+
+
+@pytest.mark.behavior("HTTP-045")
+def test_instructor_responses_tools_mode_returns_the_model(client: openai.OpenAI) -> None:
+    """instructor's RESPONSES_TOOLS mode forces its function and sends the same schema as a
+    json_schema `text.format`: the forced call's grammar wins, and the call parses."""
+    patched = instructor.from_openai(client, mode=instructor.Mode.RESPONSES_TOOLS)
+    weather = patched.create(
+        model=MODEL,
+        response_model=Weather,
+        messages=[{"role": "user", "content": "Describe the weather in Paris."}],
+        max_tokens=60,
+        temperature=0,
+    )
+    assert isinstance(weather, Weather)

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Literal
 
+import httpx
 import instructor
 import openai
 import pytest
@@ -17,6 +18,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from llm_worker_rbee.testing.process import WorkerProcess
+from tests.e2e.conftest import TEMPLATE_ARGS, TEMPLATES
 
 pytestmark = pytest.mark.real_model
 
@@ -217,3 +219,46 @@ def test_other_families_make_a_forced_call(
     else:
         assert (parts[0].function.name, arguments) == ("get_time", {})
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.behavior("CFG-037")
+def test_a_chat_template_file_gives_the_model_its_prompt_and_tools() -> None:
+    """The bundled model carries no chat template (a plain transcript, no tools); with
+    Qwen 2.5's as --chat-template-file it renders Qwen's turns and makes Qwen's calls, as
+    the same weights do with the template written into the file (the `qwen` worker)."""
+    template = TEMPLATES / "qwen2.5.jinja"
+    worker = WorkerProcess([*TEMPLATE_ARGS, "--chat-template-file", str(template)]).start()
+    try:
+        assert f"chat template: {template}, in place of the model's own" in worker.log()
+        client = openai.OpenAI(base_url=f"{worker.url}/v1", api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(
+            model=model_of(client),
+            messages=[ASK],  # type: ignore[list-item]
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice=FORCE_WEATHER,  # type: ignore[arg-type]
+            max_tokens=60,
+            temperature=0,
+        )
+        [call] = reply.choices[0].message.tool_calls or []
+        assert call.function.name == "get_weather"  # type: ignore[union-attr]
+        assert json.loads(call.function.arguments)["city"] in ("Paris", "London", "Tokyo")  # type: ignore[union-attr]
+        with httpx.Client(base_url=worker.url) as http:
+            counted = http.post(
+                "/v1/messages/count_tokens",
+                json={"model": model_of(client), "messages": [ASK]},
+            ).json()["input_tokens"]
+            tokens = http.post(
+                "/v1/tokenize",
+                json={"content": QWEN_TURN, "add_special": True},
+            ).json()["count"]
+        assert counted == tokens  # the prompt is the template's, not the transcript
+    finally:
+        worker.stop()
+
+
+# What Qwen 2.5's template makes of ASK with no tools: its default system turn, then ASK.
+QWEN_TURN = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\n<|im_start|>user\nWhat is the weather in Paris?<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
