@@ -146,9 +146,9 @@ def test_a_schema_the_converter_cannot_handle_is_400(client: openai.OpenAI, mode
 
 @pytest.mark.compares_texts
 def test_chat_logprobs(exact_client: openai.OpenAI, model_id: str) -> None:
-    """Compares the reply with the same request without logprobs: the exact mode's promise
-    (--batch-invariant: the same tokens whatever the slot's cache held, docs/API.md `seed`),
-    and logprobs leave the sampled tokens alone (INF-014)."""
+    """Promise: exact mode, the same request gives the same tokens whatever the slot's cache
+    held (docs/API.md, "Same request, same text"): the reply with logprobs is the one
+    without (logprobs leave the sampled tokens alone, INF-014)."""
     client = exact_client
     reply = client.chat.completions.create(
         model=model_id,
@@ -182,8 +182,9 @@ def test_chat_logprobs(exact_client: openai.OpenAI, model_id: str) -> None:
 
 @pytest.mark.compares_texts
 def test_completion_logprobs_whole_and_streamed(exact_client: openai.OpenAI, model_id: str) -> None:
-    """Compares the streamed tokens with the whole reply's: the exact mode's promise
-    (--batch-invariant: the same tokens whatever the slot's cache held, docs/API.md `seed`)."""
+    """Promise: exact mode, the same request gives the same tokens whatever the slot's cache
+    held (docs/API.md, "Same request, same text"): the streamed tokens are the whole
+    reply's."""
     client = exact_client
     kwargs: dict[str, Any] = {
         "model": model_id,
@@ -222,10 +223,10 @@ def test_completion_logprobs_whole_and_streamed(exact_client: openai.OpenAI, mod
 
 @pytest.mark.compares_texts
 def test_min_tokens_holds_off_the_end(exact_client: openai.OpenAI, model_id: str) -> None:
-    """A bias makes <eos> certain: the reply ends at once, and with min_tokens exactly there;
-    the tokens before it are the greedy ones with every end-of-generation token banned
-    (ignore_eos). That comparison relies on the exact mode's promise (--batch-invariant: the
-    same tokens whatever the slot's cache held, docs/API.md `seed`)."""
+    """A bias makes <eos> certain: the reply ends at once, and with min_tokens exactly
+    there. Promise: exact mode, the same request gives the same tokens whatever the slot's
+    cache held (docs/API.md, "Same request, same text"): the held reply is the greedy one
+    with every end-of-generation token banned (ignore_eos)."""
     client = exact_client
     eager: dict[str, Any] = {
         "model": model_id,
