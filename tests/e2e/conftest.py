@@ -37,7 +37,9 @@ EXACT_ARGS = [
     *("--batch-invariant", "--max-queue", "12"),
 ]
 TEMPLATES = Path(__file__).parent.parent / "templates"
-TEMPLATE_ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1"]
+# The exact mode: the tool tests compare a streamed call with the whole one, which only it
+# promises whatever the slot's cache held (docs/API.md, "Same request, same text").
+TEMPLATE_ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1", "--batch-invariant"]
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +47,7 @@ def worker() -> Iterator[WorkerProcess]:
     """The fast mode (one shared KV pool): a greedy or seeded reply repeats only when the same
     request meets the same state (what the cache holds, the company), so a test here that
     compares two texts makes both meet the same state; one that compares texts across cache
-    states or company uses `exact_worker` (docs/API.md, `seed`)."""
+    states or company uses `exact_worker` (docs/API.md, "Same request, same text")."""
     process = WorkerProcess(WORKER_ARGS).start()
     yield process
     process.stop()
