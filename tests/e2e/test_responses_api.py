@@ -58,7 +58,9 @@ def test_create_answers_a_response(client: openai.OpenAI, model_id: str) -> None
     # Possibly empty: the transcript's next turn ends a reply, and may be what comes first.
     assert [item.type for item in response.output] == ["message"]
     usage = response.usage
-    assert usage is not None and 1 <= usage.output_tokens <= 6
+    assert usage is not None
+    # 6 unless the response ended first (even at once, on end-of-generation: none).
+    assert usage.output_tokens == 6 if response.status == "incomplete" else usage.output_tokens <= 6
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
 
 
