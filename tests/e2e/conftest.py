@@ -37,13 +37,17 @@ EXACT_ARGS = [
     *("--batch-invariant", "--max-queue", "12"),
 ]
 TEMPLATES = Path(__file__).parent.parent / "templates"
-TEMPLATE_ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1"]
+# The exact mode: the tool tests compare a streamed call with the whole one, which only it
+# promises whatever the slot's cache held (docs/API.md, "Same request, same text").
+TEMPLATE_ARGS = ["--slots", "1", "--ctx-size", "2048", "--threads", "1", "--batch-invariant"]
 
 
 @pytest.fixture(scope="session")
 def worker() -> Iterator[WorkerProcess]:
-    """The fast mode (one shared KV pool): a greedy reply may depend on what the pool holds
-    from earlier tests (docs/PERFORMANCE.md), so tests here compare replies, never pin them."""
+    """The fast mode (one shared KV pool): a greedy or seeded reply repeats only when the same
+    request meets the same state (what the cache holds, the company), so a test here that
+    compares two texts makes both meet the same state; one that compares texts across cache
+    states or company uses `exact_worker` (docs/API.md, "Same request, same text")."""
     process = WorkerProcess(WORKER_ARGS).start()
     yield process
     process.stop()
@@ -52,11 +56,24 @@ def worker() -> Iterator[WorkerProcess]:
 @pytest.fixture(scope="session")
 def exact_worker() -> Iterator[WorkerProcess]:
     """The exact mode: a reply does not depend on the company it keeps or on what the slots
-    hold from earlier tests, so tests of that, and tests that need one fixed greedy reply,
-    share this worker."""
+    hold from earlier tests, so tests of that, and tests that compare two replies made in
+    different cache states, share this worker."""
     process = WorkerProcess(EXACT_ARGS).start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def exact_http(exact_worker: WorkerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=exact_worker.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def exact_client(exact_worker: WorkerProcess) -> Iterator[openai.OpenAI]:
+    url = f"{exact_worker.url}/v1"
+    with openai.OpenAI(base_url=url, api_key="unused", max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

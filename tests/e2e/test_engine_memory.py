@@ -34,7 +34,7 @@ def test_a_prompt_past_the_slots_cells_is_out_of_memory_and_the_slot_recovers() 
                 engine.step()
         engine.cancel(0)
         engine.admit(0, engine.tokenize("Hello", add_special=True), greedy)
-        [output] = engine.step()
-        assert output.seq_id == 0 and output.piece
+        [output] = engine.step()  # whichever token the model picks, even its end
+        assert output.seq_id == 0
     finally:
         engine.close()

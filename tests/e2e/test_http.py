@@ -26,7 +26,12 @@ def sse_events(lines: list[str]) -> list[tuple[str | None, str]]:
 
 @pytest.mark.behavior("HTTP-011", "SSE-001", "SSE-002")
 def test_rbee_inference_stream(http: httpx.Client) -> None:
-    body = {"prompt": "Once upon a time", "max_tokens": 6, "job_id": "job-e2e-1"}
+    body = {
+        "prompt": "Once upon a time",
+        "max_tokens": 6,
+        "ignore_eos": True,
+        "job_id": "job-e2e-1",
+    }
     with http.stream(
         "POST", "/v1/inference", json=body, headers={"Accept": "text/event-stream"}
     ) as response:

@@ -65,6 +65,14 @@ def generate(
         engine.cancel(0)
 
 
+def warm(engine: LlamaEngine, prompt: list[int]) -> None:
+    """Leaves `prompt` in the slot's cells: every run after it reuses them and decodes only
+    the last prompt token, so they all meet the same state, where the fast mode promises the
+    same logits (docs/API.md, "Same request, same text"); a run decoded whole might round
+    otherwise."""
+    generate(engine, prompt, SamplingParams(temperature=0), 1)
+
+
 def text_of(engine: LlamaEngine, tokens: list[int]) -> str:
     return b"".join(engine.token_piece(t) for t in tokens).decode()
 
@@ -87,15 +95,19 @@ def test_a_json_schema_grammar_gives_json_that_validates(
     jsonschema_rs.validate(PERSON, value)
 
 
+@pytest.mark.compares_texts
 @pytest.mark.behavior("INF-013")
 def test_the_grammar_shortcuts_choose_what_the_whole_vocabulary_would(
     engine: LlamaEngine,
 ) -> None:
-    """Sampling first without the grammar and re-sampling from a shortlist (sampling.py) must
-    not change a greedy answer: compare with llama.cpp's grammar sampler run over the whole
-    vocabulary at every token."""
+    """Sampling first without the grammar and re-sampling from a shortlist (sampling.py)
+    must not change a greedy answer: compare with llama.cpp's grammar sampler run over the
+    whole vocabulary at every token. Promise: fast mode, the same prompt meeting the same
+    state gets the same logits (docs/API.md, "Same request, same text"): both runs reuse the
+    cells `warm` left, in the one slot, alone."""
     grammar = schema_grammar(SETTLED)
     prompt = engine.tokenize("Settings as JSON:\n", add_special=True)
+    warm(engine, prompt)
     fast, fast_ended, _ = generate(
         engine, prompt, SamplingParams(temperature=0, grammar=grammar), 80
     )
@@ -126,18 +138,24 @@ def test_the_grammar_shortcuts_choose_what_the_whole_vocabulary_would(
     jsonschema_rs.validate(SETTLED, json.loads(text_of(engine, fast)))
 
 
+@pytest.mark.compares_texts
 @pytest.mark.behavior("INF-011")
 def test_min_tokens_holds_off_the_end(engine: LlamaEngine) -> None:
-    """The base model seldom ends on its own: a bias makes its end-of-sequence token certain,
-    so it ends at once, and with min_tokens exactly there."""
+    """The base model seldom ends on its own: a bias makes its end-of-sequence token
+    certain, so it ends at once, and with min_tokens exactly there. Promise: fast mode, the
+    same prompt meeting the same state gets the same logits (docs/API.md, "Same request,
+    same text"): the held run and a greedy one with every end-of-generation token banned
+    (ignore_eos) both reuse the cells `warm` left, in the one slot, alone."""
     prompt = engine.tokenize("The capital of France is", add_special=True)
     eos = llama_cpp.llama_vocab_eos(engine._vocab)
     eager = SamplingParams(temperature=0, logit_bias=((eos, 100.0),))
+    warm(engine, prompt)
     assert generate(engine, prompt, eager, 64)[:2] == ([], True)
     held, ended, _ = generate(engine, prompt, dataclasses.replace(eager, min_tokens=12), 64)
     assert ended and len(held) == 12
-    # Only the end-of-generation tokens were held off: the rest is plain greedy.
-    assert held == generate(engine, prompt, SamplingParams(temperature=0), 12)[0]
+    # Only the end-of-generation tokens were held off: the rest is greedy without them.
+    greedy = SamplingParams(temperature=0, ignore_eos=True)
+    assert held == generate(engine, prompt, greedy, 12)[0]
 
 
 @pytest.mark.behavior("INF-013")
@@ -154,9 +172,14 @@ def test_a_complete_grammar_ends_even_before_min_tokens(engine: LlamaEngine) -> 
         assert ended and json.loads(text_of(engine, tokens)) in ("yes", "no")
 
 
+@pytest.mark.compares_texts
 @pytest.mark.behavior("INF-014")
 def test_logprobs_are_a_distribution_and_leave_the_tokens_alone(engine: LlamaEngine) -> None:
+    """Promise: fast mode, the same prompt meeting the same state gets the same logits
+    (docs/API.md, "Same request, same text"): a seeded run with logprobs and one without
+    both reuse the cells `warm` left, in the one slot, alone."""
     prompt = engine.tokenize("The capital of France is", add_special=True)
+    warm(engine, prompt)
     seeded = SamplingParams(temperature=0.9, seed=5)
     plain, _, none = generate(engine, prompt, seeded, 12)
     tokens, _, logprobs = generate(engine, prompt, dataclasses.replace(seeded, logprobs=5), 12)

@@ -25,13 +25,16 @@ from llm_worker_rbee.messages.inference import (
 
 pytestmark = pytest.mark.real_model
 
-GREEDY = SamplingParams(temperature=0)
+# No end-of-generation: twelve tokens to take a stop string from, and sequence 1 runs on.
+GREEDY = SamplingParams(temperature=0, ignore_eos=True)
 PROMPT = "Count from one to twenty in words: one, two,"
 
 
 @pytest.fixture
 def engine() -> Iterator[LlamaEngine]:
-    settings = Settings(backend="cpu", ctx_size=1024, slots=2, batch_size=64, threads=2)
+    settings = Settings(
+        backend="cpu", ctx_size=1024, slots=2, batch_size=64, threads=2, batch_invariant=True
+    )
     engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
     yield engine
     engine.close()
@@ -56,10 +59,15 @@ async def beside_a_stream(model: ModelHandle, stop: tuple[str, ...] = ()) -> Tex
         return await run(model, 0, 12, stop)
 
 
+@pytest.mark.compares_texts
 @pytest.mark.behavior("INF-061")
 async def test_a_stop_string_ends_the_sequence_at_the_step_that_sampled_it(
     engine: LlamaEngine,
 ) -> None:
+    """Promise: exact mode (this engine runs batch_invariant), a sequence's tokens do not
+    depend on what its slot's cache held or on how its steps line up with another's
+    (docs/API.md, "Same request, same text"): the second run writes the first run's tokens
+    up to the stop string taken from them."""
     steps: list[list[SeqOutput]] = []
     real_step = engine.step
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.real_model
 
 SETTINGS = Settings(backend="cpu", ctx_size=1024, slots=2, threads=1, log_level="warning")
 TEXTS = ["The capital of France is", "héllo wörld 🙂", "<start_of_turn>user\nhi<end_of_turn>", ""]
-GREEDY = SamplingParams(temperature=0.0)
+GREEDY = SamplingParams(temperature=0.0, ignore_eos=True)  # both run all 16 steps
 
 
 @pytest.fixture(scope="module")
