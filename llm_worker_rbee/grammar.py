@@ -1,8 +1,9 @@
 """Structured output: a JSON schema (or "any JSON object") as a llama.cpp grammar (GBNF).
 
-The conversion is llama-cpp-python's own (`llama_cpp.llama_grammar`); this module only
-bounds what it is given, since the converter spells out repetitions (`maxLength: 10**9`
-would be a string of gigabytes), and turns its failures (it raises anything from
+The conversion is llama-cpp-python's own (`llama_cpp.llama_grammar`), with JSON's strings
+(schema_converter: the converter's own let a model write a raw newline into a string); this
+module bounds what it is given, since the converter spells out repetitions (`maxLength:
+10**9` would be a string of gigabytes), and turns its failures (it raises anything from
 AssertionError to KeyError) into one GrammarError.
 """
 
@@ -51,12 +52,11 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     Raises:
         GrammarError: the converter cannot handle the schema, or it is too large.
     """
-    from llama_cpp.llama_grammar import SchemaConverter  # when first needed (see above)
+    # It loads llama.cpp's library: imported when first needed (see above).
+    from llm_worker_rbee.schema_converter import JsonSchemaConverter
 
     _check_bounds(schema)
-    converter = SchemaConverter(  # type: ignore[no-untyped-call]
-        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
-    )
+    converter = JsonSchemaConverter()
     try:
         # Refs resolve against "" rather than json_schema_to_gbnf's "stdin": with "stdin",
         # a `$ref` inside the schema a root `$ref` points to is never found.
@@ -81,13 +81,12 @@ def rules_grammar(schemas: dict[str, dict[str, Any]], root: str) -> str:
     Raises:
         GrammarError: the converter cannot handle a schema, or the grammar is too large.
     """
-    from llama_cpp.llama_grammar import SchemaConverter  # when first needed (see above)
+    # It loads llama.cpp's library: imported when first needed (see above).
+    from llm_worker_rbee.schema_converter import JsonSchemaConverter
 
     for schema in schemas.values():
         _check_bounds(schema)
-    converter = SchemaConverter(  # type: ignore[no-untyped-call]
-        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
-    )
+    converter = JsonSchemaConverter()
     try:
         for name, schema in schemas.items():
             resolved = converter.resolve_refs(copy.deepcopy(schema), "")

@@ -391,6 +391,38 @@ async def test_a_streamed_tool_call(autojump_clock: trio.testing.MockClock) -> N
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
 
 
+@pytest.mark.behavior("HTTP-046", "INF-029")
+async def test_a_tool_use_cut_by_max_tokens_never_shows_its_markup(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Cut after each of the answer's tokens, whole and streamed: a text block holds only the
+    text before the call; the call is a tool_use block once its arguments began (its input
+    `{}` while they do not parse), and the stop reason is `max_tokens`."""
+    async with inprocess_worker(script=qwen(["Let me look.", *CALL])) as worker:
+        for max_tokens in range(1, len(CALL) + 1):
+            body = {**BODY, "tools": [WEATHER], "tool_choice": {"type": "any"}}
+            body["max_tokens"] = max_tokens
+            headers = {"anthropic-version": "2023-06-01"}
+            whole = (await worker.request("POST", PATH, body, headers=headers)).json()
+            MessageObject.model_validate(whole)
+            events = stream_events(
+                await worker.request("POST", PATH, {**body, "stream": True}, headers=headers)
+            )
+            texts = [b["text"] for b in whole["content"] if b["type"] == "text"]
+            streamed = "".join(
+                e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta"
+            )
+            assert "".join(texts) == streamed == "Let me look.", max_tokens
+            uses = [b for b in whole["content"] if b["type"] == "tool_use"]
+            starts = [e["content_block"] for e in events if e["type"] == "content_block_start"]
+            assert [b["name"] for b in uses] == [
+                b["name"] for b in starts if b["type"] == "tool_use"
+            ]
+            assert len(uses) == (1 if max_tokens >= 4 else 0), max_tokens
+            assert all(b["input"] == {} for b in uses)
+            assert whole["stop_reason"] == events[-2]["delta"]["stop_reason"] == "max_tokens"
+
+
 @pytest.mark.behavior("HTTP-046")
 async def test_a_tool_result_answers_the_call_through_the_template(
     autojump_clock: trio.testing.MockClock,

@@ -414,6 +414,31 @@ async def test_a_streamed_function_call(autojump_clock: trio.testing.MockClock) 
     assert events[-1]["response"]["output"] == [done]
 
 
+@pytest.mark.behavior("HTTP-045", "INF-029")
+async def test_a_function_call_cut_by_max_output_tokens_never_shows_its_markup(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Cut after each of the answer's tokens, whole and streamed: the message item holds only
+    the text before the call; the call is a function_call item once its arguments began,
+    `incomplete` with them as far as written."""
+    async with inprocess_worker(script=qwen(["Let me look.", *CALL])) as worker:
+        for limit in range(1, len(CALL) + 1):
+            body = {"input": "Weather in Paris?", "tools": [WEATHER], "tool_choice": "required"}
+            body["max_output_tokens"] = limit
+            whole = (await worker.request("POST", PATH, body)).json()
+            ResponseObject.model_validate(whole)
+            events = stream_events(await worker.request("POST", PATH, {**body, "stream": True}))
+            final = events[-1]["response"]
+            assert events[-1]["type"] == "response.incomplete"
+            for output in (whole["output"], final["output"]):
+                texts = [p["text"] for i in output if i["type"] == "message" for p in i["content"]]
+                assert "".join(texts) == "Let me look.", limit
+                calls = [i for i in output if i["type"] == "function_call"]
+                assert len(calls) == (1 if limit >= 4 else 0), limit
+                assert all(c["status"] == "incomplete" for c in calls)
+                assert all('{"city": "Paris"}'.startswith(c["arguments"]) for c in calls)
+
+
 @pytest.mark.behavior("HTTP-045", "OAI-024")
 async def test_a_function_result_answers_the_call_through_the_template(
     autojump_clock: trio.testing.MockClock,

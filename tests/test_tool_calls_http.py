@@ -258,3 +258,34 @@ async def test_each_choice_has_its_own_calls_and_every_token_its_logprobs(
         assert len(ids) == 1 and mine[-1].finish_reason == "tool_calls"
         entries = [e for c in mine if c.logprobs and c.logprobs.content for e in c.logprobs.content]
         assert "".join(e.token for e in entries) == "".join(CALL_PIECES)
+
+
+@pytest.mark.behavior("INF-029", "SSE-020")
+async def test_a_call_cut_by_max_tokens_never_shows_its_markup(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Cut after each of the answer's tokens, whole and streamed: the text before the call is
+    content, nothing of the call's markup is; the call, once its arguments began, comes in
+    `tool_calls` as far as written, and the finish is `length`."""
+    async with inprocess_worker(script=qwen()) as worker:
+        for max_tokens in range(2, len(CALL_PIECES)):
+            body = {**ASK, "tools": [WEATHER], "tool_choice": "required", "max_tokens": max_tokens}
+            whole = await worker.request("POST", "/v1/chat/completions", body)
+            choice = ChatCompletion.model_validate(whole.json()).choices[0]
+            streamed = await worker.request(
+                "POST", "/v1/chat/completions", {**body, "stream": True}
+            )
+            chunks = [ChatCompletionChunk.model_validate(e.json()) for e in streamed.events[:-1]]
+            deltas = [c.choices[0].delta for c in chunks]
+            assert choice.message.content == "Let me check.", max_tokens
+            assert "".join(d.content or "" for d in deltas) == "Let me check.", max_tokens
+            assert choice.finish_reason == chunks[-1].choices[0].finish_reason == "length"
+            calls = choice.message.tool_calls or []
+            parts = [call for d in deltas for call in d.tool_calls or ()]
+            assert len(calls) == (1 if max_tokens >= 5 else 0), max_tokens
+            for call in calls:
+                assert call.function.name == "get_weather"
+                assert '{"city": "Paris"}'.startswith(call.function.arguments)
+                assert "".join(p.function.arguments or "" for p in parts if p.function) == (
+                    call.function.arguments
+                )

@@ -23,11 +23,13 @@ HERMES, LLAMA3, MISTRAL = ToolFamily.HERMES, ToolFamily.LLAMA3, ToolFamily.MISTR
 WEATHER = '{"city": "Paris", "days": [1, 2], "note": "a } and \\" inside"}'
 
 
-def fed(family: ToolFamily, pieces: list[str], *, parallel: bool = True) -> list[ToolEvent]:
+def fed(
+    family: ToolFamily, pieces: list[str], *, parallel: bool = True, cut: bool = False
+) -> list[ToolEvent]:
     counter = itertools.count()
     parser = ToolCallParser(family, parallel=parallel, new_id=lambda: f"call_{next(counter)}")
     events = [e for piece in pieces for e in parser.feed(piece)]
-    return events + parser.finish()
+    return events + parser.finish(cut=cut)
 
 
 def fold(events: list[ToolEvent]) -> tuple[str, list[tuple[str, str, str]]]:
@@ -178,10 +180,84 @@ def test_without_parallel_calls_only_the_first_counts() -> None:
 
 @pytest.mark.behavior("INF-029")
 def test_an_answer_cut_inside_a_call_keeps_what_was_written() -> None:
-    content, calls = fold(fed(HERMES, ['<tool_call>{"name": "a", "arguments": {"x": [1, 2']))
-    assert (content, calls) == ("", [("call_0", "a", '{"x": [1, 2')])
-    # Cut before the name is known: the text was no call, it is content.
-    assert fold(fed(HERMES, ['<tool_call>{"na'])) == ('<tool_call>{"na', [])
+    text = '<tool_call>{"name": "a", "arguments": {"x": [1, 2'
+    for cut in (True, False):
+        content, calls = fold(fed(HERMES, [text], cut=cut))
+        assert (content, calls) == ("", [("call_0", "a", '{"x": [1, 2')])
+    # Cut before the arguments began: the call's markup is dropped, never content.
+    for cut in (True, False):
+        assert fold(fed(HERMES, ['<tool_call>{"na'], cut=cut)) == ("", [])
+
+
+# A forced call as each family's grammar has the model write it, with text a client may
+# send in its arguments (a JSON answer with the same first key is no call: see below).
+FORCED = [
+    (
+        HERMES,
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa \\"ris\\""}}\n</tool_call>',
+    ),
+    (
+        HERMES,
+        '<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "b", "arguments": {"x": 1}}\n</tool_call>',
+    ),
+    (LLAMA3, '{ "name": "get_weather", "parameters": {"city": "Paris"}}'),
+    (LLAMA3, '<|python_tag|>{"name": "f", "parameters": {"q": "x"}}'),
+    (
+        MISTRAL,
+        '[TOOL_CALLS] [{"name": "a", "arguments": {"x": 1}}, {"name": "b", "arguments": {}}]',
+    ),
+    (MISTRAL, '[{"name": "a", "arguments": {"x": 1}}]'),
+]
+
+
+@pytest.mark.behavior("INF-029", "SSE-020")
+@pytest.mark.parametrize(("family", "text"), FORCED)
+def test_a_call_cut_anywhere_never_shows_its_markup_as_content(
+    family: ToolFamily, text: str
+) -> None:
+    """Cut by max_tokens after any character, streamed in any pieces or whole: no content
+    at all, and each call reported is one of the whole answer's, its arguments as far as
+    written."""
+    _, whole = parse_tool_calls(family, text)
+    full = [(call.name, call.arguments) for call in whole]
+    for end in range(len(text) + 1):
+        prefix = text[:end]
+        for pieces in splits(prefix) if prefix else [[]]:
+            content, calls = fold(fed(family, pieces, cut=True))
+            assert content == "", (prefix, pieces)
+            assert len(calls) <= len(full), prefix
+            for (_, name, arguments), (full_name, full_arguments) in zip(calls, full, strict=False):
+                assert name == full_name and full_arguments.startswith(arguments), prefix
+        assert parse_tool_calls(family, prefix, cut=True)[0] == ""
+
+
+@pytest.mark.behavior("INF-029")
+def test_text_before_a_cut_call_stays_and_the_call_s_opening_goes() -> None:
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    for end in range(1, len(call)):
+        content, _ = fold(fed(HERMES, ["Let me look. ", call[:end]], cut=True))
+        assert content == "Let me look.", call[:end]
+    # `<tool_` beside a good first call.
+    content, calls = fold(fed(HERMES, [call, "\n<tool_"], cut=True))
+    assert content == "" and [name for _, name, _ in calls] == ["get_weather"]
+
+
+@pytest.mark.behavior("INF-029")
+def test_how_the_answer_ended_decides_only_a_partial_opener_at_its_end() -> None:
+    # Ended by the model: `<` was text. Cut there: it may have begun a call.
+    assert fold(fed(HERMES, ["a <"]))[0] == "a <"
+    assert fold(fed(HERMES, ["a <"], cut=True))[0] == "a"
+    assert fold(fed(LLAMA3, ["<|python"]))[0] == "<|python"
+    assert fold(fed(LLAMA3, ["<|python"], cut=True))[0] == ""
+    # A Llama 3 JSON answer is no call, cut or not; a call's beginning is one either way.
+    for cut in (True, False):
+        assert fold(fed(LLAMA3, ['{"answer": [4'], cut=cut))[0] == '{"answer": [4'
+        assert fold(fed(LLAMA3, ['{"na'], cut=cut))[0] == ""
+        assert fold(fed(LLAMA3, ['{"type": "function", "na'], cut=cut))[0] == ""
+        assert fold(fed(MISTRAL, ["["], cut=cut))[0] == ""
+        assert fold(fed(MISTRAL, ["[1"], cut=cut))[0] == "[1"
+        assert fold(fed(LLAMA3, ["  "], cut=cut))[0] == "  "
 
 
 def test_whitespace_is_kept_in_plain_answers_and_dropped_around_calls() -> None:

@@ -163,8 +163,8 @@ class MessageReply:
             block["input"] = _arguments_object("".join(self._arguments[index]))
         return [sse_data({"type": "content_block_stop", "index": index}, "content_block_stop")]
 
-    def finish(self) -> list[bytes]:
-        frames = self.on(self.output.finish())
+    def finish(self, ended: Ended) -> list[bytes]:
+        frames = self.on(self.output.finish(ended))
         if not self.blocks:  # an empty answer is still a text block
             frames += self.open_text()
         return frames + self.close_block()
@@ -174,7 +174,7 @@ class MessageReply:
 
     async def whole(self, stream: ChoiceStream) -> Response:
         ended = await read_to_end(stream, self.text_frames)
-        self.finish()
+        self.finish(ended)
         return json_response(self.message(self.blocks, ended))
 
     def frames(self, stream: ChoiceStream, keepalive: float) -> AsyncIterator[bytes]:
@@ -196,7 +196,7 @@ class MessageReply:
         error = ended_error(ended)
         if error is not None:
             return [_error_event(error)]
-        frames = self.finish()  # before the stop reason: the last call may end here
+        frames = self.finish(ended)  # before the stop reason: the last call may end here
         reason, sequence = self.stop_reason(ended)
         delta = {
             "type": "message_delta",

@@ -18,7 +18,7 @@ from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_p
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.translate import build_request
-from llm_worker_rbee.messages.session import InferenceRequest
+from llm_worker_rbee.messages.session import Ended, InferenceRequest
 from llm_worker_rbee.prompts import ChatMessage, ChatPrompt, TemplateError, render_chat
 from llm_worker_rbee.tools import (
     NO_TOOLS,
@@ -128,8 +128,10 @@ class TurnOutput:
             return [ContentDelta(text)] if text else []
         return self.parser.feed(text)
 
-    def finish(self) -> list[ToolEvent]:
-        return [] if self.parser is None else self.parser.finish()
+    def finish(self, ended: Ended) -> list[ToolEvent]:
+        """What the parser held back (a call's markup, never content: tools.parser)."""
+        cut = ended.stop_reason == "max_tokens"
+        return [] if self.parser is None else self.parser.finish(cut=cut)
 
 
 def render(

@@ -302,7 +302,7 @@ class _Reply:
         if parser is None:
             return {"role": "assistant", "content": text, "refusal": None}
         parser.feed(text)
-        parser.finish()
+        parser.finish(cut=choice["finish_reason"] == "length")
         calls = parser.tool_calls()
         message: dict[str, Any] = {
             "role": "assistant",
@@ -375,7 +375,8 @@ class _Reply:
                 ended[index] = event
                 finish = finish_reason(event)
                 if parser is not None:
-                    for frame in self._tool_frames(index, parser.finish(), ()):
+                    events = parser.finish(cut=event.stop_reason == "max_tokens")
+                    for frame in self._tool_frames(index, events, ()):
                         yield frame
                     if parser.tool_calls() and finish == "stop":
                         finish = "tool_calls"

@@ -220,7 +220,7 @@ class ResponseReply:
         """The frames that close the output, and the final response object (kept in the
         store unless `store` is false)."""
         status = "incomplete" if ended.stop_reason == "max_tokens" else "completed"
-        frames = self.on(self.output.finish())
+        frames = self.on(self.output.finish(ended))
         if not self.items:  # an empty answer is still a message
             frames += self.open_message()
         frames += self.close_item(status)

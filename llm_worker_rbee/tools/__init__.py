@@ -5,9 +5,10 @@
   named choice (`plan.grammar`, GBNF for `SamplingParams.grammar`), and `plan.parser()`,
   a `ToolCallParser` per choice. Raises `ToolsUnsupported` (the template takes no tools)
   and `ToolChoiceError`.
-- `ToolCallParser.feed(text)` / `.finish()` -> `ContentDelta`, `CallStarted`,
-  `ArgumentsDelta` events; `.content` and `.tool_calls()` once finished.
-- `parse_tool_calls(family, text)` -> (content, calls) for a whole output.
+- `ToolCallParser.feed(text)` / `.finish(cut=...)` -> `ContentDelta`, `CallStarted`,
+  `ArgumentsDelta` events (a call's markup never content; `cut`: max_tokens ended the
+  output); `.content` and `.tool_calls()` once finished.
+- `parse_tool_calls(family, text, cut=...)` -> (content, calls) for a whole output.
 - History: `prompts.ChatMessage(tool_calls=..., tool_call_id=...)` renders past calls and
   results through the template.
 """

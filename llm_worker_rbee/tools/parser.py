@@ -6,6 +6,12 @@ the model writes them. Text that may still turn out to open a call (a partial
 `<tool_call>`, a leading `{` for Llama 3) is held back, never sent as content; text that
 turns out not to be a call is released as content. Whitespace around calls is dropped.
 
+Call markup never becomes content: a call is reported once its name and its arguments' key
+are written; an answer that ends before that (cut by max_tokens, or a call the model never
+finished) drops what it held of the call, and a call cut inside its arguments keeps them as
+far as written. Only a partial opener at the very end is told by how the answer ended: cut,
+it is dropped; ended by the model, it was text (`a <`).
+
 The whole answer is the same events folded (`parse_tool_calls`), so a streamed answer and
 a whole one always agree.
 
@@ -76,6 +82,8 @@ _HEAD = re.compile(
     r'"(?:arguments|parameters)"\s*:\s*'
 )
 _ARGUMENT_KEYS = ("arguments", "parameters")
+# The first key of a call object as the families write it (OpenAI-style `type` first, too).
+_FIRST_KEYS = ("name", "type")
 
 _State = Literal["content", "head", "args", "tail", "closer", "between"]
 
@@ -181,6 +189,7 @@ class ToolCallParser:
         self._array_open = False
         self._muting = False
         self._after_call = False
+        self._cut = False
         self._names: list[str] = []
         self._arguments: list[list[str]] = []
         self._ids: list[str] = []
@@ -193,23 +202,44 @@ class ToolCallParser:
             pass
         return events
 
-    def finish(self) -> list[ToolEvent]:
-        """The events for text held back until the end of the output."""
+    def finish(self, *, cut: bool = False) -> list[ToolEvent]:
+        """The events for text held back until the end of the output; `cut`: the output was
+        cut short (max_tokens), so a partial opener at its end is no text but a call begun."""
         events: list[ToolEvent] = []
+        self._cut = cut
         while self._step(events, final=True):
             pass
-        if self._state == "content":
+        dropped = bool(self._buf.strip()) if self._state == "content" else self._began_call()
+        if self._state == "content" and not dropped:
             self._content(events, self._buf)
-        elif self._state in ("head", "between") and not self._block_calls:
+        elif self._state in ("head", "between") and not self._block_calls and not dropped:
             self._release(events, self._raw + self._buf)
-        # Otherwise the output ended inside a call (cut by max_tokens): what was sent of its
-        # arguments stays, the rest is dropped.
+        # Otherwise the output ended inside a call: what was sent of its arguments stays,
+        # its markup is dropped.
         self._buf = ""
         self._state = "content"
-        if self._held_space and not self._ids:
+        if self._held_space and not self._ids and not dropped:
             self._emit_content(events, self._held_space)
         self._held_space = ""
         return events
+
+    def _began_call(self) -> bool:
+        """Whether the block held at the end is a call's opening, not text: a marker opened
+        it (`<tool_call>`, `[TOOL_CALLS]`, `<|python_tag|>`), or its object's first key is
+        (so far) a call's (`{"name"`, `{"type"`); `{"answer": 4` is a JSON answer."""
+        if self._opener is None:
+            return False
+        if self._opener.text not in ("{", "["):
+            return True
+        rest = self._buf.lstrip()
+        if rest[:1] != "{":
+            return not rest
+        rest = rest[1:].lstrip()
+        if rest[:1] != '"':
+            return not rest
+        end = rest.find('"', 1)
+        key = rest[1:] if end < 0 else rest[1:end]
+        return any(k.startswith(key) if end < 0 else k == key for k in _FIRST_KEYS)
 
     def tool_calls(self) -> list[ToolCall]:
         return [
@@ -250,9 +280,9 @@ class ToolCallParser:
                 best = (at, opener)
         if best is not None:
             at, opener = best
-            if not final and any(
+            if (not final or self._cut) and any(
                 len(o.text) > len(buf) - at and o.text.startswith(buf[at:]) for o in self._openers
-            ):  # `[` so far, which may still become `[TOOL_CALLS]`
+            ):  # `[` so far, which may still become `[TOOL_CALLS]` (or was cut on its way)
                 self._content(events, buf[:at])
                 self._buf = buf[at:]
                 return False
@@ -260,7 +290,8 @@ class ToolCallParser:
             self._buf = buf[at + len(opener.text) :]
             self._open(opener)
             return True
-        keep = 0 if final else self._undecided(buf)
+        # At the end, a partial opener is text unless the output was cut there.
+        keep = 0 if final and not self._cut else self._undecided(buf)
         if keep < len(buf):
             self._content(events, buf[: len(buf) - keep])
             self._buf = buf[len(buf) - keep :]
@@ -505,10 +536,10 @@ class ToolCallParser:
 
 
 def parse_tool_calls(
-    family: ToolFamily, text: str, *, parallel: bool = True
+    family: ToolFamily, text: str, *, parallel: bool = True, cut: bool = False
 ) -> tuple[str, list[ToolCall]]:
-    """A whole output's content and calls."""
+    """A whole output's content and calls (`cut`: max_tokens ended it)."""
     parser = ToolCallParser(family, parallel=parallel)
     parser.feed(text)
-    parser.finish()
+    parser.finish(cut=cut)
     return parser.content, parser.tool_calls()
