@@ -183,3 +183,20 @@ def test_a_jobs_end_in_rbees_terms(ended: Ended, tail: list[str]) -> None:
         else:
             seen.append(payload)
     assert seen == tail
+
+
+@pytest.mark.behavior("SSE-008", "SSE-012")
+async def test_the_started_frame_goes_out_when_the_reader_connects(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The job's `started` frame does not wait for the prefill: with 8 prompt tokens a step
+    at 0.125 s a step, a prompt of 101 tokens takes 13 steps before its first token."""
+    script = FakeScript(reply=["Hel", "lo"], step_latency=0.125, prefill_chunk=8)
+    async with inprocess_worker(script=script) as worker:
+        job = (await post_job(worker, {**INFER, "prompt": "x" * 100})).json()
+        read = await asgi_request(worker.app, "GET", job["sse_url"])
+    kinds = [e.json()["type"] if e.data.startswith("{") else e.data for e in read.events]
+    assert kinds == ["started", "token", "token", "end", "[DONE]"]
+    started, first_token = read.events[0], read.events[1]
+    assert started.at == read.sent_at == 0
+    assert first_token.at == 13 * 0.125
