@@ -92,6 +92,8 @@ class InferenceSession:
         self._released = False
         self.final: SessionEvent | None = None  # the terminal event, once decided
         self.done = trio.Event()
+        # False once the request was refused before its answer started: its job id is free.
+        self.remembered = True
 
     @property
     def job_id(self) -> str:
@@ -275,7 +277,8 @@ class SessionPool:
         self._trace = tracer
         self._nursery: trio.Nursery | None = None
         self._live: dict[str, InferenceSession] = {}
-        # Recently ended job ids, so a late cancel still gets 204 rather than 404.
+        # Recently ended job ids: a late cancel still gets 204 rather than 404, and a new
+        # request may not take one (job ids stay unique while the worker remembers them).
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
         self._changed = trio.Event()
@@ -327,14 +330,27 @@ class SessionPool:
         finally:
             self._live.pop(session.job_id, None)
             self._note_outcome(session.final)
-            self._ended[session.job_id] = None
-            while len(self._ended) > self._remember:
-                self._ended.popitem(last=False)
+            if session.remembered and not isinstance(session.final, Rejected):
+                self._ended[session.job_id] = None
+                while len(self._ended) > self._remember:
+                    self._ended.popitem(last=False)
             self._changed.set()
             self._changed = trio.Event()
 
     def get(self, job_id: str) -> InferenceSession | None:
         return self._live.get(job_id)
+
+    def knows(self, job_id: str) -> bool:
+        """The id names a live session or one that ended lately (the last `remember`)."""
+        return job_id in self._live or job_id in self._ended
+
+    def refuse(self, stream: ChoiceStream) -> None:
+        """The request was refused before its answer started (queue full, a deadline passed
+        while it waited to be accepted): its sessions stop and their job ids are free."""
+        for session in stream.sessions:
+            session.remembered = False
+            self._ended.pop(session.job_id, None)
+        stream.close()
 
     def cancel(self, job_id: str) -> bool:
         """Cancels a running or queued job. True if the job is known (live or recently ended)."""

@@ -45,6 +45,12 @@ class Services:
     # The URLs the HTTP server listens on, once it does (the actual port for --port 0).
     binds: list[str] = field(default_factory=list)
 
+    def job_id_taken(self, job_id: str) -> bool:
+        """A running session, a posted job waiting for its reader, or one of either that
+        ended lately has this id (HTTP-025)."""
+        in_pool = self.sessions is not None and self.sessions.knows(job_id)
+        return in_pool or (self.jobs is not None and self.jobs.knows(job_id))
+
     def cancel_job(self, job_id: str) -> bool:
         """SessionPool.cancel once the sessions exist (the hive may ask before)."""
         return self.sessions is not None and self.sessions.cancel(job_id)
