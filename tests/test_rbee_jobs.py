@@ -16,7 +16,7 @@ from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.http.job_routes import end_frames
-from llm_worker_rbee.messages.session import Ended, ErrorInfo
+from llm_worker_rbee.messages.session import Ended, ErrorInfo, TextDelta
 from llm_worker_rbee.testing.asgi import Exchange, asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessWorker, inprocess_worker
 
@@ -280,3 +280,34 @@ async def test_the_board_takes_one_job_per_id() -> None:
         assert board.knows("x") and not board.knows("y")
         assert board.claim("x") is not None and board.knows("x")
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.behavior("SSE-012")
+async def test_tokens_out_counts_only_the_tokens_the_reader_got(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """#23: a cancel (the drain's abort) that lands after a session took its text from the
+    mailbox but before it handed the delta on stops that send; the end must not count the
+    tokens nobody got. The tracer sees each delta just before its send, so cancelling there
+    hits the window every time."""
+    holder: list[InProcessWorker] = []
+
+    def cancel_at_the_third_delta(recipient: str, message: object) -> None:
+        if recipient == "http:job-1" and isinstance(message, TextDelta):
+            deltas.append(message)
+            if len(deltas) == 3:
+                assert holder[0].services.sessions is not None
+                holder[0].services.sessions.cancel("job-1")
+
+    deltas: list[TextDelta] = []
+    script = FakeScript(reply=["a"] * 20, step_latency=0.125)
+    async with inprocess_worker(script=script, tracer=cancel_at_the_third_delta) as worker:
+        holder.append(worker)
+        job = (await post_job(worker, {**INFER, "max_tokens": 20})).json()
+        read = await asgi_request(worker.app, "GET", job["sse_url"])
+    lines = data_lines(read)
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    tokens = [e for e in events if e["type"] == "token"]
+    assert len(deltas) == 3 and len(tokens) == 2 and lines[-1] == "data: [CANCELLED]"
+    assert events[-1]["stop_reason"] == "CANCELLED"
+    assert events[-1]["tokens_out"] == 2 == sum(len(t["t"]) for t in tokens)

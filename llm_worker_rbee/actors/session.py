@@ -193,18 +193,21 @@ class InferenceSession:
                 # The text of every step since the last wake-up, as one delta: when the
                 # engine runs ahead of the sockets, a write carries several tokens.
                 output = await mailbox.get()
-                self._tokens_out += output.tokens
                 self._cached_tokens = output.cached_tokens
-                ended = None if output.end is None else self._ending(output.end)
+                if output.end is not None:
+                    self._seq = None  # the sequence already left the engine
                 # At the end, tokens with no text of their own still bring their logprobs.
-                if output.text or (ended is not None and output.logprobs):
+                if output.text or (output.end is not None and output.logprobs):
                     await self._emit(out, TextDelta(output.text, output.tokens, output.logprobs))
-                if ended is not None:
-                    return ended
+                # Counted once handed on: when a cancel stops the delta's send (the drain's
+                # abort can land between the mailbox and the send), the client never got
+                # these tokens, and `tokens_out` says so.
+                self._tokens_out += output.tokens
+                if output.end is not None:
+                    return self._ending(output.end)
 
     def _ending(self, end: SequenceEnd) -> Ended:
         """The sequence ended in the engine (its slot's sequence is already gone)."""
-        self._seq = None
         if isinstance(end, SequenceFinished):
             return self._ended(STOP_REASONS[end.reason], stop=end.stop)
         log.error("job %s failed in the engine: %s", self.request.job_id, end.message)
