@@ -311,3 +311,20 @@ async def test_tokens_out_counts_only_the_tokens_the_reader_got(
     assert len(deltas) == 3 and len(tokens) == 2 and lines[-1] == "data: [CANCELLED]"
     assert events[-1]["stop_reason"] == "CANCELLED"
     assert events[-1]["tokens_out"] == 2 == sum(len(t["t"]) for t in tokens)
+
+
+@pytest.mark.behavior("SSE-012")
+async def test_a_job_streams_one_token_frame_per_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`é` takes two tokens: its text waits for the second, and the delta that carries it
+    covers both. rbee's `i` indexes tokens, so it goes out as two frames, the text on the
+    last, and the frames count what `end.tokens_out` counts."""
+    script = FakeScript(reply=["a", b"\xc3", b"\xa9", "b"])
+    async with inprocess_worker(script=script) as worker:
+        job = (await post_job(worker, INFER)).json()
+        read = await asgi_request(worker.app, "GET", job["sse_url"])
+    events = [json.loads(line[6:]) for line in data_lines(read)[:-1]]
+    tokens = [(e["t"], e["i"]) for e in events if e["type"] == "token"]
+    assert tokens == [("a", 0), ("", 1), ("é", 2), ("b", 3)]
+    assert events[-1]["tokens_out"] == 4
