@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import trio
 
@@ -85,6 +86,17 @@ def run_bench(args: Sequence[str]) -> int:
     return subprocess.call([sys.executable, "-m", "bench", *args], cwd=root)
 
 
+def exit_now(code: int) -> NoReturn:
+    """Ends the process at once, its logs flushed: once a stop has answered every client,
+    what remains (freeing the engine, which waits for the step in flight, and tearing the
+    interpreter down around a loaded model: 0.3-0.5 s under load) is the OS's to do faster.
+    Atexit handlers do not run (coverage's `patch = ["_exit"]` saves its data even so)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 # The port (or address) cannot be listened on: a bad setting, like any other (exit 2).
 LISTEN_FAILED_EXIT = 2
 
@@ -129,6 +141,7 @@ def serve(settings: Settings) -> int:
         vram=vram,
         device=device,
         model_file=ModelFile.of(plan.summary),
+        exit_when_served=exit_now,
     )
     try:
         code = trio.run(

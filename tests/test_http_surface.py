@@ -4,7 +4,9 @@ engine in virtual time (docs/BEHAVIORS.md names each behaviour)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from time import time
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -15,15 +17,18 @@ from werkzeug.exceptions import Gone, ServiceUnavailable
 
 from devtools.behaviors.runtime_facts import worker_app
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
-from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.actors.session import ChoiceStream, InferenceSession
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.http.errors import ApiError
+from llm_worker_rbee.http.frame_loop import session_frames
+from llm_worker_rbee.http.openai_routes import _Reply
 from llm_worker_rbee.http.schemas import CompletionBody
+from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import LOST, SessionBody, next_choice
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.inference import OutputMailbox, TextOutput
-from llm_worker_rbee.messages.session import SessionEvent, TextDelta
+from llm_worker_rbee.messages.session import SessionEvent, Started, TextDelta
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 
@@ -325,6 +330,38 @@ async def test_waiting_frames_go_out_in_one_write() -> None:
     assert await mailbox.get() == TextOutput(0, "abc", 3)  # one text delta for all three
     mailbox.close()
     assert not mailbox.put(TextOutput(0, "d", 1))  # the session is gone: dropped
+
+
+def _chat_frames(stream: ChoiceStream) -> AsyncIterator[bytes]:
+    services = SimpleNamespace(model_id="m", settings=Settings(worker_id="w"), wall_clock=time)
+    reply = _Reply("chatcmpl", "chat.completion", cast(Services, services), "j", chat=True)
+    return reply._frames(stream, False, [])
+
+
+def _rbee_frames(stream: ChoiceStream) -> AsyncIterator[bytes]:
+    return session_frames(stream, 15.0, [b"started"], lambda d: [d.text.encode()], lambda e: [])
+
+
+@pytest.mark.behavior("SSE-008", "SSE-004", "SSE-012")
+@pytest.mark.parametrize("frames_of", [_chat_frames, _rbee_frames])
+async def test_an_event_without_frames_does_not_hold_the_opening_back(
+    autojump_clock: trio.testing.MockClock,
+    frames_of: Callable[[ChoiceStream], AsyncIterator[bytes]],
+) -> None:
+    """Joining takes only what is already waiting: the session's Started (no frame of its
+    own) does not keep a chat stream's role chunk, or a job's `started`, until the first
+    token, however long the prefill."""
+    send, receive = trio.open_memory_channel[tuple[int, SessionEvent]](8)
+    session = cast(InferenceSession, SimpleNamespace(abort=lambda reason: None))
+    stream = ChoiceStream(receive, [session])
+    send.send_nowait((0, Started("j", 0, 900)))
+    body = SessionBody(stream, frames_of(stream))
+    opening = await body.__anext__()
+    assert trio.current_time() == 0
+    assert opening.startswith((b"started", b"data: {")) and opening.count(b"\n\n") <= 1
+    send.send_nowait((0, TextDelta("Hi", 1)))
+    assert b"Hi" in await body.__anext__()
+    await body.aclose()
 
 
 @pytest.mark.behavior("SSE-010")

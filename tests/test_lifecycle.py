@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import signal
+from functools import partial
+
 import pytest
 import trio
 import trio.testing
 
 from llm_worker_rbee.actors.lifecycle import LifecycleActor
-from llm_worker_rbee.engine.fake import FakeScript
+from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
+from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.messages.lifecycle import Drain, Stop, WorkerState
 from llm_worker_rbee.messages.session import Ended
+from llm_worker_rbee.testing.asgi import Exchange, asgi_request
+from llm_worker_rbee.testing.inprocess import InProcessServer
 from llm_worker_rbee.testing.stack import actor_stack
+from llm_worker_rbee.worker import Runtime, run_worker
 from tests.test_actors import collect, request
 
 
@@ -74,3 +83,43 @@ async def test_stop_during_drain_cancels_at_once(autojump_clock: trio.testing.Mo
             await lifecycle.wait_stopped()
         assert end[0] == 2.0 and isinstance(end[1], Ended) and end[1].stop_reason == "cancelled"
         assert actor.stop_reason == "first signal"
+
+
+@pytest.mark.behavior("LIFE-007")
+async def test_the_worker_may_exit_once_served_before_the_unload(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The whole worker: after the drain deadline, the way to `exit_when_served` waits on
+    no timer (the same virtual instant), with every stream ended and the engine still
+    loaded: a process that exits there leaves the free, which waits for the step in flight,
+    to the OS (#23). A hook that returns gets the rest of the way down as before."""
+    engine = FakeEngine(FakeScript(reply=["x"] * 1000, step_latency=0.125))
+    server = InProcessServer()
+    called: list[tuple[int, float, bool]] = []
+    runtime = Runtime(
+        runner=VirtualTimeStepRunner(0.125),
+        server=server,
+        handle_signals=False,
+        exit_when_served=lambda code: called.append((code, trio.current_time(), engine.closed)),
+    )
+    settings = Settings(worker_id="w", drain_timeout=1.0)
+    reads: list[Exchange] = []
+    async with trio.open_nursery() as nursery:
+        start = partial(run_worker, settings, model_id="m", engine_factory=lambda: engine)
+        services = await nursery.start(partial(start, runtime=runtime))
+        assert server.app is not None
+        app = server.app
+
+        async def read() -> None:
+            body = json.dumps({"prompt": "hi", "stream": True}).encode()
+            reads.append(await asgi_request(app, "POST", "/v1/inference", body=body))
+
+        for _ in range(2):
+            nursery.start_soon(read)
+        await trio.sleep(0.5)
+        services.lifecycle.signal(signal.SIGTERM)
+    assert called == [(0, 1.5, False)]
+    assert engine.closed  # the hook returned: unloaded as before
+    for exchange in reads:
+        assert exchange.events[-2].json()["stop_reason"] == "cancelled"
+        assert exchange.events[-1].data == "[DONE]" and exchange.ended_at == 1.5

@@ -11,10 +11,12 @@ import pytest
 import trio
 import trio.testing
 
+from llm_worker_rbee.actors.jobs import JobBoard, JobBoardStatistics
+from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.http.job_routes import end_frames
-from llm_worker_rbee.messages.session import Ended, ErrorInfo
+from llm_worker_rbee.messages.session import Ended, ErrorInfo, TextDelta
 from llm_worker_rbee.testing.asgi import Exchange, asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessWorker, inprocess_worker
 
@@ -183,3 +185,146 @@ def test_a_jobs_end_in_rbees_terms(ended: Ended, tail: list[str]) -> None:
         else:
             seen.append(payload)
     assert seen == tail
+
+
+@pytest.mark.behavior("SSE-008", "SSE-012")
+async def test_the_started_frame_goes_out_when_the_reader_connects(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The job's `started` frame does not wait for the prefill: with 8 prompt tokens a step
+    at 0.125 s a step, a prompt of 101 tokens takes 13 steps before its first token."""
+    script = FakeScript(reply=["Hel", "lo"], step_latency=0.125, prefill_chunk=8)
+    async with inprocess_worker(script=script) as worker:
+        job = (await post_job(worker, {**INFER, "prompt": "x" * 100})).json()
+        read = await asgi_request(worker.app, "GET", job["sse_url"])
+    kinds = [e.json()["type"] if e.data.startswith("{") else e.data for e in read.events]
+    assert kinds == ["started", "token", "token", "end", "[DONE]"]
+    started, first_token = read.events[0], read.events[1]
+    assert started.at == read.sent_at == 0
+    assert first_token.at == 13 * 0.125
+
+
+@pytest.mark.behavior("HTTP-025", "HTTP-034")
+async def test_a_job_id_stays_taken_while_the_worker_remembers_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """#23's leak: a job left unread, then a second POST with its id. The second is 409 (it
+    used to replace the first on the board, whose pickup timer then dropped it unclosed,
+    its slot busy for good); the first expires alone; the id stays taken once it ended."""
+    settings = Settings(worker_id="w", slots=1, job_pickup_timeout=2.0)
+    script = FakeScript(reply=["x"] * 400, step_latency=0.125)
+    queen = {"accept": "*/*"}
+    async with inprocess_worker(settings, script) as worker:
+        first = {"prompt": "hi", "max_tokens": 1, "job_id": "dupX"}
+        posted = await worker.request("POST", "/v1/inference", first, headers=queen)
+        assert posted.status == 200 and posted.json()["job_id"] == "dupX"
+        second = {**first, "max_tokens": 300}
+        again = await worker.request("POST", "/v1/inference", second, headers=queen)
+        assert again.status == 409
+        error = again.json()["error"]
+        assert (error["code"], error["type"], error["param"]) == (
+            "duplicate_job_id",
+            "invalid_request_error",
+            None,
+        )
+        assert "dupX" in error["message"]
+        await trio.sleep(3.0)  # past the first job's pickup timeout
+        late = await asgi_request(worker.app, "GET", posted.json()["sse_url"])
+        assert late.status == 410 and late.json()["error"]["code"] == "job_expired"
+        assert worker.services.scheduler is not None
+        assert worker.services.scheduler.statistics().slots_busy == 0
+        assert worker.services.jobs is not None
+        assert worker.services.jobs.statistics() == JobBoardStatistics(0, 1)
+        # Expired and ended, the id is still remembered: any API refuses it.
+        for path, body in (("/v1/jobs", {**INFER, "job_id": "dupX"}), ("/v1/inference", first)):
+            reused = await worker.request("POST", path, body, headers=queen)
+            assert reused.status == 409, path
+        header = {"X-Request-Id": "dupX"}
+        openai = await worker.request("POST", "/v1/completions", {"prompt": "hi"}, header)
+        assert openai.status == 409
+        fresh = await worker.request("POST", "/v1/inference", {**first, "job_id": "new"}, queen)
+        assert fresh.status == 200
+
+
+@pytest.mark.behavior("HTTP-025")
+async def test_a_refused_requests_job_id_may_be_sent_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A request refused before its answer started (here 503, the queue full) never became a
+    job: a retry with the same id is served."""
+    settings = Settings(worker_id="w", slots=1, max_queue=0)
+    script = FakeScript(reply=["x"] * 8, step_latency=0.125)
+    async with inprocess_worker(settings, script) as worker:
+        async with trio.open_nursery() as nursery:
+            holder = {"prompt": "a", "stream": True}
+            nursery.start_soon(worker.request, "POST", "/v1/inference", holder)
+            await trio.testing.wait_all_tasks_blocked()
+            body = {"prompt": "b", "max_tokens": 2, "job_id": "retry-me", "stream": True}
+            refused = await worker.request("POST", "/v1/inference", body)
+            assert refused.status == 503
+        served = await worker.request("POST", "/v1/inference", body)
+        assert served.status == 200 and served.events[-1].data == "[DONE]"
+        ended = await worker.request("POST", "/v1/inference", body)
+        assert ended.status == 409
+
+
+@pytest.mark.behavior("HTTP-025")
+async def test_the_board_takes_one_job_per_id() -> None:
+    board = JobBoard(pickup_timeout=1.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(board.run)
+        stream = ChoiceStream(trio.open_memory_channel[Any](1)[1], [])
+        board.post("x", stream, model="m", posted_at=0.0)
+        with pytest.raises(ValueError, match="already waiting"):
+            board.post("x", stream, model="m", posted_at=0.0)
+        assert board.knows("x") and not board.knows("y")
+        assert board.claim("x") is not None and board.knows("x")
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.behavior("SSE-012")
+async def test_tokens_out_counts_only_the_tokens_the_reader_got(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """#23: a cancel (the drain's abort) that lands after a session took its text from the
+    mailbox but before it handed the delta on stops that send; the end must not count the
+    tokens nobody got. The tracer sees each delta just before its send, so cancelling there
+    hits the window every time."""
+    holder: list[InProcessWorker] = []
+
+    def cancel_at_the_third_delta(recipient: str, message: object) -> None:
+        if recipient == "http:job-1" and isinstance(message, TextDelta):
+            deltas.append(message)
+            if len(deltas) == 3:
+                assert holder[0].services.sessions is not None
+                holder[0].services.sessions.cancel("job-1")
+
+    deltas: list[TextDelta] = []
+    script = FakeScript(reply=["a"] * 20, step_latency=0.125)
+    async with inprocess_worker(script=script, tracer=cancel_at_the_third_delta) as worker:
+        holder.append(worker)
+        job = (await post_job(worker, {**INFER, "max_tokens": 20})).json()
+        read = await asgi_request(worker.app, "GET", job["sse_url"])
+    lines = data_lines(read)
+    events = [json.loads(line[6:]) for line in lines[:-1]]
+    tokens = [e for e in events if e["type"] == "token"]
+    assert len(deltas) == 3 and len(tokens) == 2 and lines[-1] == "data: [CANCELLED]"
+    assert events[-1]["stop_reason"] == "CANCELLED"
+    assert events[-1]["tokens_out"] == 2 == sum(len(t["t"]) for t in tokens)
+
+
+@pytest.mark.behavior("SSE-012")
+async def test_a_job_streams_one_token_frame_per_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`é` takes two tokens: its text waits for the second, and the delta that carries it
+    covers both. rbee's `i` indexes tokens, so it goes out as two frames, the text on the
+    last, and the frames count what `end.tokens_out` counts."""
+    script = FakeScript(reply=["a", b"\xc3", b"\xa9", "b"])
+    async with inprocess_worker(script=script) as worker:
+        job = (await post_job(worker, INFER)).json()
+        read = await asgi_request(worker.app, "GET", job["sse_url"])
+    events = [json.loads(line[6:]) for line in data_lines(read)[:-1]]
+    tokens = [(e["t"], e["i"]) for e in events if e["type"] == "token"]
+    assert tokens == [("a", 0), ("", 1), ("é", 2), ("b", 3)]
+    assert events[-1]["tokens_out"] == 4

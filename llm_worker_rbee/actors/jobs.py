@@ -73,9 +73,15 @@ class JobBoard:
                     job.stream.close()
 
     def post(self, job_id: str, stream: ChoiceStream, *, model: str, posted_at: float) -> None:
-        """Keeps a running job until its reader claims it or the pickup timeout passes."""
+        """Keeps a running job until its reader claims it or the pickup timeout passes.
+
+        Raises:
+            ValueError: a job of that id is already waiting.
+        """
         if self._nursery is None:
             raise RuntimeError("the job board is not running")
+        if job_id in self._waiting:  # the routes refuse a taken id first (409)
+            raise ValueError(f"job {job_id!r} is already waiting for its reader")
         job = PostedJob(job_id, stream, model, posted_at, trio.CancelScope())
         self._waiting[job_id] = job
         self._nursery.start_soon(self._expire, job)
@@ -93,13 +99,18 @@ class JobBoard:
         self._forget(job_id, "claimed")
         return job
 
+    def knows(self, job_id: str) -> bool:
+        """The id names a job waiting for its reader, or one claimed or expired lately."""
+        return job_id in self._waiting or job_id in self._gone
+
     def statistics(self) -> JobBoardStatistics:
         return JobBoardStatistics(len(self._waiting), self._expired_total)
 
     async def _expire(self, job: PostedJob) -> None:
         with job._expiry:
             await trio.sleep(self._pickup_timeout)
-            if self._waiting.pop(job.job_id, None) is job:
+            if self._waiting.get(job.job_id) is job:  # only its own job, never a namesake
+                del self._waiting[job.job_id]
                 log.warning(
                     "job %s: nobody opened its stream within %g s; cancelled",
                     job.job_id,

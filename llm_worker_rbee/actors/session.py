@@ -92,6 +92,8 @@ class InferenceSession:
         self._released = False
         self.final: SessionEvent | None = None  # the terminal event, once decided
         self.done = trio.Event()
+        # False once the request was refused before its answer started: its job id is free.
+        self.remembered = True
 
     @property
     def job_id(self) -> str:
@@ -191,18 +193,21 @@ class InferenceSession:
                 # The text of every step since the last wake-up, as one delta: when the
                 # engine runs ahead of the sockets, a write carries several tokens.
                 output = await mailbox.get()
-                self._tokens_out += output.tokens
                 self._cached_tokens = output.cached_tokens
-                ended = None if output.end is None else self._ending(output.end)
+                if output.end is not None:
+                    self._seq = None  # the sequence already left the engine
                 # At the end, tokens with no text of their own still bring their logprobs.
-                if output.text or (ended is not None and output.logprobs):
+                if output.text or (output.end is not None and output.logprobs):
                     await self._emit(out, TextDelta(output.text, output.tokens, output.logprobs))
-                if ended is not None:
-                    return ended
+                # Counted once handed on: when a cancel stops the delta's send (the drain's
+                # abort can land between the mailbox and the send), the client never got
+                # these tokens, and `tokens_out` says so.
+                self._tokens_out += output.tokens
+                if output.end is not None:
+                    return self._ending(output.end)
 
     def _ending(self, end: SequenceEnd) -> Ended:
         """The sequence ended in the engine (its slot's sequence is already gone)."""
-        self._seq = None
         if isinstance(end, SequenceFinished):
             return self._ended(STOP_REASONS[end.reason], stop=end.stop)
         log.error("job %s failed in the engine: %s", self.request.job_id, end.message)
@@ -275,7 +280,8 @@ class SessionPool:
         self._trace = tracer
         self._nursery: trio.Nursery | None = None
         self._live: dict[str, InferenceSession] = {}
-        # Recently ended job ids, so a late cancel still gets 204 rather than 404.
+        # Recently ended job ids: a late cancel still gets 204 rather than 404, and a new
+        # request may not take one (job ids stay unique while the worker remembers them).
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
         self._changed = trio.Event()
@@ -327,14 +333,27 @@ class SessionPool:
         finally:
             self._live.pop(session.job_id, None)
             self._note_outcome(session.final)
-            self._ended[session.job_id] = None
-            while len(self._ended) > self._remember:
-                self._ended.popitem(last=False)
+            if session.remembered and not isinstance(session.final, Rejected):
+                self._ended[session.job_id] = None
+                while len(self._ended) > self._remember:
+                    self._ended.popitem(last=False)
             self._changed.set()
             self._changed = trio.Event()
 
     def get(self, job_id: str) -> InferenceSession | None:
         return self._live.get(job_id)
+
+    def knows(self, job_id: str) -> bool:
+        """The id names a live session or one that ended lately (the last `remember`)."""
+        return job_id in self._live or job_id in self._ended
+
+    def refuse(self, stream: ChoiceStream) -> None:
+        """The request was refused before its answer started (queue full, a deadline passed
+        while it waited to be accepted): its sessions stop and their job ids are free."""
+        for session in stream.sessions:
+            session.remembered = False
+            self._ended.pop(session.job_id, None)
+        stream.close()
 
     def cancel(self, job_id: str) -> bool:
         """Cancels a running or queued job. True if the job is known (live or recently ended)."""

@@ -30,6 +30,7 @@ from llm_worker_rbee.http import (
 from llm_worker_rbee.http.admin_routes import require_api_key
 from llm_worker_rbee.http.errors import ApiError, error_body
 from llm_worker_rbee.http.request_context import request_id_of
+from llm_worker_rbee.http.response_end import ResponseEndShield
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import SessionGuard
 from llm_worker_rbee.http.ui_routes import is_page_path
@@ -45,6 +46,7 @@ def create_app(services: Services) -> QuartTrio:
     app.config["RESPONSE_TIMEOUT"] = None
     app.config["MAX_CONTENT_LENGTH"] = services.settings.max_body_bytes
     app.asgi_app = SessionGuard(app.asgi_app)  # type: ignore[method-assign,assignment,arg-type]
+    app.asgi_app = ResponseEndShield(app.asgi_app)  # type: ignore[method-assign,assignment,arg-type]
     app.before_request(_read_whole_body)
     _register_errors(app)
     _register_request_ids(app, services)

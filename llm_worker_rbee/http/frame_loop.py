@@ -11,7 +11,7 @@ from quart import Response
 
 from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.errors import ApiError, ended_error
-from llm_worker_rbee.http.sse import PING, SSE_HEADERS, SessionBody, next_choice
+from llm_worker_rbee.http.sse import NOTHING, PING, SSE_HEADERS, SessionBody, next_choice
 from llm_worker_rbee.messages.session import Ended, TextDelta
 
 TextFrames = Callable[[TextDelta], Iterable[bytes]]
@@ -29,7 +29,7 @@ async def session_frames(
 ) -> AsyncIterator[bytes]:
     """`opening`, then `on_text`'s frames for each text delta, `ping` after each `keepalive`
     seconds of silence (nothing when None), and `on_end`'s frames for the session's end,
-    which are the last."""
+    which are the last; NOTHING for an event without frames (see SessionBody)."""
     for frame in opening:
         yield frame
     while True:
@@ -40,12 +40,14 @@ async def session_frames(
             continue
         _, event = item
         if isinstance(event, TextDelta):
-            for frame in on_text(event):
+            for frame in list(on_text(event)) or [NOTHING]:
                 yield frame
         elif isinstance(event, Ended):
             for frame in on_end(event):
                 yield frame
             return
+        else:
+            yield NOTHING
 
 
 def sse_response(stream: ChoiceStream, frames: AsyncIterator[bytes], job_id: str) -> Response:

@@ -155,7 +155,12 @@ def _frames(job: PostedJob, keepalive: float) -> AsyncIterator[bytes]:
     index = itertools.count()
 
     def token(delta: TextDelta) -> list[bytes]:
-        return [_data({"type": "token", "t": delta.text, "i": next(index)})]
+        # rbee's `i` is a token's index, one frame per token: a delta that covers several
+        # (the engine ran ahead of the stream, or text waited for the rest of a character)
+        # puts its text on the last, so the frames count the tokens `end.tokens_out` counts.
+        count = max(delta.tokens, 1)
+        texts = [""] * (count - 1) + [delta.text]
+        return [_data({"type": "token", "t": text, "i": next(index)}) for text in texts]
 
     return session_frames(job.stream, keepalive, [_data(started)], token, end_frames, ping=None)
 

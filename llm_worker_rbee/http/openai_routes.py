@@ -26,7 +26,15 @@ from llm_worker_rbee.http.schemas import (
 )
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import open_choices
-from llm_worker_rbee.http.sse import DONE, PING, SSE_HEADERS, SessionBody, next_choice, sse_data
+from llm_worker_rbee.http.sse import (
+    DONE,
+    NOTHING,
+    PING,
+    SSE_HEADERS,
+    SessionBody,
+    next_choice,
+    sse_data,
+)
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.inference import TokenLogprobs
 from llm_worker_rbee.messages.session import Ended, InferenceRequest, TextDelta
@@ -362,7 +370,8 @@ class _Reply:
             index, event = item
             parser = parsers[index]
             if isinstance(event, TextDelta) and parser is not None:
-                for frame in self._tool_frames(index, parser.feed(event.text), event.logprobs):
+                held = self._tool_frames(index, parser.feed(event.text), event.logprobs)
+                for frame in held or [NOTHING]:  # NOTHING: see SessionBody
                     yield frame
             elif isinstance(event, TextDelta):
                 delta: dict[str, Any] | str = {"content": event.text} if self.chat else event.text
@@ -381,6 +390,8 @@ class _Reply:
                     if parser.tool_calls() and finish == "stop":
                         finish = "tool_calls"
                 yield self._chunk(index, {} if self.chat else "", finish)
+            else:
+                yield NOTHING  # Accepted, Started: no frame (see SessionBody)
         else:
             if include_usage:
                 chunk = self._envelope(self.chunk_object)

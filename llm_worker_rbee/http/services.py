@@ -51,6 +51,12 @@ class Services:
     # What the served file says about the model (None: not read, as with the fake engine).
     model_file: ModelFile | None = None
 
+    def job_id_taken(self, job_id: str) -> bool:
+        """A running session, a posted job waiting for its reader, or one of either that
+        ended lately has this id (HTTP-025)."""
+        in_pool = self.sessions is not None and self.sessions.knows(job_id)
+        return in_pool or (self.jobs is not None and self.jobs.knows(job_id))
+
     def cancel_job(self, job_id: str) -> bool:
         """SessionPool.cancel once the sessions exist (the hive may ask before)."""
         return self.sessions is not None and self.sessions.cancel(job_id)

@@ -9,7 +9,7 @@ from typing import Any, Protocol, cast
 
 from quart import Response, request
 
-from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.actors.session import ChoiceStream, SessionPool
 from llm_worker_rbee.http.errors import CANCELLED, ApiError, ended_error
 from llm_worker_rbee.http.frame_loop import sse_response
 from llm_worker_rbee.http.services import Services
@@ -55,9 +55,12 @@ def _start(
     `owned` is false (a posted job: the JobBoard, then its reader, owns it)."""
     _, sessions = services.serving()
     for inference in requests:
-        if sessions.get(inference.job_id) is not None:
+        if services.job_id_taken(inference.job_id):
             raise ApiError(
-                409, f"job {inference.job_id} is already running", code="duplicate_job_id"
+                409,
+                f"job id {inference.job_id!r} is taken: a job that is running, waiting for its "
+                "reader or ended lately has it; send a new one",
+                code="duplicate_job_id",
             )
     stream = sessions.start_choices(requests)
     if owned:
@@ -70,18 +73,19 @@ def adopt(stream: ChoiceStream) -> None:
     cast(dict[str, Any], request.scope)[_SESSIONS_KEY].append(stream)
 
 
-def _refuse(stream: ChoiceStream, first: SessionEvent) -> None:
-    """A first event that is not Accepted ends the request before a response starts.
+def _refuse(sessions: SessionPool, stream: ChoiceStream, first: SessionEvent) -> None:
+    """A first event that is not Accepted ends the request before a response starts; its
+    job ids are free again (a retry may send the same).
 
     Raises:
         ApiError: 503 (with Retry-After) when the queue is full; 408 when the deadline had
             passed before the request was even accepted.
     """
     if isinstance(first, Rejected):
-        stream.close()
+        sessions.refuse(stream)
         raise ApiError.from_info(first.error)  # Retry-After: the scheduler's estimate
     if isinstance(first, Ended):
-        stream.close()
+        sessions.refuse(stream)
         raise ApiError.from_info(ended_error(first) or CANCELLED)
 
 
@@ -96,10 +100,11 @@ async def open_choices(
     """Sessions for every choice; waits until each is accepted (or one is refused).
     `owned`: see `_start`."""
     stream = _start(services, requests, owned=owned)
+    _, sessions = services.serving()
     accepted = 0
     while accepted < len(requests):
         index, first = await stream.events.receive()
-        _refuse(stream, first)
+        _refuse(sessions, stream, first)
         if isinstance(first, Accepted):
             stream.accepted[index] = first
             accepted += 1

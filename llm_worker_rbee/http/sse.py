@@ -18,6 +18,10 @@ SSE_HEADERS = {
 }
 DONE = b"data: [DONE]\n\n"
 PING = b": ping\n\n"
+# What a frame generator yields for an event that makes no frame (Started, text a tool
+# parser holds back): SessionBody joins only events already waiting, and a generator that
+# went on to the next event instead would wait for it with the frames in hand.
+NOTHING = b""
 MAX_JOINED = 256  # frames per write, so one write stays a few tens of KiB
 LOST = Ended(
     stop_reason="error",
@@ -65,10 +69,14 @@ class SessionBody:
 
     async def __anext__(self) -> bytes:
         """The next frame, joined with every frame whose event is already waiting: one socket
-        write per wake-up rather than one per token when the engine runs ahead."""
+        write per wake-up rather than one per token when the engine runs ahead. The frame
+        generator yields NOTHING for an event without frames, so joining never waits."""
         if self._finished:
             raise StopAsyncIteration
-        frames = [await self._frames.__anext__()]
+        frame = NOTHING
+        while frame == NOTHING:
+            frame = await self._frames.__anext__()
+        frames = [frame]
         while self._stream.events.statistics().current_buffer_used and len(frames) < MAX_JOINED:
             try:
                 frames.append(await self._frames.__anext__())
