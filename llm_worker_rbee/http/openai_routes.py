@@ -18,12 +18,8 @@ from llm_worker_rbee.http.chat_tools import chat_message, delta_of, message_call
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
 from llm_worker_rbee.http.logprobs import CompletionLogprobs, chat_logprobs
 from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
-from llm_worker_rbee.http.schemas import (
-    ChatCompletionBody,
-    CompletionBody,
-    SamplingFields,
-    refused_param,
-)
+from llm_worker_rbee.http.schemas import ChatCompletionBody, CompletionBody, SamplingFields
+from llm_worker_rbee.http.schemas import refused_param
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import open_choices
 from llm_worker_rbee.http.sse import (
