@@ -18,8 +18,12 @@ from llm_worker_rbee.http.chat_tools import chat_message, delta_of, message_call
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
 from llm_worker_rbee.http.logprobs import CompletionLogprobs, chat_logprobs
 from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
-from llm_worker_rbee.http.schemas import ChatCompletionBody, CompletionBody, SamplingFields
-from llm_worker_rbee.http.schemas import refused_param
+from llm_worker_rbee.http.schemas import (
+    ChatCompletionBody,
+    CompletionBody,
+    SamplingFields,
+    refused_param,
+)
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import open_choices
 from llm_worker_rbee.http.sse import (
@@ -40,8 +44,7 @@ from llm_worker_rbee.tools import NO_TOOLS, ToolCallParser, ToolEvent, ToolPlan
 FINGERPRINT = f"llm-worker-rbee-{__version__}"
 # OpenAI's legacy completions default to 16 new tokens; chat defaults to what fits.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
-# Choices (n times the prompts) one request may ask for; those beyond the free slots wait in
-# the queue, all of them in the one place their request takes there (SlotScheduler).
+# Choices (n times the prompts) per request; those beyond the free slots share one queue place.
 MAX_CHOICES = 128
 
 
@@ -78,8 +81,7 @@ def register(app: QuartTrio, services: Services) -> None:
                 "one request may ask for",
                 param="n" if prompts == 1 else "prompt",
             )
-        if choices > settings.slots and settings.queue_limit == 0:
-            # Choices beyond the slots wait in the queue, and this worker has none.
+        if choices > settings.slots and settings.max_queue == 0:  # nowhere to wait
             raise bad_request(
                 f"{choices} choices need {choices} slots and this worker has "
                 f"{settings.slots} and no queue (--max-queue 0)",
