@@ -70,7 +70,10 @@ class Settings(BaseModel):
     slots: int = Field(default=4, ge=1, le=256)
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=1024)
     batch_size: int = Field(default=512, ge=1, le=1 << 16)
-    max_queue: int | None = Field(default=None, ge=0)
+    # Requests that may wait for a slot: a count (for memory) and the longest wait, in
+    # seconds, a request may be queued for (0: no bound but the count); actors/scheduler.py.
+    max_queue: int = Field(default=256, ge=0)
+    max_queue_wait: float = Field(default=120.0, ge=0)
     drain_timeout: float = Field(default=30.0, ge=0)
     request_timeout: float | None = Field(default=None, gt=0)
     sse_keepalive: float = Field(default=15.0, gt=0)
@@ -189,8 +192,8 @@ class Settings(BaseModel):
         return DEFAULT_CTX_SIZE if self.ctx_size is None else self.ctx_size
 
     @property
-    def queue_limit(self) -> int:
-        return 2 * self.slots if self.max_queue is None else self.max_queue
+    def queue_wait_s(self) -> float | None:
+        return self.max_queue_wait or None
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,8 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("slots", "concurrent sequences (default 4)", "N"),
     _Flag("threads", "CPU threads for llama.cpp (default: all cores)", "N"),
     _Flag("batch_size", "tokens per decode step, prompt chunks included (default 512)", "N"),
-    _Flag("max_queue", "requests waiting for a slot before 503 (default 2 x slots)", "N"),
+    _Flag("max_queue", "requests that may wait for a slot (default 256)", "N"),
+    _Flag("max_queue_wait", "longest wait in the queue before 503; 0: any (default 120)", "S"),
     _Flag("drain_timeout", "seconds in-flight work may take after SIGTERM (default 30)", "S"),
     _Flag("request_timeout", "seconds any request may take, queue included (default none)", "S"),
     _Flag("sse_keepalive", "seconds of silence before a ': ping' on a stream (default 15)", "S"),

@@ -162,7 +162,7 @@ def worker_status(services: Services, since: int = 0) -> WorkerStatus:
         slots=slot_statuses(services),
         queue=QueueStatus(
             depth=scheduler.queue_depth if scheduler else 0,
-            max=scheduler.max_queue if scheduler else settings.queue_limit,
+            max=scheduler.max_queue if scheduler else settings.max_queue,
         ),
         kv=KvStatus(
             used=model.kv_tokens if model else 0,

@@ -178,10 +178,12 @@ async def run_worker(
             scheduler = await root.start(
                 SlotScheduler(
                     settings.slots,
-                    settings.queue_limit,
+                    settings.max_queue,
                     tracer=tracer,
                     chooser=model.choose_slot,
                     pool=model.info.kv_pool,
+                    max_wait_s=settings.queue_wait_s,
+                    pace=lambda: model.statistics().token_s,
                 ).run
             )
             sessions = await root.start(SessionPool(model, scheduler, tracer=tracer).run)

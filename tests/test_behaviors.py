@@ -165,7 +165,7 @@ def test_where_reaches_handlers_methods_and_tables() -> None:
         "http.system_routes:register.health",
         "actors.session:SessionPool.cancel",
         "llm_worker_rbee.http.schemas:REFUSED",
-        "config:Settings.queue_limit",
+        "config:Settings.queue_wait_s",
         "devtools.behaviors.check:check",  # a development tool, beside the package
     ):
         assert isinstance(resolve(ref, sources), Location), ref

@@ -66,25 +66,26 @@ async def test_without_a_queue_choices_beyond_the_slots_can_never_run(
     assert fits.status == 200
 
 
-@pytest.mark.behavior("RES-014")
-def test_retry_after_is_the_waiting_jobs_times_the_mean_over_the_slots() -> None:
-    def stats(waiting: int, mean: float | None, slots: int = 4) -> SchedulerStatistics:
+@pytest.mark.behavior("RES-003")
+def test_a_request_is_refused_early_only_when_the_queue_has_no_place() -> None:
+    def stats(busy: int, depth: int, wait: float | None) -> SchedulerStatistics:
         return SchedulerStatistics(
-            slots_total=slots,
-            slots_busy=slots,
-            queue_depth=1,
+            slots_total=4,
+            slots_busy=busy,
+            queue_depth=depth,
             max_queue=8,
-            slot_jobs=("a",) * slots,
-            queued_jobs=tuple(f"q{i}" for i in range(waiting)),
+            slot_jobs=("a",) * busy + (None,) * (4 - busy),
+            queued_jobs=tuple(f"q{i}" for i in range(depth)),
             rejected_total=0,
-            mean_job_s=mean,
+            wait_s=wait,
+            max_wait_s=60.0,
         )
 
-    assert stats(8, None).retry_after() == 1  # no job has ended yet: nothing to go on
-    assert stats(8, 2.5).retry_after() == 5  # 8 x 2.5 / 4
-    assert stats(8, 2.6).retry_after() == 6  # rounded up
-    assert stats(1, 0.2).retry_after() == 1  # at least 1 s
-    assert stats(3, 1.0, slots=1).retry_after() == 3
+    assert not stats(3, 8, 100.0).full()  # a slot is free
+    assert stats(4, 8, 1.0).full()  # the count
+    assert stats(4, 2, 61.0).full()  # the wait
+    assert not stats(4, 2, 60.0).full()
+    assert not stats(4, 7, None).full()  # no pace yet: the count alone
 
 
 @pytest.mark.behavior("ERR-030")

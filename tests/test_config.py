@@ -16,7 +16,7 @@ def test_defaults() -> None:
         4,
         None,  # auto: the model's trained context, resolved before the load
     )
-    assert settings.queue_limit == 8
+    assert (settings.max_queue, settings.queue_wait_s) == (256, 120.0)
     assert settings.ctx_tokens == 4096 and not settings.batch_invariant
     assert settings.model is None and settings.hive_url is None
 

@@ -37,6 +37,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "threads": ("3", 3),
     "batch_size": ("256", 256),
     "max_queue": ("0", 0),
+    "max_queue_wait": ("2.5", 2.5),
     "drain_timeout": ("0", 0.0),
     "request_timeout": ("60", 60.0),
     "sse_keepalive": ("0.5", 0.5),

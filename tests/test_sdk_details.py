@@ -141,7 +141,8 @@ async def test_a_cancelled_request_and_a_taken_job_id_are_not_retried(
 ) -> None:
     """A request someone cancelled (503 `cancelled`) must not run again on a retry, and a
     job id in use (409) stays in use; a full worker (503 `all_slots_busy`) is retried."""
-    settings = Settings(worker_id="w", slots=1, max_queue=1)
+    # One place in the queue, by count alone (the slow script's wait would refuse sooner).
+    settings = Settings(worker_id="w", slots=1, max_queue=1, max_queue_wait=0)
     async with clients(settings, slow_script()) as c:
         refusals: list[openai.APIStatusError] = []
 
@@ -155,6 +156,9 @@ async def test_a_cancelled_request_and_a_taken_job_id_are_not_retried(
             refusals.append(refused.value)
 
         async with trio.open_nursery() as nursery:
+            # The client's first call reads the platform in a thread, while virtual time
+            # runs on: made here, so the first ask below is in before the second is sent.
+            await c.openai.models.list()
             nursery.start_soon(ask, "running")
             await trio.testing.wait_all_tasks_blocked()
             await ask("running")  # the same id while the first runs

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from llm_worker_rbee.actors.memory_pressure import MemoryPressure
 from llm_worker_rbee.actors.output import SequenceText
+from llm_worker_rbee.actors.token_pace import TokenPace
 from llm_worker_rbee.engine.base import Engine, EngineOutOfMemory, PromptCacheView, SeqOutput
 from llm_worker_rbee.messages.inference import (
     Abandon,
@@ -58,6 +59,8 @@ class ModelStatistics:
     # The running sequences in slot order (a few small records per step: the status page
     # reads them once a second, so nothing else on the token path changes for it).
     sequences: tuple[SequenceProgress, ...] = ()
+    # Slot-seconds per generated token while busy (TokenPace); None: not known yet.
+    token_s: float | None = None
 
 
 @dataclass
@@ -76,11 +79,12 @@ class DecodeLoop:
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self._engine = engine
         self._memory = MemoryPressure(clock)
+        self._pace = TokenPace(clock, engine.info.step_s)
         self._active: dict[int, _Active] = {}
         self._steps = 0
         self._tokens_generated = 0
         self._prompt_tokens = 0
-        self._snapshot = ModelStatistics(0, 0, 0, 0)
+        self._snapshot = ModelStatistics(0, 0, 0, 0, token_s=self._pace.seconds())
 
     @property
     def busy(self) -> bool:
@@ -109,6 +113,8 @@ class DecodeLoop:
     def step(self) -> list[Delivery]:
         """One engine step over every active sequence; an exception fails this step only."""
         self._steps += 1
+        started = self._pace.step_started()
+        sequences, generated = len(self._active), self._tokens_generated
         out: list[Delivery] = []
         try:
             outputs = self._engine.step()
@@ -124,6 +130,8 @@ class DecodeLoop:
             # The output step: every sequence's token of this step, processed together.
             for output in outputs:
                 self._route(output, out)
+        tokens = self._tokens_generated - generated
+        self._pace.step_ended(started, sequences, tokens, busy=bool(self._active))
         self._refresh()
         return out
 
@@ -195,4 +203,5 @@ class DecodeLoop:
             kv_tokens=sum(s.prompt_tokens + s.generated for s in sequences),
             memory_degraded=self._memory.degraded,
             sequences=sequences,
+            token_s=self._pace.seconds(),
         )

@@ -1,5 +1,5 @@
-"""SlotScheduler: N slots, the KV cells they share, and a bounded queue of requests in
-front of them."""
+"""SlotScheduler: N slots, the KV cells they share, and a queue of requests in front of them,
+bounded by how long a request would wait there and by a count."""
 
 from __future__ import annotations
 
@@ -26,10 +26,15 @@ from llm_worker_rbee.tracing import Tracer, no_trace
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 256
-# Weight of the newest slot hold in the recent mean job time (an exponentially weighted
-# mean): high enough that the slow first jobs of a cold worker are forgotten within a few
-# waves, low enough that one odd job does not swing Retry-After.
+# Weight of the newest job in the recent mean job length (an exponentially weighted mean),
+# what a job without a client's limit is expected to generate.
 MEAN_WEIGHT = 0.3
+# The length expected of a job without a limit before any job has ended.
+TYPICAL_TOKENS = 256
+
+# Slot-seconds per generated token while busy (TokenPace, via the model's statistics); None
+# while unknown, and then only the count bounds the queue.
+Pace = Callable[[], float | None]
 
 # (prompt tokens, free slots) -> the slot to grant. The engine's choice: the slot whose
 # prompt cache shares the longest prefix (see engine/base.py: PromptCacheView).
@@ -53,19 +58,23 @@ class SchedulerStatistics:
     slot_jobs: tuple[str | None, ...]
     queued_jobs: tuple[str, ...]
     rejected_total: int
-    # Recent mean seconds a job holds its slot; None until a job has given one back.
-    mean_job_s: float | None = None
     # The shared KV pool (None: each slot owns its cells) and what running requests reserved.
     pool_cells: int | None = None
     cells_reserved: int = 0
+    # How long a request arriving now would wait for a slot, and the most it may (None:
+    # unknown, or no bound); what a refusal's Retry-After says.
+    wait_s: float | None = None
+    max_wait_s: float | None = None
+    retry_after: int = 1
 
-    def retry_after(self) -> int:
-        """Seconds until a refused request is likely to find a place: the waiting jobs times
-        the recent mean job time over the slots, rounded up, at least 1."""
-        waiting = len(self.queued_jobs)
-        if self.mean_job_s is None or waiting == 0:
-            return 1
-        return max(1, math.ceil(waiting * self.mean_job_s / self.slots_total))
+    def full(self) -> bool:
+        """A request arriving now would be refused (the routes' early answer)."""
+        if self.slots_busy < self.slots_total:
+            return False
+        if self.queue_depth >= self.max_queue:
+            return True
+        wait, most = self.wait_s, self.max_wait_s
+        return wait is not None and most is not None and wait > most
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,14 @@ class SlotScheduler:
     A request that leaves (finished, cancelled, or its client went away) sends Leave; that
     frees its slot or takes it out of the queue, whichever applies, so nothing leaks even
     when a grant and a departure cross.
+
+    Admission: a request that must wait gets a place while the queue holds fewer than
+    `max_queue` requests (a bound for memory) and its wait for a slot would be at most
+    `max_wait_s`. The wait is the work ahead of it in tokens (what the running jobs have
+    left and the queued jobs' limits; a job without a client's limit counts as the recent
+    mean length) times the pace (slot-seconds per token, measured by the engine's steps and
+    seeded by its warm-up), over the slots. A refused request's Retry-After is when that
+    work has shrunk enough to let it in, and never sooner than the next slot frees.
     """
 
     def __init__(
@@ -113,6 +130,8 @@ class SlotScheduler:
         tracer: Tracer = no_trace,
         chooser: SlotChooser = first_free,
         pool: int | None = None,
+        max_wait_s: float | None = None,
+        pace: Pace = lambda: None,
     ) -> None:
         self.trace = tracer
         self._chooser = chooser
@@ -120,15 +139,19 @@ class SlotScheduler:
         self._granted_at: list[float] = [0.0] * n_slots
         self._pool = pool
         self._reserved = [0] * n_slots  # cells reserved by each slot's job
+        self._expected = [0] * n_slots  # tokens each slot's job is expected to generate
         # Waiting requests in turn order, each with its waiting jobs in order.
         self._queue: OrderedDict[str, OrderedDict[str, Acquire]] = OrderedDict()
         self._group_of: dict[str, str] = {}  # waiting job -> its request's place
         self._max_queue = max_queue
+        self._max_wait_s = max_wait_s
+        self._pace = pace
         self._rejected = 0
-        self._mean_job_s: float | None = None
+        self._mean_tokens = float(TYPICAL_TOKENS)
         self._changed = trio.Event()
 
     def statistics(self) -> SchedulerStatistics:
+        wait = self._wait_s()
         return SchedulerStatistics(
             slots_total=len(self._owners),
             slots_busy=sum(owner is not None for owner in self._owners),
@@ -137,10 +160,52 @@ class SlotScheduler:
             slot_jobs=tuple(self._owners),
             queued_jobs=tuple(job for jobs in self._queue.values() for job in jobs),
             rejected_total=self._rejected,
-            mean_job_s=self._mean_job_s,
             pool_cells=self._pool,
             cells_reserved=sum(self._reserved),
+            wait_s=wait,
+            max_wait_s=self._max_wait_s,
+            retry_after=self._retry_after(wait),
         )
+
+    def _expect(self, command: Acquire) -> int:
+        """Tokens a job is expected to generate: its limit, or the recent mean without one."""
+        if command.budget is not None:
+            return command.budget
+        return max(1, round(self._mean_tokens))
+
+    def _left(self, pace: float) -> list[float]:
+        """Tokens each busy slot's job has left, from its expectation and its time so far."""
+        now = trio.current_time()
+        return [
+            max(0.0, expected - (now - granted) / pace)
+            for owner, expected, granted in zip(
+                self._owners, self._expected, self._granted_at, strict=True
+            )
+            if owner is not None
+        ]
+
+    def _wait_s(self) -> float | None:
+        """Seconds a job joining the queue now would wait for a slot; None while the pace is
+        unknown. Zero while a slot is free."""
+        pace = self._pace()
+        if pace is None:
+            return None
+        left = self._left(pace)
+        if len(left) < len(self._owners):
+            return 0.0
+        queued = sum(self._expect(job) for jobs in self._queue.values() for job in jobs.values())
+        return (sum(left) + queued) * pace / len(self._owners)
+
+    def _retry_after(self, wait: float | None) -> int:
+        """Seconds until a refused request is likely to get in: until the work ahead has
+        shrunk to `max_wait_s`, and no sooner than the next slot frees; at least 1."""
+        pace = self._pace()
+        if wait is None or pace is None:
+            return 1
+        left = self._left(pace)
+        next_free = min(left) * pace if len(left) == len(self._owners) else 0.0
+        excess = wait - self._max_wait_s if self._max_wait_s is not None else 0.0
+        return max(1, math.ceil(max(next_free, excess)))
 
     def _idle(self) -> bool:
         return not self._queue and all(owner is None for owner in self._owners)
@@ -175,7 +240,7 @@ class SlotScheduler:
         group = command.group or job_id
         waiting = self._queue.get(group)
         if waiting is None:  # a request of its own, or its first choice to wait
-            if len(self._queue) >= self._max_queue:
+            if self._refuses():
                 self._rejected += 1
                 self._reply(job_id, command.reply, self._full())
                 return
@@ -190,8 +255,15 @@ class SlotScheduler:
         """A slot is free and, from a shared pool, the job's cells fit beside the rest."""
         return None in self._owners and fits(sum(self._reserved), command.cells, self._pool)
 
+    def _refuses(self) -> bool:
+        """No place for a new request: the queue is at its count, or too long a wait."""
+        if len(self._queue) >= self._max_queue:
+            return True
+        wait = self._wait_s()
+        return wait is not None and self._max_wait_s is not None and wait > self._max_wait_s
+
     def _full(self) -> QueueFull:
-        return QueueFull(len(self._queue), self.statistics().retry_after())
+        return QueueFull(len(self._queue), self._retry_after(self._wait_s()))
 
     def _grant(self, command: Acquire) -> bool:
         slot = self._choose(command.prompt_tokens)
@@ -200,6 +272,7 @@ class SlotScheduler:
         self._owners[slot] = command.job_id
         self._granted_at[slot] = trio.current_time()
         self._reserved[slot] = command.cells
+        self._expected[slot] = self._expect(command)
         return True
 
     def _choose(self, prompt: Sequence[int]) -> int:
@@ -222,12 +295,9 @@ class SlotScheduler:
             slot = self._owners.index(command.job_id)
             self._owners[slot] = None
             self._reserved[slot] = 0
-            self._note_job_time(trio.current_time() - self._granted_at[slot])
+            self._expected[slot] = 0
+            self._mean_tokens += MEAN_WEIGHT * (command.tokens_out - self._mean_tokens)
             self._grant_waiting()
-
-    def _note_job_time(self, seconds: float) -> None:
-        mean = self._mean_job_s
-        self._mean_job_s = seconds if mean is None else mean + MEAN_WEIGHT * (seconds - mean)
 
     def _grant_waiting(self) -> None:
         """Grants the head of the queue while it can start (a freed slot, or freed cells

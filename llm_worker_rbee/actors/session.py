@@ -158,6 +158,7 @@ class InferenceSession:
                     prompt_tokens=request.prompt_tokens,
                     group=self._group,
                     cells=len(request.prompt_tokens) + request.max_tokens,
+                    budget=request.max_tokens if request.limit_asked else None,
                 )
             )
             self.asked.set()
@@ -225,7 +226,7 @@ class InferenceSession:
             if self._seq is not None:
                 await self._model.send(Cancel(self._seq))
                 self._seq = None
-            await self._scheduler.send(Leave(self.request.job_id))
+            await self._scheduler.send(Leave(self.request.job_id, self._tokens_out))
 
 
 async def _send_final(out: Outbox, event: tuple[int, SessionEvent]) -> None:

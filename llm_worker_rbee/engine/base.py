@@ -61,6 +61,8 @@ class ModelInfo:
         kv_pool: the cells every slot draws from (fast mode, `kv_unified`); None when each
             slot owns a stream of its own (`--batch-invariant`), so cells need no accounting.
         n_slots: sequences the context holds.
+        step_s: seconds of one decode step with every slot busy, timed at the warm-up (None:
+            not measured): the scheduler's pace until live steps teach it better.
     """
 
     model_id: str
@@ -73,6 +75,7 @@ class ModelInfo:
     eos_text: str
     kv_pool: int | None = None
     n_slots: int = 1
+    step_s: float | None = None
 
 
 class Vocabulary(Protocol):

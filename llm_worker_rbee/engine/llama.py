@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,7 +225,8 @@ class LlamaEngine:
             engine._info = dataclasses.replace(engine._info, chat_template=chat_template)
         try:
             progress.enter(LoadStage.WARMING_UP)
-            engine.warm_up()
+            step_s = engine.warm_up()
+            engine._info = dataclasses.replace(engine._info, step_s=step_s)
             progress.check()
         except BaseException:
             engine.close()
@@ -270,23 +272,38 @@ class LlamaEngine:
             llama_cpp.llama_free(ctx)
             raise
 
-    def warm_up(self) -> None:
-        """One decode of a BOS token in slot 0, whose cells are then dropped, so the first
-        request does not pay for llama.cpp's first decode (graph and buffer set-up).
+    def warm_up(self) -> float:
+        """One decode of a BOS token in slot 0, so the first request does not pay for
+        llama.cpp's first decode (graph and buffer set-up); then a step of one token in every
+        slot, twice, the second timed: what a step costs with every slot busy, which the
+        scheduler turns queued work into a wait with before any request has run. The cells
+        are dropped after.
+
+        Returns:
+            The timed step's seconds.
 
         Raises:
-            ModelLoadError: the decode failed; a worker that cannot decode one token is
-                not ready.
+            ModelLoadError: a decode failed; a worker that cannot decode one token is not
+                ready.
         """
         bos = llama_cpp.llama_vocab_bos(self._vocab)
+        token = bos if bos >= 0 else 0
         batch = self._batch
-        batch.clear()
-        batch.add(bos if bos >= 0 else 0, 0, 0, True)
-        status = llama_cpp.llama_decode(self._ctx, batch.raw)
-        batch.clear()
-        llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
-        if status != 0:
-            raise ModelLoadError(f"the warm-up decode failed: {decode_error(status)}")
+        rows = [[0], list(range(self._info.n_slots)), list(range(self._info.n_slots))]
+        started = 0.0
+        try:
+            for seqs in rows:
+                batch.clear()
+                for seq in seqs:
+                    batch.add(token, 0, seq, True)
+                started = time.perf_counter()
+                status = llama_cpp.llama_decode(self._ctx, batch.raw)
+                llama_cpp.llama_memory_seq_rm(self._memory, -1, -1, -1)
+                if status != 0:
+                    raise ModelLoadError(f"the warm-up decode failed: {decode_error(status)}")
+            return time.perf_counter() - started
+        finally:
+            batch.clear()
 
     @property
     def info(self) -> ModelInfo:

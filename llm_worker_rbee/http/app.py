@@ -113,8 +113,8 @@ def _register_auth(app: QuartTrio, services: Services) -> None:
         if scheduler is None:
             return
         stats = scheduler.statistics()
-        if stats.slots_busy >= stats.slots_total and stats.queue_depth >= stats.max_queue:
-            error = overloaded(stats.queue_depth, stats.retry_after())
+        if stats.full():
+            error = overloaded(stats.queue_depth, stats.retry_after)
             services.metrics.observe("http:", Rejected(error))
             raise ApiError.from_info(error)
 

@@ -199,4 +199,5 @@ def build_request(
         max_tokens=completion_limit(model.info, len(tokens), max_tokens),
         stop=stops_of(body) + extra_stops,
         deadline=deadline,
+        limit_asked=max_tokens is not None,
     )

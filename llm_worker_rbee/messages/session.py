@@ -35,6 +35,8 @@ class InferenceRequest:
     stop: tuple[str, ...] = ()
     # Absolute, in trio's clock (queue time counts); None: no deadline.
     deadline: float | None = None
+    # False: the client set no limit and `max_tokens` is what fits the context.
+    limit_asked: bool = True
 
 
 @dataclass(frozen=True, slots=True)

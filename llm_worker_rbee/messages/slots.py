@@ -46,13 +46,18 @@ class Acquire:
     # request's waiting choices share one place in the queue.
     group: str | None = field(default=None, compare=False)
     cells: int = field(default=0, compare=False)
+    # The tokens the job may generate, for the queue's wait estimate; None: no limit of the
+    # client's (what fits the context), so the scheduler expects a typical job's length.
+    budget: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Leave:
-    """The request is done: free its slot if it holds one, else take it out of the queue."""
+    """The request is done: free its slot if it holds one, else take it out of the queue.
+    `tokens_out`: what it generated, which teaches the scheduler a typical job's length."""
 
     job_id: str
+    tokens_out: int = 0
 
 
 SchedulerCommand = Acquire | Leave

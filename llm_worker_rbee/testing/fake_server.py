@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm_worker_rbee.testing.fake_server")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--slots", type=int, default=4)
-    parser.add_argument("--max-queue", type=int, default=None)
+    parser.add_argument("--max-queue", type=int, default=256)
     parser.add_argument("--step-latency", type=float, default=0.005)
     parser.add_argument("--reply-tokens", type=int, default=16)
     parser.add_argument("--drain-timeout", type=float, default=5.0)
