@@ -4,9 +4,10 @@
 own started for it (the bundled model, `--slots 4 --ctx-size 8192`): 24 and 48 concurrent
 completion streams of 64 tokens (end of text ignored) on the fresh worker, and the same
 right after a burst of 24 requests of 4 tokens. The client is the openai SDK with its
-defaults (two retries, each after what Retry-After says). The cases take turns within a run, the order
-reversed every other run. Per case it prints the streams that completed, the 503s the worker
-answered (its `request_rejected_total`), the wall time of the burst and its tokens/s.
+defaults (two retries, each after what Retry-After says). The cases take turns within a
+run, the order reversed every other run. Per case it prints the streams that completed, the
+503s the worker answered (its `request_rejected_total`), the wall time of the burst and its
+tokens/s.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""A burst of openai-SDK completion streams on a worker of four slots, with the defaults for the queue:
-every stream completes, on a fresh worker and right after a burst of short requests
-(docs/API.md, "The queue"; the figures of five runs each: docs/PERFORMANCE.md, "Bursts")."""
+"""A burst of openai-SDK completion streams on a worker of four slots, with the queue's
+defaults: every stream completes, on a fresh worker and right after a burst of short
+requests (docs/API.md, "Choices and the queue"; five runs each: docs/PERFORMANCE.md,
+"Bursts")."""
 
 from __future__ import annotations
 
