@@ -17,6 +17,11 @@
   second (`/proc`): the page's cost to the worker itself, which the other processes on a
   busy machine move far less than they move tokens/s.
 
+`--split-cores` gives the worker (and its llama.cpp threads, set to one) the first core
+alone and the browser, the streams' clients and the poller the others, as when the page is
+open on an operator's own machine: `open` then measures the page's cost to the worker, not
+the browser's rendering competing with llama.cpp for the same cores.
+
 `--screenshot PATH` makes the README's picture instead: 4 slots, 3 streams, a request that
 runs past its deadline (an error to list), a playground run, and a minute of history.
 """
@@ -176,16 +181,22 @@ class Figures:
     # condition -> the worker's event-loop CPU, milliseconds per second, in each window
     loop_cpu: dict[str, list[float]] = field(default_factory=dict)
     other_cpu_share: float = 0.0  # CPU other processes took while it ran, in cores
+    split_cores: bool = False  # the worker on a core of its own (--split-cores)
 
 
 def measure(args: argparse.Namespace) -> Figures:
-    threads = args.threads or os.cpu_count() or 1
+    threads = 1 if args.split_cores else args.threads or os.cpu_count() or 1
     figures = Figures(cpu_model(), os.cpu_count() or 1, threads, args.slots, args.streams,
-                      args.window_s)  # fmt: skip
+                      args.window_s, split_cores=args.split_cores)  # fmt: skip
     meter = BusyMeter().start()
+    cores = sorted(os.sched_getaffinity(0))
+    if args.split_cores:  # children inherit the affinity they are started with
+        os.sched_setaffinity(0, cores[:1])
     worker = WorkerProcess(
         ["--slots", str(args.slots), "--ctx-size", "4096", "--threads", str(threads)]
     ).start()
+    if args.split_cores:
+        os.sched_setaffinity(0, cores[1:])
     browser = headless_chromium()
     try:
         with Load(worker.url, args.streams):
@@ -232,8 +243,9 @@ def measure(args: argparse.Namespace) -> Figures:
 def report(figures: Figures) -> str:
     lines = [
         f"{figures.cpu}, {figures.cores} cores; worker: {figures.threads} llama.cpp threads, "
-        f"{figures.slots} slots, {figures.streams} streams of {STREAM_TOKENS} tokens; other "
-        f"processes used {figures.other_cpu_share} cores meanwhile",
+        f"{figures.slots} slots, {figures.streams} streams of {STREAM_TOKENS} tokens"
+        f"{' (a core of its own, the rest on the others)' if figures.split_cores else ''}; "
+        f"other processes used {figures.other_cpu_share} cores meanwhile",
         "",
         "| request (8 streams running) | p50 | p95 | slowest | requests |",
         "|---|---|---|---|---|",
@@ -307,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6, help="6: each order of the three once")
     parser.add_argument("--window-s", type=float, default=20.0)
     parser.add_argument("--settle-s", type=float, default=3.0)
+    parser.add_argument("--split-cores", action="store_true", help="the worker on core 0 alone")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--screenshot", metavar="PATH", help="make the README's picture")
     parser.add_argument("--history-s", type=float, default=60.0)
