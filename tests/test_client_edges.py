@@ -5,6 +5,7 @@ virtual time."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -52,6 +53,29 @@ async def test_choices_beyond_the_slots_wait_their_turn(
     assert (too_many.status, too_many.json()["error"]["param"]) == (400, "prompt")
     assert "129 choices" in too_many.json()["error"]["message"]
     assert chat.status == 200 and len(chat.json()["choices"]) == 3
+
+
+@pytest.mark.behavior("INF-035")
+async def test_a_choice_that_ends_before_the_last_is_accepted_keeps_its_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Steps that take no time (as the fuzzer's fake worker runs them): the first four of
+    128 one-token choices end before the last is accepted. Their events wait for the answer;
+    they once ended the whole request as 503 `cancelled` (make fuzz, seed 1)."""
+    script = FakeScript(reply=[" w0", " w1"], step_latency=0.0, n_slots=4, n_ctx=1024)
+    settings = Settings(worker_id="w", slots=4, ctx_size=1024)
+    body = {"prompt": [[0]] * 128, "max_tokens": 1}
+    async with inprocess_worker(settings, script) as worker:
+        whole = await worker.request("POST", "/v1/completions", body)
+        streamed = await worker.request("POST", "/v1/completions", {**body, "stream": True})
+    assert whole.status == 200, whole.body
+    assert [(c["index"], c["text"]) for c in whole.json()["choices"]] == [
+        (i, " w0") for i in range(128)
+    ]
+    assert streamed.status == 200
+    chunks = [json.loads(e.data) for e in streamed.events if e.data != "[DONE]"]
+    finished = sorted(c["choices"][0]["index"] for c in chunks if c["choices"][0]["finish_reason"])
+    assert finished == list(range(128))
 
 
 @pytest.mark.behavior("INF-035")

@@ -109,3 +109,24 @@ async def test_the_queue_is_bounded_by_the_wait_and_retry_after_by_the_work_ahea
         assert await ask("h", None) == Queued(1)
         assert scheduler.statistics().wait_s == pytest.approx((120 + 20 + 193) * 0.1 / 2)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.behavior("RES-014")
+async def test_steps_that_take_no_time_give_no_pace_and_no_wait_bound() -> None:
+    # The fake engine with no step latency (the fuzzer's worker) measures a pace of 0.
+    scheduler_actor = SlotScheduler(1, 2, max_wait_s=1.0, pace=lambda: 0.0)
+    async with trio.open_nursery() as nursery:
+        scheduler = await nursery.start(scheduler_actor.run)
+
+        async def ask(job: str) -> SlotReply:
+            send, receive = trio.open_memory_channel[SlotReply](2)
+            await scheduler.send(Acquire(job, send, budget=100))
+            return await receive.receive()
+
+        assert await ask("a") == Granted(0)
+        assert await ask("b") == Queued(0)
+        assert await ask("c") == Queued(1)
+        stats = scheduler.statistics()
+        assert stats.wait_s is None and stats.retry_after == 1
+        assert await ask("d") == QueueFull(2, 1)  # the count alone
+        nursery.cancel_scope.cancel()

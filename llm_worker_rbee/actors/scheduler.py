@@ -184,10 +184,16 @@ class SlotScheduler:
             if owner is not None
         ]
 
+    def _pace_s(self) -> float | None:
+        """The pace, or None while unknown; steps that take no time (the fake engine in
+        virtual time) give no pace to divide by."""
+        pace = self._pace()
+        return pace if pace is not None and pace > 0 else None
+
     def _wait_s(self) -> float | None:
         """Seconds a job joining the queue now would wait for a slot; None while the pace is
         unknown. Zero while a slot is free."""
-        pace = self._pace()
+        pace = self._pace_s()
         if pace is None:
             return None
         left = self._left(pace)
@@ -199,7 +205,7 @@ class SlotScheduler:
     def _retry_after(self, wait: float | None) -> int:
         """Seconds until a refused request is likely to get in: until the work ahead has
         shrunk to `max_wait_s`, and no sooner than the next slot frees; at least 1."""
-        pace = self._pace()
+        pace = self._pace_s()
         if wait is None or pace is None:
             return 1
         left = self._left(pace)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import trio
@@ -248,6 +249,30 @@ class ChoiceStream:
     sessions: list[InferenceSession] = field(repr=False)
     # Each choice's first event, read by the HTTP handler before it chooses a status.
     accepted: dict[int, Accepted] = field(default_factory=dict)
+    # Events of choices already accepted, read while the handler waited for the others (a
+    # short choice may end before the last is accepted): the answer reads them first.
+    early: deque[tuple[int, SessionEvent]] = field(default_factory=deque)
+
+    async def receive(self) -> tuple[int, SessionEvent]:
+        """The next (choice index, event), the early ones first.
+
+        Raises:
+            trio.EndOfChannel: every session has ended and every event was read.
+        """
+        if self.early:
+            return self.early.popleft()
+        return await self.events.receive()
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, SessionEvent]]:
+        while True:
+            try:
+                yield await self.receive()
+            except trio.EndOfChannel:
+                return
+
+    def waiting(self) -> int:
+        """Events that can be read without waiting."""
+        return len(self.early) + self.events.statistics().current_buffer_used
 
     def close(self) -> None:
         """Synchronous on purpose: it runs in cancelled contexts (client disconnects)."""

@@ -68,7 +68,7 @@ async def read_to_end(stream: ChoiceStream, on_text: Callable[[TextDelta], objec
             ended without a result.
     """
     try:
-        async for _, event in stream.events:
+        async for _, event in stream:
             if isinstance(event, TextDelta):
                 on_text(event)
             elif isinstance(event, Ended):

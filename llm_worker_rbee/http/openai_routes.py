@@ -270,7 +270,7 @@ class _Reply:
         entries: list[list[TokenLogprobs]] = [[] for _ in range(count)]
         ended: list[Ended | None] = [None] * count
         try:
-            async for index, event in stream.events:
+            async for index, event in stream:
                 if isinstance(event, TextDelta):
                     parts[index].append(event.text)
                     entries[index].extend(event.logprobs)

@@ -104,6 +104,9 @@ async def open_choices(
     accepted = 0
     while accepted < len(requests):
         index, first = await stream.events.receive()
+        if index in stream.accepted:  # a running choice's event: kept for the answer
+            stream.early.append((index, first))
+            continue
         _refuse(sessions, stream, first)
         if isinstance(first, Accepted):
             stream.accepted[index] = first

@@ -44,7 +44,7 @@ async def next_choice(stream: ChoiceStream, keepalive: float) -> tuple[int, Sess
     scope."""
     with trio.move_on_after(keepalive):
         try:
-            return await stream.events.receive()
+            return await stream.receive()
         except trio.EndOfChannel:
             # Every session ends with Ended; if one ever does not, the client still gets a
             # terminal error rather than a stream that stops mid-air.
@@ -77,7 +77,7 @@ class SessionBody:
         while frame == NOTHING:
             frame = await self._frames.__anext__()
         frames = [frame]
-        while self._stream.events.statistics().current_buffer_used and len(frames) < MAX_JOINED:
+        while self._stream.waiting() and len(frames) < MAX_JOINED:
             try:
                 frames.append(await self._frames.__anext__())
             except StopAsyncIteration:
