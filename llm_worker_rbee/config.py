@@ -88,6 +88,9 @@ class Settings(BaseModel):
     # The exact mode: per-slot KV streams and prompts decoded alone, so a request's tokens
     # do not depend on its company (docs/PERFORMANCE.md). Off: one KV pool, mixed batches.
     batch_invariant: bool = False
+    # N-gram drafts verified in the fast mode's step (engine/ngram.py); the exact mode never
+    # drafts.
+    speculation: Literal["ngram", "off"] = "ngram"
     # Secrets come from the environment only (a flag would show in `ps`): see SECRET_ENV.
     api_key: SecretStr | None = None
     hive_token: SecretStr | None = None
@@ -192,6 +195,11 @@ class Settings(BaseModel):
         return DEFAULT_CTX_SIZE if self.ctx_size is None else self.ctx_size
 
     @property
+    def drafting(self) -> bool:
+        """N-gram drafts in the step: asked for, and the fast mode (the exact never drafts)."""
+        return self.speculation == "ngram" and not self.batch_invariant
+
+    @property
     def queue_wait_s(self) -> float | None:
         return self.max_queue_wait or None
 
@@ -251,6 +259,7 @@ FLAGS: tuple[_Flag, ...] = (
         "the same answer alone or in company: per-slot KV, prompts decoded alone (slower)",
         switch=True,
     ),
+    _Flag("speculation", "ngram or off: draft tokens by prompt lookup (default ngram)"),
 )
 
 

@@ -34,6 +34,9 @@ class Snapshot:
     slots_busy: int
     slots_total: int
     kv_usage: float
+    # N-gram speculation's draft tokens decoded and kept, since the load (counters).
+    drafted: int = 0
+    accepted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,17 @@ class WorkerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.drafted = Counter(
+            f"{PREFIX}spec_decode_num_draft_tokens",
+            "n-gram draft tokens verified (vLLM's name)",
+            registry=r,
+        )
+        self.accepted = Counter(
+            f"{PREFIX}spec_decode_num_accepted_tokens",
+            "draft tokens the model's own sampling kept",
+            registry=r,
+        )
+        self._seen = (0, 0)  # the engine's totals at the last scrape
         self.queue_time = Histogram(
             f"{PREFIX}request_queue_time_seconds",
             "arrival to getting a slot",
@@ -147,6 +161,10 @@ class WorkerMetrics:
         self.slots_busy.set(snap.slots_busy)
         self.slots_total.set(snap.slots_total)
         self.kv_usage.set(snap.kv_usage)
+        drafted, accepted = self._seen
+        self.drafted.inc(max(0, snap.drafted - drafted))
+        self.accepted.inc(max(0, snap.accepted - accepted))
+        self._seen = (snap.drafted, snap.accepted)
         return bytes(generate_latest(self.registry))
 
 

@@ -203,4 +203,6 @@ def metrics_snapshot(services: Services) -> Snapshot:
         slots_busy=stats.slots_busy if stats else 0,
         slots_total=services.settings.slots,
         kv_usage=(model.kv_tokens / n_ctx) if model and n_ctx else 0.0,
+        drafted=model.drafted if model else 0,
+        accepted=model.accepted if model else 0,
     )

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.messages.session import (

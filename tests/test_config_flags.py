@@ -57,6 +57,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
         "https://app.example,http://localhost:5173",
     ),
     "batch_invariant": ("true", True),
+    "speculation": ("off", "off"),
 }
 # Flags that are another setting's second name (rbee's spellings).
 SETS = {"cuda_device": "device"}
@@ -75,6 +76,7 @@ SETS = {"cuda_device": "device"}
     "CFG-011",
     "CFG-013",
     "CFG-036",
+    "CFG-039",
 )
 def test_every_flag_and_variable_sets_its_setting(flag: Any) -> None:
     assert flag.name in SAMPLES, f"{flag_of(flag.name)}: add a sample value to SAMPLES"

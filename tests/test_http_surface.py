@@ -16,8 +16,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import Gone, ServiceUnavailable
 
 from devtools.behaviors.runtime_facts import worker_app
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
-from llm_worker_rbee.actors.session import ChoiceStream, InferenceSession
+from llm_worker_rbee.actors.session import InferenceSession
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.http.errors import ApiError

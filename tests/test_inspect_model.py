@@ -46,9 +46,9 @@ def test_text_report_of_the_bundled_model(capsys: pytest.CaptureFixture[str]) ->
         "chat template   no",
         "memory for      --ctx-size 4096 --slots 4 --batch-size 512 (KV cache f16)",
         # One KV pool (serve's default mode): its masks span all 4096 cells.
-        "  on the CPU    RAM 337.66 MiB: weights 235.16 MiB, KV cache 72.00 MiB, compute 30.50 MiB",
+        "  on the CPU    RAM 353.66 MiB: weights 235.16 MiB, KV cache 72.00 MiB, compute 46.50 MiB",
         "  on a GPU      VRAM 845.66 MiB: weights 235.16 MiB, KV cache 72.00 MiB, "
-        "compute 26.50 MiB, CUDA 512.00 MiB; RAM 175.25 MiB",
+        "compute 26.50 MiB, CUDA 512.00 MiB; RAM 191.25 MiB",
     ]
 
 

@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.actors.jobs import JobBoard, JobBoardStatistics
-from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.http.job_routes import end_frames

@@ -61,6 +61,9 @@ class ModelStatistics:
     sequences: tuple[SequenceProgress, ...] = ()
     # Slot-seconds per generated token while busy (TokenPace); None: not known yet.
     token_s: float | None = None
+    # The engine's n-gram draft tokens decoded and kept, since the load.
+    drafted: int = 0
+    accepted: int = 0
 
 
 @dataclass
@@ -204,4 +207,6 @@ class DecodeLoop:
             memory_degraded=self._memory.degraded,
             sequences=sequences,
             token_s=self._pace.seconds(),
+            drafted=self._engine.drafted,
+            accepted=self._engine.accepted,
         )

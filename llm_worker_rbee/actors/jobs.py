@@ -16,7 +16,7 @@ from typing import Literal
 
 import trio
 
-from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
 
 log = logging.getLogger(__name__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
 
 import trio
 
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
 from llm_worker_rbee.logs import current_job
@@ -238,47 +238,6 @@ async def _send_final(out: Outbox, event: tuple[int, SessionEvent]) -> None:
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
     ):
         await out.send(event)
-
-
-@dataclass
-class ChoiceStream:
-    """Several sessions answering one request (OpenAI `n`, or a list of prompts), their
-    events merged and tagged with the choice index. Ends when every session has ended."""
-
-    events: trio.MemoryReceiveChannel[tuple[int, SessionEvent]]
-    sessions: list[InferenceSession] = field(repr=False)
-    # Each choice's first event, read by the HTTP handler before it chooses a status.
-    accepted: dict[int, Accepted] = field(default_factory=dict)
-    # Events of choices already accepted, read while the handler waited for the others (a
-    # short choice may end before the last is accepted): the answer reads them first.
-    early: deque[tuple[int, SessionEvent]] = field(default_factory=deque)
-
-    async def receive(self) -> tuple[int, SessionEvent]:
-        """The next (choice index, event), the early ones first.
-
-        Raises:
-            trio.EndOfChannel: every session has ended and every event was read.
-        """
-        if self.early:
-            return self.early.popleft()
-        return await self.events.receive()
-
-    async def __aiter__(self) -> AsyncIterator[tuple[int, SessionEvent]]:
-        while True:
-            try:
-                yield await self.receive()
-            except trio.EndOfChannel:
-                return
-
-    def waiting(self) -> int:
-        """Events that can be read without waiting."""
-        return len(self.early) + self.events.statistics().current_buffer_used
-
-    def close(self) -> None:
-        """Synchronous on purpose: it runs in cancelled contexts (client disconnects)."""
-        for session in self.sessions:
-            session.abort("cancelled")
-        self.events.close()
 
 
 @dataclass(frozen=True, slots=True)

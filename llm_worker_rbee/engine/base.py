@@ -111,6 +111,10 @@ class Engine(Protocol):
     the `prompt_cache()` snapshot (both handed out through the ModelHandle).
     """
 
+    # Draft tokens decoded by n-gram speculation since the load, and those kept.
+    drafted: int
+    accepted: int
+
     @property
     def info(self) -> ModelInfo: ...
 
@@ -136,8 +140,9 @@ class Engine(Protocol):
     def step(self) -> list[SeqOutput]:
         """Run one decode over every active sequence.
 
-        New sequences get (a chunk of) their prompt, the others one token. Returns one output
-        per sequence that sampled a token in this step. Raises EngineError on failure.
+        New sequences get (a chunk of) their prompt, the others one token, or with accepted
+        drafts several. Returns the outputs of every sequence that sampled in this step, a
+        sequence's in order. Raises EngineError on failure.
         """
         ...
 

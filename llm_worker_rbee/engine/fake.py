@@ -51,6 +51,8 @@ class FakeScript:
             recently used idle slots first; if the room is still not there, the step runs
             out of memory (llama_decode's 1).
         chat_template: the model's Jinja chat template (None: the plain transcript).
+        tokens_per_step: tokens a running sequence gets per step, as when the llama engine
+            accepts n-gram drafts (one for a request with `draft_max` 0).
     """
 
     reply: list[str | bytes] = field(default_factory=lambda: ["Hello", ",", " world", "!"])
@@ -65,6 +67,7 @@ class FakeScript:
     prompt_cache: bool = False
     chat_template: str | None = None
     batch_invariant: bool = False
+    tokens_per_step: int = 1
 
 
 class FakeVocab:
@@ -143,6 +146,8 @@ class FakeEngine:
         self._seqs: dict[int, _Seq] = {}
         self._vocab = FakeVocab()
         self.steps = 0
+        self.drafted = 0
+        self.accepted = 0
         self.cancelled: list[int] = []
         self.admitted: list[SamplingParams] = []  # every admission's sampling, in order
         self.closed = False
@@ -268,16 +273,27 @@ class FakeEngine:
                 seq.fed = min(len(seq.prompt), seq.fed + self.script.prefill_chunk)
                 if seq.fed < len(seq.prompt):
                     continue
-            piece = seq.next_piece()
-            if piece is None:
-                outputs.append(SeqOutput(seq_id=seq_id, token=EOS, piece=b"", is_eog=True))
-                continue
-            token = self._vocab.piece_id(piece)
-            k = seq.sampling.logprobs
-            logprobs = None if k is None else fake_logprobs(token, piece, seq.generated, k)
-            seq.generated += 1
-            outputs.append(SeqOutput(seq_id, token, piece, False, logprobs))
+            run = self.script.tokens_per_step if seq.sampling.draft_max != 0 else 1
+            if run > 1:
+                self.drafted += run - 1
+            for kept in range(run):
+                output = self._next(seq_id, seq)
+                outputs.append(output)
+                if output.is_eog:
+                    break
+                if kept:
+                    self.accepted += 1
         return outputs
+
+    def _next(self, seq_id: int, seq: _Seq) -> SeqOutput:
+        piece = seq.next_piece()
+        if piece is None:
+            return SeqOutput(seq_id=seq_id, token=EOS, piece=b"", is_eog=True)
+        token = self._vocab.piece_id(piece)
+        k = seq.sampling.logprobs
+        logprobs = None if k is None else fake_logprobs(token, piece, seq.generated, k)
+        seq.generated += 1
+        return SeqOutput(seq_id, token, piece, False, logprobs)
 
     def _step_cells(self, seq: _Seq) -> int:
         """The cells a step takes for `seq`: its next prompt chunk, or its last token."""

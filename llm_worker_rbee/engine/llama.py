@@ -50,6 +50,7 @@ from llm_worker_rbee.engine.base import (
 )
 from llm_worker_rbee.engine.kernels import describe as describe_build
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
+from llm_worker_rbee.engine.ngram import DRAFT_ROWS, MAX_DRAFT, NgramDrafter
 from llm_worker_rbee.engine.prompt_cache import GrownPrefix, SlotCaches, common_prefix
 from llm_worker_rbee.engine.sampling import SeqSampler, build_chains
 from llm_worker_rbee.engine.vocab import LlamaVocab
@@ -97,6 +98,8 @@ class _Seq:
     aligned: int = 0
     last: int | None = None  # sampled in the previous step, decoded in the next
     broken: bool = False  # a decode failed with it in the batch: its cells are unknown
+    # Fast mode with speculation: drafts by prompt lookup over its prompt and output.
+    drafter: NgramDrafter | None = None
 
     @property
     def prefilling(self) -> bool:
@@ -136,6 +139,7 @@ class LlamaEngine:
         n_batch: int,
         *,
         batch_invariant: bool = False,
+        speculation: bool = False,
     ) -> None:
         self._model = model
         self._ctx = ctx
@@ -144,6 +148,11 @@ class LlamaEngine:
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._n_batch = n_batch
         self._exact = batch_invariant
+        # N-gram drafts in the fast mode's step; never in the exact mode, whose promise is a
+        # step shaped the same alone or in company (drafts add rows as the text repeats).
+        self._speculation = speculation and not batch_invariant
+        self.drafted = 0  # draft tokens decoded, and those the model's own sampling kept
+        self.accepted = 0
         self._chunk = min(EXACT_CHUNK, n_batch)
         n_seq = llama_cpp.llama_n_seq_max(ctx)
         self._batch = _Batch(llama_cpp.llama_batch_init(n_batch, 0, 1), n_batch)
@@ -245,8 +254,9 @@ class LlamaEngine:
         params.n_seq_max = settings.slots
         # A step asks for one row of logits per sequence at most; reserving n_batch rows of
         # a 262k vocabulary would set aside 512 MiB of compute buffer for nothing.
-        params.n_outputs_max = settings.slots
-        params.n_outputs_max_per_seq = 1
+        # With n-gram speculation a sequence's drafts each need a row too (DRAFT_ROWS in all).
+        params.n_outputs_max = settings.slots + (DRAFT_ROWS if settings.drafting else 0)
+        params.n_outputs_max_per_seq = 1 + (MAX_DRAFT if settings.drafting else 0)
         params.n_threads = settings.threads
         params.n_threads_batch = settings.threads
         # Fast: one pool of ctx_size cells for every slot. Exact: each slot owns
@@ -267,6 +277,7 @@ class LlamaEngine:
                 model_id,
                 settings.batch_size,
                 batch_invariant=settings.batch_invariant,
+                speculation=settings.drafting,
             )
         except BaseException:
             llama_cpp.llama_free(ctx)
@@ -385,6 +396,7 @@ class LlamaEngine:
         if not self._trim(seq_id, reuse):
             reuse = 0
         self._admitted += 1
+        drafts = MAX_DRAFT if sampling.draft_max is None else min(sampling.draft_max, MAX_DRAFT)
         self._seqs[seq_id] = _Seq(
             prompt=tuple(prompt),
             sampler=self._sampler(sampling, prompt),
@@ -392,6 +404,7 @@ class LlamaEngine:
             cached=reuse,
             order=self._admitted,
             aligned=reuse,
+            drafter=NgramDrafter(prompt, drafts) if self._speculation and drafts > 0 else None,
         )
         self._publish()
         return reuse
@@ -444,11 +457,17 @@ class LlamaEngine:
         batch = self._batch
         batch.clear()
         fed: list[tuple[_Seq, Sequence[int]]] = []
-        for seq_id, seq in sorted(self._seqs.items()):
-            if seq.last is not None and not seq.prefilling:
-                batch.add(seq.last, len(seq.tokens), seq_id, True)
-                fed.append((seq, (seq.last,)))
-        budget = self._n_batch - len(fed)
+        streams = [
+            (i, s) for i, s in sorted(self._seqs.items()) if s.last is not None and not s.prefilling
+        ]
+        drafts = self._drafts(streams)
+        for seq_id, seq in streams:
+            assert seq.last is not None
+            pos = len(seq.tokens)
+            for offset, token in enumerate((seq.last, *drafts.get(seq_id, ()))):
+                batch.add(token, pos + offset, seq_id, True)
+            fed.append((seq, (seq.last,)))
+        budget = self._n_batch - batch.raw.n_tokens
         prefilling = [(i, s) for i, s in self._seqs.items() if s.prefilling]
         prefilling.sort(key=lambda item: (len(item[1].prompt) - len(item[1].tokens), item[1].order))
         for seq_id, seq in prefilling:
@@ -461,7 +480,30 @@ class LlamaEngine:
             fed.append((seq, chunk))
             budget -= len(chunk)
         self._make_room(batch.raw.n_tokens)
-        return self._decode(fed)
+        return self._decode(fed, drafts)
+
+    def _drafts(self, streams: list[tuple[int, _Seq]]) -> dict[int, list[int]]:
+        """Each stream's n-gram draft for this step, within what the step can afford.
+
+        None while a prompt is waiting for its chunks: a step with a chunk is already
+        compute-bound, and a draft row would take a prompt token's place. Otherwise the
+        streams share DRAFT_ROWS rows, and drafts only use cells that neither a sequence nor
+        a slot's prompt cache holds (speculation never evicts a cache). A stream's own
+        length adapts to how much of its drafts the model kept (NgramDrafter.accepted).
+        """
+        if not self._speculation or not streams or any(s.prefilling for s in self._seqs.values()):
+            return {}
+        room = min(self.cells_free() - len(streams), self._n_batch - len(streams), DRAFT_ROWS)
+        share = room // len(streams)
+        drafts: dict[int, list[int]] = {}
+        for seq_id, seq in streams:
+            if seq.drafter is None or share <= 0:
+                continue
+            limit = min(share, self._info.seq_capacity - len(seq.tokens) - 2)
+            draft = seq.drafter.draft(limit)
+            if draft:
+                drafts[seq_id] = draft
+        return drafts
 
     def cells_free(self) -> int:
         """Cells of the shared pool that neither a running sequence nor a slot's prompt cache
@@ -549,8 +591,19 @@ class LlamaEngine:
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)
             self._held.pop(seq_id, None)
 
-    def _decode(self, fed: list[tuple[_Seq, Sequence[int]]]) -> list[SeqOutput]:
-        """Decodes the batch as filled for `fed`, then samples where logits were asked for."""
+    def _decode(
+        self, fed: list[tuple[_Seq, Sequence[int]]], drafts: dict[int, list[int]] | None = None
+    ) -> list[SeqOutput]:
+        """Decodes the batch as filled for `fed` (and each stream's `drafts` after its
+        token), then samples where logits were asked for.
+
+        A draft is verified by the sequence's own sampler chain (grammar, penalties, bias,
+        min_tokens, its seed): the token sampled after the stream's token is compared with
+        the first draft token; while they agree the next row, decoded with that token
+        before it, is sampled too. So every token is sampled exactly as without drafts, from
+        the logits of the text before it; only how many come from one decode changes. The
+        cells of the drafts not kept are dropped.
+        """
         batch = self._batch
         if batch.raw.n_tokens == 0:
             return []
@@ -561,14 +614,38 @@ class LlamaEngine:
             raise decode_error(status)
         for seq, tokens in fed:
             seq.tokens.extend(tokens)
-        outputs: list[SeqOutput] = []
+        rows: dict[int, list[int]] = {}
         for seq_id, index in batch.outputs:
-            seq = self._seqs[seq_id]
+            rows.setdefault(seq_id, []).append(index)
+        outputs: list[SeqOutput] = []
+        for seq_id, indices in rows.items():
+            outputs += self._sample_run(seq_id, indices, (drafts or {}).get(seq_id, []))
+        return outputs
+
+    def _sample_run(self, seq_id: int, indices: list[int], draft: list[int]) -> list[SeqOutput]:
+        """Samples a sequence's rows in order while they follow its draft (see _decode)."""
+        seq = self._seqs[seq_id]
+        outputs: list[SeqOutput] = []
+        for row, index in enumerate(indices):
             token, logprobs = seq.sampler.sample(self._ctx, index)
-            seq.last = token
             eog = bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
             piece = b"" if eog else self.token_piece(token)
             outputs.append(SeqOutput(seq_id, token, piece, eog, logprobs))
+            seq.last = token
+            if seq.drafter is not None:
+                seq.drafter.extend((token,))
+            if eog or row >= len(draft) or token != draft[row]:
+                break
+            seq.tokens.append(token)  # the draft's row decoded it: its cell is kept
+            seq.last = None
+        if draft:
+            kept = len(outputs) - 1 if seq.last is not None else len(outputs)
+            self.drafted += len(draft)
+            self.accepted += kept
+            assert seq.drafter is not None
+            seq.drafter.accepted(len(draft), kept)
+            if kept < len(draft):  # the rest of the draft's cells hold tokens not kept
+                llama_cpp.llama_memory_seq_rm(self._memory, seq_id, len(seq.tokens), -1)
         return outputs
 
     def close(self) -> None:

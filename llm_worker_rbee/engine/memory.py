@@ -14,7 +14,8 @@ bundled model in tests/test_memory_estimate.py):
   would need fewer cells, but llama.cpp's default `swa_full=true` ("using full-size SWA
   cache") gives them full size, so they are counted in full.
 - **compute**: llama.cpp reserves its graph for a full micro-batch (`n_ubatch` tokens). The
-  engine asks for one row of logits per slot (`n_outputs_max = slots`), so the graph peaks
+  engine asks for one row of logits per slot (`n_outputs_max = slots`, plus `DRAFT_ROWS` for
+  n-gram drafts in the fast mode), so the graph peaks
   at the larger of the FFN's activations (`n_ubatch x (4 n_ff + 2 n_embd)` f32) with the
   f16 attention masks beside them (`n_ubatch` x the cells of a stream: the whole pool in
   fast mode; one per cache, two for sliding-window models) and the logits (`slots x
@@ -175,11 +176,12 @@ class ContextShape:
     swa_full: bool = True  # llama.cpp's default, which the engine keeps
     outputs_per_slot: int = 1  # the engine asks for one row of logits per sequence
     kv_unified: bool = False  # one pool for every slot (fast mode) or a stream per slot
+    draft_rows: int = 0  # more rows of logits for n-gram drafts (engine/ngram.py)
 
     @property
     def outputs(self) -> int:
         """Rows of logits the graph is reserved for (the engine's `n_outputs_max`)."""
-        return min(self.slots * self.outputs_per_slot, self.ubatch_tokens)
+        return min(self.slots * self.outputs_per_slot + self.draft_rows, self.ubatch_tokens)
 
     @property
     def streams(self) -> int:

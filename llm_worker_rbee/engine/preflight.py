@@ -35,6 +35,7 @@ from llm_worker_rbee.engine.memory import (
     plan_offload,
 )
 from llm_worker_rbee.engine.model_path import ModelPathError, ResolvedModel, resolve_model
+from llm_worker_rbee.engine.ngram import DRAFT_ROWS
 
 _CUDA_BUILD_HINT = "reinstall llama-cpp-python with CMAKE_ARGS=-DGGML_CUDA=on"
 # An automatic --ctx-size takes at most this share of the available RAM (the rest is the
@@ -80,6 +81,7 @@ def context_of(settings: Settings) -> ContextShape:
         settings.slots,
         settings.batch_size,
         kv_unified=not settings.batch_invariant,
+        draft_rows=DRAFT_ROWS if settings.drafting else 0,
     )
 
 

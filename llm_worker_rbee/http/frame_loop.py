@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 
 from quart import Response
 
-from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.http.errors import ApiError, ended_error
 from llm_worker_rbee.http.sse import NOTHING, PING, SSE_HEADERS, SessionBody, next_choice
 from llm_worker_rbee.messages.session import Ended, TextDelta

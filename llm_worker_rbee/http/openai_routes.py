@@ -11,8 +11,8 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from llm_worker_rbee import __version__
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.actors.model import ModelHandle
-from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.chat_tools import chat_message, delta_of, message_calls, tool_plan
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields

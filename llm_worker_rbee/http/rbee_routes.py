@@ -11,7 +11,7 @@ from quart import Response
 from quart import request as http_request
 from quart_trio import QuartTrio
 
-from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.errors import ApiError, info_body
 from llm_worker_rbee.http.frame_loop import session_frames, sse_response

@@ -99,6 +99,10 @@ class SamplingFields(KeepsUnknown):
     # output must match; either one, or response_format, constrains the output.
     grammar: StrictStr | None = None
     json_schema: dict[str, Any] | None = None
+    # llama-server's: the longest n-gram draft verified per step for this request (0: none).
+    speculative_n_max: Annotated[StrictInt, Field(ge=0, le=16)] | None = Field(
+        default=None, alias="speculative.n_max"
+    )
 
     @field_validator("stop", mode="before")
     @classmethod

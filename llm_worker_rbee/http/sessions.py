@@ -9,7 +9,8 @@ from typing import Any, Protocol, cast
 
 from quart import Response, request
 
-from llm_worker_rbee.actors.session import ChoiceStream, SessionPool
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
+from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.http.errors import CANCELLED, ApiError, ended_error
 from llm_worker_rbee.http.frame_loop import sse_response
 from llm_worker_rbee.http.services import Services

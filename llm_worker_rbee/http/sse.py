@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from llm_worker_rbee.actors.session import ChoiceStream
+from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.messages.session import Ended, ErrorInfo, SessionEvent
 
 SSE_HEADERS = {

@@ -51,6 +51,7 @@ def sampling_from(
         grammar=grammar,
         min_tokens=body.min_tokens or 0,
         logprobs=logprobs,
+        draft_max=body.speculative_n_max,
     )
 
 

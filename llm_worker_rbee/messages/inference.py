@@ -32,6 +32,9 @@ class SamplingParams:
     min_tokens: int = 0
     # None: no logprobs; k: the sampled token's logprob and the k most likely alternatives.
     logprobs: int | None = None
+    # The longest n-gram draft a step may verify for it (fast mode, --speculation ngram);
+    # None: the worker's own; 0: no speculation.
+    draft_max: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

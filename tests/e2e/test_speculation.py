@@ -1,0 +1,56 @@
+"""N-gram speculation on the real model (the fast mode's default): drafts are decoded and
+kept on text that repeats its prompt, and what a mode promises still holds with them."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import pytest
+
+from bench.bursts import counter
+from bench.echo import WORKLOADS
+from llm_worker_rbee.testing.process import WorkerProcess
+
+DRAFTED = "llm_worker:spec_decode_num_draft_tokens_total"
+ACCEPTED = "llm_worker:spec_decode_num_accepted_tokens_total"
+SCHEMA = {
+    "type": "object",
+    "properties": {"code": {"type": "string", "maxLength": 400}},
+    "required": ["code"],
+}
+
+
+@pytest.mark.behavior("INF-068")
+def test_an_echo_is_drafted_and_kept_and_a_schema_still_holds(worker: WorkerProcess) -> None:
+    """No text is compared: the fast mode promises none across different batches. The
+    counters say drafts were verified and kept; a json_schema reply, whose grammar runs in
+    the same sampler chain that verifies the drafts, parses and validates."""
+    before = counter(worker.url, DRAFTED), counter(worker.url, ACCEPTED)
+    body = {"prompt": WORKLOADS["echo"], "max_tokens": 96, "temperature": 0}
+    echo = httpx.post(f"{worker.url}/v1/completions", json={**body, "ignore_eos": True})
+    assert echo.status_code == 200 and echo.json()["usage"]["completion_tokens"] == 96
+    drafted = counter(worker.url, DRAFTED) - before[0]
+    accepted = counter(worker.url, ACCEPTED) - before[1]
+    assert drafted > 0 and 0 < accepted <= drafted
+    prompt = WORKLOADS["echo"].split("The same file")[0] + "That file as JSON {code}:\n"
+    constrained = httpx.post(
+        f"{worker.url}/v1/completions",
+        json={"prompt": prompt, "max_tokens": 200, "temperature": 0, "json_schema": SCHEMA},
+        timeout=120,
+    )
+    choice = constrained.json()["choices"][0]
+    if choice["finish_reason"] == "stop":
+        jsonschema.validate(json.loads(choice["text"]), SCHEMA)
+
+
+@pytest.mark.behavior("INF-068")
+def test_a_request_may_turn_speculation_off(worker: WorkerProcess) -> None:
+    before = counter(worker.url, DRAFTED)
+    body = {"prompt": WORKLOADS["quote"], "max_tokens": 48, "temperature": 0}
+    reply = httpx.post(
+        f"{worker.url}/v1/completions", json={**body, "speculative.n_max": 0}, timeout=120
+    )
+    assert reply.status_code == 200
+    assert counter(worker.url, DRAFTED) == before
