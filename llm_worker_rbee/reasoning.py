@@ -29,6 +29,45 @@ def _partial_suffix(text: str, marker: str) -> int:
     return 0
 
 
+class ThinkingGate:
+    """Tells a raw reply's leading thinking block from its answer, as ReasoningSplitter
+    does but keeping every character, so stop strings are looked for in the answer alone
+    (the engine thread's SequenceText): a stop written while thinking ends nothing. Text
+    that may still be a marker (or, at the start, white space before one) is held back."""
+
+    def __init__(self, *, inside: bool) -> None:
+        self._mode: _Mode = "reasoning" if inside else "start"
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """The (thinking, answer) raw text released after `text`."""
+        buffer, self._held = self._held + text, ""
+        if self._mode == "start":
+            stripped = buffer.lstrip()
+            if stripped.startswith(THINK_OPEN):
+                self._mode = "reasoning"
+            elif THINK_OPEN.startswith(stripped):
+                self._held = buffer
+                return "", ""
+            else:
+                self._mode = "content"
+        if self._mode == "reasoning":
+            end = buffer.find(THINK_CLOSE)
+            if end < 0:
+                keep = len(buffer) - _partial_suffix(buffer, THINK_CLOSE)
+                self._held = buffer[keep:]
+                return buffer[:keep], ""
+            self._mode = "content"
+            end += len(THINK_CLOSE)
+            return buffer[:end], buffer[end:]
+        return "", buffer
+
+    def flush(self) -> tuple[str, str]:
+        """What was held, at the end: the thinking's end, or a start too short to tell."""
+        held, self._held = self._held, ""
+        return (held, "") if self._mode == "reasoning" else ("", held)
+
+
 class ReasoningSplitter:
     """Splits streamed text pieces into (reasoning, content) deltas.
 

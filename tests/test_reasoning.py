@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm_worker_rbee.reasoning import ReasoningSplitter, starts_in_reasoning
+from llm_worker_rbee.actors.output import SequenceText
+from llm_worker_rbee.reasoning import ReasoningSplitter, ThinkingGate, starts_in_reasoning
 
 pytestmark = pytest.mark.behavior("INF-066")
 
@@ -95,3 +96,43 @@ def test_no_markup_leaks_while_streaming() -> None:
 )
 def test_the_prompts_tail_says_whether_the_reply_starts_inside(prompt: str, inside: bool) -> None:
     assert starts_in_reasoning(prompt) is inside
+
+
+def gate(pieces: list[str], *, inside: bool) -> tuple[str, str]:
+    thinking_gate = ThinkingGate(inside=inside)
+    parts = [thinking_gate.feed(piece) for piece in pieces] + [thinking_gate.flush()]
+    return "".join(t for t, _ in parts), "".join(a for _, a in parts)
+
+
+@pytest.mark.behavior("INF-067")
+@pytest.mark.parametrize(
+    ("text", "inside", "thinking"),
+    [
+        (" <think>a</think> b", False, " <think>a</think>"),
+        ("a</think>b</think>", True, "a</think>"),
+        ("no block", False, ""),
+        ("<thin", False, ""),
+        ("open <think> and </thin", True, "open <think> and </thin"),
+    ],
+)
+def test_the_gate_keeps_every_character_and_tells_the_thinking_from_the_answer(
+    text: str, inside: bool, thinking: str
+) -> None:
+    """What the engine thread checks stop strings against: the answer, raw."""
+    for pieces in cuts(text):
+        assert gate(pieces, inside=inside) == (thinking, text[len(thinking) :]), pieces
+
+
+@pytest.mark.behavior("INF-067")
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_stop_string_in_the_thinking_ends_nothing(inside: bool) -> None:
+    text = "<think>Stop? Not yet.</think>Stop here." if not inside else "Stop?</think>Stop."
+    sequence = SequenceText(0, ("Stop",), 0, "inside" if inside else "leading")
+    fed = 0
+    while not sequence.stopped:  # one character a token, as long as the engine would go
+        sequence.add(text[fed].encode(), None)
+        fed += 1
+    assert text[:fed].endswith("</think>Stop")
+    sequence.finish()
+    output = sequence.take(0)
+    assert output is not None and output.text == text[: text.rindex("Stop")]

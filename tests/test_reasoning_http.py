@@ -178,3 +178,23 @@ async def test_reasoning_format_none_leaves_the_thinking_in_the_content(
         assert getattr(message, "reasoning_content", None) is None
         reasoning, content, _ = await streamed(worker)
         assert (reasoning, content) == ("", "".join(THINKING))
+
+
+@pytest.mark.behavior("INF-067")
+async def test_stop_strings_apply_to_the_answer_not_the_thinking(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`.` ends the thinking's sentence and the answer's: only the answer's stops it."""
+    async with client(FakeScript(reply=list(THINKING))) as (sdk, worker):
+        answer = await sdk.chat.completions.create(model="fake-model", messages=ASK, stop=["."])
+        message = answer.choices[0].message
+        assert (getattr(message, "reasoning_content", None), message.content) == (
+            "Two plus two.",
+            "Four",
+        )
+        reasoning, content, _ = await streamed(worker, stop=["."])
+        assert (reasoning, content) == ("Two plus two.", "Four")
+    settings = Settings(worker_id="w", reasoning_format="none")
+    async with client(FakeScript(reply=list(THINKING)), settings) as (sdk, _):
+        answer = await sdk.chat.completions.create(model="fake-model", messages=ASK, stop=["."])
+        assert answer.choices[0].message.content == "<think>Two plus two"

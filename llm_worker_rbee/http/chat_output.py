@@ -8,23 +8,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_worker_rbee.http.chat_tools import delta_of, message_calls
-from llm_worker_rbee.reasoning import ReasoningSplitter
+from llm_worker_rbee.messages.inference import Thinking
+from llm_worker_rbee.reasoning import ReasoningFormat, ReasoningSplitter, starts_in_reasoning
 from llm_worker_rbee.tools import NO_TOOLS, ToolCall, ToolPlan
+
+
+def thinking_of(reasoning_format: ReasoningFormat, prompt: str) -> Thinking:
+    """Whether a reply's thinking is split off (--reasoning-format), and where it starts:
+    inside a block the rendered prompt opened, or at a `<think>` the model writes."""
+    if reasoning_format == "none":
+        return "none"
+    return "inside" if starts_in_reasoning(prompt) else "leading"
 
 
 @dataclass(frozen=True, slots=True)
 class ChatOutput:
-    """How a request's chat choices are read: its tools, whether thinking is split off
-    (--reasoning-format deepseek), and whether the prompt left the reply inside it."""
+    """How a request's chat choices are read: its tools and its thinking (thinking_of)."""
 
     tools: ToolPlan = NO_TOOLS
-    split_reasoning: bool = False
-    in_reasoning: bool = False
+    thinking: Thinking = "none"
 
     def choice(self) -> ChoiceText:
-        splitter = (
-            ReasoningSplitter(in_reasoning=self.in_reasoning) if self.split_reasoning else None
-        )
+        splitter = None
+        if self.thinking != "none":
+            splitter = ReasoningSplitter(in_reasoning=self.thinking == "inside")
         return ChoiceText(self.tools, splitter)
 
 

@@ -14,7 +14,7 @@ from llm_worker_rbee import __version__
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.session import ChoiceStream
 from llm_worker_rbee.http.body import parse_body
-from llm_worker_rbee.http.chat_output import PLAIN_CHAT, ChatOutput, ChoiceText
+from llm_worker_rbee.http.chat_output import PLAIN_CHAT, ChatOutput, ChoiceText, thinking_of
 from llm_worker_rbee.http.chat_tools import chat_message, tool_plan
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
 from llm_worker_rbee.http.logprobs import CompletionLogprobs, chat_logprobs
@@ -40,7 +40,6 @@ from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.inference import TokenLogprobs
 from llm_worker_rbee.messages.session import Ended, InferenceRequest, TextDelta
 from llm_worker_rbee.prompts import TemplateError, render_chat
-from llm_worker_rbee.reasoning import starts_in_reasoning
 
 FINGERPRINT = f"llm-worker-rbee-{__version__}"
 # OpenAI's legacy completions default to 16 new tokens; chat defaults to what fits.
@@ -156,6 +155,7 @@ def register(app: QuartTrio, services: Services) -> None:
             )
         except TemplateError as exc:
             raise bad_request(str(exc), param="messages", code="chat_template_error") from None
+        thinking = thinking_of(services.settings.reasoning_format, prompt.text)
         job_id = job_id_for(services)
         log_prompt(services, prompt.text)
         deadline = deadline_for(services, body.timeout)
@@ -172,6 +172,7 @@ def register(app: QuartTrio, services: Services) -> None:
                 extra_stops=prompt.extra_stops,
                 logprobs=logprobs,
                 grammar=tools.grammar,
+                thinking=thinking,
             )
             for i in range(n)
         ]
@@ -182,11 +183,7 @@ def register(app: QuartTrio, services: Services) -> None:
             job_id,
             chat=True,
             logprobs=bool(body.logprobs),
-            output=ChatOutput(
-                tools,
-                split_reasoning=services.settings.reasoning_format == "deepseek",
-                in_reasoning=starts_in_reasoning(prompt.text),
-            ),
+            output=ChatOutput(tools, thinking),
         )
         return await reply.respond(services, requests, body, [0] * n)
 
