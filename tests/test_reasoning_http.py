@@ -198,3 +198,17 @@ async def test_stop_strings_apply_to_the_answer_not_the_thinking(
     async with client(FakeScript(reply=list(THINKING)), settings) as (sdk, _):
         answer = await sdk.chat.completions.create(model="fake-model", messages=ASK, stop=["."])
         assert answer.choices[0].message.content == "<think>Two plus two"
+
+
+@pytest.mark.behavior("HTTP-069")
+async def test_json_output_after_an_opened_block_is_the_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`response_format`'s grammar cannot spell `</think>`: what it makes is the answer."""
+    script = FakeScript(reply=['{"a": ', "1}"], chat_template=OPENS_THE_BLOCK)
+    async with client(script) as (sdk, _):
+        answer = await sdk.chat.completions.create(
+            model="fake-model", messages=ASK, response_format={"type": "json_object"}
+        )
+        message = answer.choices[0].message
+        assert (message.content, getattr(message, "reasoning_content", None)) == ('{"a": 1}', None)

@@ -155,7 +155,7 @@ def register(app: QuartTrio, services: Services) -> None:
             )
         except TemplateError as exc:
             raise bad_request(str(exc), param="messages", code="chat_template_error") from None
-        thinking = thinking_of(services.settings.reasoning_format, prompt.text)
+        thinking = thinking_of(services.settings.reasoning_format, prompt.text, body, tools)
         job_id = job_id_for(services)
         log_prompt(services, prompt.text)
         deadline = deadline_for(services, body.timeout)
