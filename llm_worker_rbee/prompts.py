@@ -37,6 +37,8 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    # An assistant turn's `reasoning_content`, for templates that render past thinking.
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,8 @@ def _template_messages(
         name = m.name or (names.get(m.tool_call_id) if m.tool_call_id else None)
         if name is not None:
             item["name"] = name
+        if m.reasoning is not None:
+            item["reasoning_content"] = m.reasoning
         out.append(item)
     return out
 

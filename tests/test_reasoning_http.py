@@ -212,3 +212,24 @@ async def test_json_output_after_an_opened_block_is_the_answer(
         )
         message = answer.choices[0].message
         assert (message.content, getattr(message, "reasoning_content", None)) == ('{"a": 1}', None)
+
+
+@pytest.mark.behavior("HTTP-071")
+async def test_an_assistant_turns_reasoning_content_reaches_the_template(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Sent back as the worker answered it, the thinking is the template's to render."""
+    template = (
+        "{% for m in messages %}{% if m.reasoning_content %}[{{ m.reasoning_content }}]"
+        "{% endif %}{{ m.content }}\n{% endfor %}"
+    )
+    replies: dict[str, list[str | bytes]] = {"[Two plus two.]Four.": ["Seen."]}
+    script = FakeScript(reply=["Not seen."], replies=replies, chat_template=template)
+    turns: list[Any] = [
+        *ASK,
+        {"role": "assistant", "content": "Four.", "reasoning_content": "Two plus two."},
+        {"role": "user", "content": "And?"},
+    ]
+    async with client(script) as (sdk, _):
+        answer = await sdk.chat.completions.create(model="fake-model", messages=turns)
+        assert answer.choices[0].message.content == "Seen."

@@ -136,6 +136,9 @@ class Message(DropsUnknown):
     tool_calls: Annotated[list[MessageToolCall], Field(max_length=128)] | None = None
     # Which call a `tool` message answers.
     tool_call_id: StrictStr | None = None
+    # An assistant turn's thinking, as this worker answered it: given to the template
+    # (Qwen3's renders it for the turns of a tool-calling loop).
+    reasoning_content: StrictStr | None = None
 
     @model_validator(mode="before")
     @classmethod
