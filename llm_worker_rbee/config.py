@@ -47,6 +47,9 @@ class Settings(BaseModel):
     # A Jinja chat template in place of the model's own (llama-server's flag): read and
     # checked at start (prompts.read_chat_template).
     chat_template_file: Path | None = None
+    # Chat completions: a reply's leading `<think>` block as `reasoning_content` (deepseek,
+    # llama-server's default) or left in `content` (none); reasoning.py.
+    reasoning_format: Literal["none", "deepseek"] = "deepseek"
     backend: Literal["auto", "cpu", "cuda"] = "auto"
     device: int | str = 0
     gpu_layers: int | Literal["auto", "all"] = "auto"
@@ -219,6 +222,7 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("alias", "more names clients may use as `model`, comma-separated", "NAMES"),
     _Flag("models_dir", "where --model-ref names are found (default: the cache)", "DIR"),
     _Flag("chat_template_file", "a Jinja chat template in place of the model's own", "PATH"),
+    _Flag("reasoning_format", "none or deepseek: <think> as reasoning_content (deepseek)"),
     _Flag("backend", "auto, cpu or cuda (default auto: cuda when it can)"),
     _Flag("device", "GPU index or UUID (default 0)", "N|UUID"),
     _Flag("gpu_layers", "layers on the GPU: auto, all or N (default auto)", "auto|all|N"),

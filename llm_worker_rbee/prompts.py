@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +37,8 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    # An assistant turn's `reasoning_content`, for templates that render past thinking.
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +60,15 @@ def render_chat(
     bos: str,
     eos: str,
     tools: Sequence[ToolDef] = (),
+    template_kwargs: Mapping[str, Any] | None = None,
 ) -> ChatPrompt:
     """The prompt for `messages`; `tools` are given to the template as its `tools` list
     (the caller checked that the template takes them, see `tools.plan_tools`). A final
     assistant message without calls is continued (a prefill): the messages before it are
     rendered with the generation prompt and its text follows, so the reply carries on from
-    it instead of starting a new turn."""
+    it instead of starting a new turn. `template_kwargs` are more variables for the
+    template (the request's `chat_template_kwargs`); those this function sets (the
+    messages, the tools, the special tokens) are its own, whatever the kwargs say."""
     prefill = ""
     if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
         prefill = messages[-1].content
@@ -71,21 +76,17 @@ def render_chat(
     if template is None:
         text = _transcript(messages) + (" " + prefill if prefill else "")
         return ChatPrompt(text, (FALLBACK_USER_TURN, TURN_HEADER), add_special=True)
-    variables: dict[str, Any] = {}
+    variables = {k: v for k, v in (template_kwargs or {}).items() if k != "tools"}
+    variables.update(
+        messages=_template_messages(messages, _family_or_none(template)),
+        add_generation_prompt=True,
+        bos_token=bos,
+        eos_token=eos,
+    )
     if tools:
         variables["tools"] = [tool.template_value() for tool in tools]
     try:
-        text = (
-            chat_environment()
-            .from_string(template)
-            .render(
-                messages=_template_messages(messages, _family_or_none(template)),
-                add_generation_prompt=True,
-                bos_token=bos,
-                eos_token=eos,
-                **variables,
-            )
-        )
+        text = chat_environment().from_string(template).render(**variables)
     except jinja2.TemplateError as exc:
         raise TemplateError(f"the model's chat template failed: {exc}") from exc
     text += prefill
@@ -177,6 +178,8 @@ def _template_messages(
         name = m.name or (names.get(m.tool_call_id) if m.tool_call_id else None)
         if name is not None:
             item["name"] = name
+        if m.reasoning is not None:
+            item["reasoning_content"] = m.reasoning
         out.append(item)
     return out
 

@@ -44,6 +44,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "heartbeat_interval": ("2", 2.0),
     "log_level": ("debug", "debug"),
     "log_format": ("json", "json"),
+    "reasoning_format": ("none", "none"),
     "log_prompts": ("true", True),
     "max_body_bytes": ("2048", 2048),
     "insecure": ("1", True),
@@ -76,6 +77,7 @@ SETS = {"cuda_device": "device"}
     "CFG-011",
     "CFG-013",
     "CFG-036",
+    "CFG-038",
     "CFG-039",
 )
 def test_every_flag_and_variable_sets_its_setting(flag: Any) -> None:

@@ -148,7 +148,9 @@ class DecodeLoop:
             out.append((command, TextOutput(command.seq_id, "", 0, end=failed)))
             return
         self._prompt_tokens += len(command.prompt_tokens)
-        text = SequenceText(command.seq_id, command.stop, command.sampling.min_tokens)
+        text = SequenceText(
+            command.seq_id, command.stop, command.sampling.min_tokens, command.thinking
+        )
         self._active[command.seq_id] = _Active(command, limit, text, cached=cached)
 
     def _route(self, output: SeqOutput, out: list[Delivery]) -> None:

@@ -8,7 +8,8 @@ processor do), so a stop string ends its sequence before the engine's next step.
 from __future__ import annotations
 
 from llm_worker_rbee.actors.text import PieceDecoder, StopMatcher
-from llm_worker_rbee.messages.inference import SequenceEnd, TextOutput, TokenLogprobs
+from llm_worker_rbee.messages.inference import SequenceEnd, TextOutput, Thinking, TokenLogprobs
+from llm_worker_rbee.reasoning import ThinkingGate
 
 
 class SequenceText:
@@ -16,10 +17,14 @@ class SequenceText:
     safe (half a character, a possible stop string) together with its tokens' count and
     logprobs, which go out with the next text (or the end)."""
 
-    def __init__(self, seq_id: int, stop: tuple[str, ...], min_tokens: int) -> None:
+    def __init__(
+        self, seq_id: int, stop: tuple[str, ...], min_tokens: int, thinking: Thinking = "none"
+    ) -> None:
         self._seq_id = seq_id
         self._decoder = PieceDecoder()
         self._stops = StopMatcher(stop)
+        # Stop strings apply to the answer: a thinking block before it is let through.
+        self._gate = None if thinking == "none" else ThinkingGate(inside=thinking == "inside")
         # vLLM's rule: stop strings are not looked for in the first `min_tokens` tokens.
         self._min_tokens = min_tokens
         self._seen = 0
@@ -47,6 +52,9 @@ class SequenceText:
     def finish(self) -> None:
         """The sequence ended: what was held back can no longer become a stop string."""
         self._text += self._release(self._decoder.flush())
+        if self._gate is not None:
+            thinking, answer = self._gate.flush()
+            self._text += thinking + self._stops.feed(answer)
         self._text += self._stops.flush()
 
     def take(self, cached_tokens: int, end: SequenceEnd | None = None) -> TextOutput | None:
@@ -62,6 +70,9 @@ class SequenceText:
         return output
 
     def _release(self, text: str) -> str:
+        thinking = ""
+        if self._gate is not None:
+            thinking, text = self._gate.feed(text)
         if self._seen <= self._min_tokens:
-            return text
-        return self._stops.feed(text)
+            return thinking + text
+        return thinking + self._stops.feed(text)

@@ -188,6 +188,7 @@ class InferenceSession:
                     max_tokens=request.max_tokens,
                     mailbox=mailbox,
                     stop=request.stop,
+                    thinking=request.thinking,
                 )
             )
             await self._emit(out, Started(request.job_id, slot, len(request.prompt_tokens)))

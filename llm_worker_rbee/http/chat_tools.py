@@ -36,6 +36,7 @@ def chat_message(message: Message) -> ChatMessage:
         tool_calls=calls,
         tool_call_id=message.tool_call_id,
         name=message.name if message.role == "tool" else None,
+        reasoning=message.reasoning_content if message.role == "assistant" else None,
     )
 
 

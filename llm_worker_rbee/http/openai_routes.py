@@ -14,7 +14,8 @@ from llm_worker_rbee import __version__
 from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.http.body import parse_body
-from llm_worker_rbee.http.chat_tools import chat_message, delta_of, message_calls, tool_plan
+from llm_worker_rbee.http.chat_output import PLAIN_CHAT, ChatOutput, ChoiceText, thinking_of
+from llm_worker_rbee.http.chat_tools import chat_message, tool_plan
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
 from llm_worker_rbee.http.logprobs import CompletionLogprobs, chat_logprobs
 from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
@@ -39,7 +40,6 @@ from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.inference import TokenLogprobs
 from llm_worker_rbee.messages.session import Ended, InferenceRequest, TextDelta
 from llm_worker_rbee.prompts import TemplateError, render_chat
-from llm_worker_rbee.tools import NO_TOOLS, ToolCallParser, ToolEvent, ToolPlan
 
 FINGERPRINT = f"llm-worker-rbee-{__version__}"
 # OpenAI's legacy completions default to 16 new tokens; chat defaults to what fits.
@@ -151,9 +151,11 @@ def register(app: QuartTrio, services: Services) -> None:
                 bos=info.bos_text,
                 eos=info.eos_text,
                 tools=tools.tools,
+                template_kwargs=body.chat_template_kwargs,
             )
         except TemplateError as exc:
             raise bad_request(str(exc), param="messages", code="chat_template_error") from None
+        thinking = thinking_of(services.settings.reasoning_format, prompt.text, body, tools)
         job_id = job_id_for(services)
         log_prompt(services, prompt.text)
         deadline = deadline_for(services, body.timeout)
@@ -170,6 +172,7 @@ def register(app: QuartTrio, services: Services) -> None:
                 extra_stops=prompt.extra_stops,
                 logprobs=logprobs,
                 grammar=tools.grammar,
+                thinking=thinking,
             )
             for i in range(n)
         ]
@@ -180,7 +183,7 @@ def register(app: QuartTrio, services: Services) -> None:
             job_id,
             chat=True,
             logprobs=bool(body.logprobs),
-            tools=tools,
+            output=ChatOutput(tools, thinking),
         )
         return await reply.respond(services, requests, body, [0] * n)
 
@@ -209,10 +212,10 @@ class _Reply:
         chat: bool,
         echo: list[str] | None = None,
         logprobs: bool = False,
-        tools: ToolPlan = NO_TOOLS,
+        output: ChatOutput = PLAIN_CHAT,
     ) -> None:
         self.id = f"{prefix}-{uuid.uuid4().hex}"
-        self.tools = tools
+        self.output = output
         self.logprobs = logprobs
         # Completions' text offsets run on across a choice's chunks: one renderer per choice.
         self._completion_logprobs: dict[int, CompletionLogprobs] = {}
@@ -303,23 +306,13 @@ class _Reply:
         return Response(json.dumps(body, ensure_ascii=False), content_type="application/json")
 
     def _message(self, text: str, choice: dict[str, Any]) -> dict[str, Any]:
-        """The assistant message; with tools, the calls parsed out of `text`."""
-        parser = self.tools.parser()
-        if parser is None:
-            return {"role": "assistant", "content": text, "refusal": None}
-        parser.feed(text)
-        parser.finish(cut=choice["finish_reason"] == "length")
-        calls = parser.tool_calls()
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": parser.content or (None if calls else ""),
-            "refusal": None,
-        }
-        if calls:
-            message["tool_calls"] = message_calls(calls)
-            if choice["finish_reason"] == "stop":
-                choice["finish_reason"] = "tool_calls"
-        return message
+        """The assistant message: thinking split off, calls parsed out of the answer."""
+        output = self.output.choice()
+        output.feed(text)
+        output.finish(cut=choice["finish_reason"] == "length")
+        if output.tool_calls() and choice["finish_reason"] == "stop":
+            choice["finish_reason"] = "tool_calls"
+        return output.message()
 
     def _chunk(
         self,
@@ -334,16 +327,16 @@ class _Reply:
         chunk["choices"] = [choice]
         return sse_data(chunk)
 
-    def _tool_frames(
-        self, index: int, events: list[ToolEvent], logprobs: tuple[TokenLogprobs, ...]
+    def _delta_frames(
+        self, index: int, deltas: list[dict[str, Any]], logprobs: tuple[TokenLogprobs, ...]
     ) -> list[bytes]:
-        """Chunks for what the tool-call parser let through: content, a call's start, its
-        arguments. The tokens' logprobs go with the first chunk (an empty delta when the
-        parser held everything back)."""
+        """Chunks for what the choice's output let through: reasoning, content, a call's
+        start, its arguments. The tokens' logprobs go with the first chunk (an empty delta
+        when everything was held back)."""
         entries = self._logprobs(index, logprobs) if logprobs else None
         frames = []
-        for event in events:
-            frames.append(self._chunk(index, delta_of(event), None, entries))
+        for delta in deltas:
+            frames.append(self._chunk(index, delta, None, entries))
             entries = None
         if entries is not None:
             frames.append(self._chunk(index, {}, None, entries))
@@ -359,21 +352,19 @@ class _Reply:
             elif self.echo:
                 yield self._chunk(index, self.echo[index], None)
         ended: dict[int, Ended] = {}
-        parsers: dict[int, ToolCallParser | None] = {i: self.tools.parser() for i in range(count)}
+        outputs: dict[int, ChoiceText] = {i: self.output.choice() for i in range(count)}
         while len(ended) < count:
             item = await next_choice(stream, self.keepalive)
             if item is None:
                 yield PING
                 continue
             index, event = item
-            parser = parsers[index]
-            if isinstance(event, TextDelta) and parser is not None:
-                held = self._tool_frames(index, parser.feed(event.text), event.logprobs)
-                for frame in held or [NOTHING]:  # NOTHING: see SessionBody
-                    yield frame
+            if isinstance(event, TextDelta) and self.chat:
+                deltas = outputs[index].feed(event.text)
+                for frame in self._delta_frames(index, deltas, event.logprobs) or [NOTHING]:
+                    yield frame  # NOTHING: see SessionBody
             elif isinstance(event, TextDelta):
-                delta: dict[str, Any] | str = {"content": event.text} if self.chat else event.text
-                yield self._chunk(index, delta, None, self._logprobs(index, event.logprobs))
+                yield self._chunk(index, event.text, None, self._logprobs(index, event.logprobs))
             elif isinstance(event, Ended):
                 error = ended_error(event)
                 if error is not None:
@@ -381,11 +372,11 @@ class _Reply:
                     break
                 ended[index] = event
                 finish = finish_reason(event)
-                if parser is not None:
-                    events = parser.finish(cut=event.stop_reason == "max_tokens")
-                    for frame in self._tool_frames(index, events, ()):
+                if self.chat:
+                    deltas = outputs[index].finish(cut=event.stop_reason == "max_tokens")
+                    for frame in self._delta_frames(index, deltas, ()):
                         yield frame
-                    if parser.tool_calls() and finish == "stop":
+                    if outputs[index].tool_calls() and finish == "stop":
                         finish = "tool_calls"
                 yield self._chunk(index, {} if self.chat else "", finish)
             else:

@@ -69,6 +69,8 @@ class AssistantMessage(BaseModel):
     # null when the message only makes tool calls.
     content: str | None
     refusal: str | None = None
+    # A thinking model's `<think>` block (docs/API.md, "Thinking"); absent without one.
+    reasoning_content: str | None = None
     tool_calls: list[ToolCall] | None = None
 
 
@@ -125,6 +127,8 @@ class ToolCallDelta(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    # The thinking, streamed before the answer's `content` (docs/API.md, "Thinking").
+    reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
 

@@ -140,6 +140,9 @@ class Message(DropsUnknown):
     tool_calls: Annotated[list[MessageToolCall], Field(max_length=128)] | None = None
     # Which call a `tool` message answers.
     tool_call_id: StrictStr | None = None
+    # An assistant turn's thinking, as this worker answered it: given to the template
+    # (Qwen3's renders it for the turns of a tool-calling loop).
+    reasoning_content: StrictStr | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -224,6 +227,9 @@ class ChatCompletionBody(SamplingFields):
     tools: Annotated[list[Tool], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
+    # llama-server's and vLLM's extension: more variables for the chat template, e.g.
+    # `{"enable_thinking": false}` for Qwen3 (docs/API.md, "Thinking").
+    chat_template_kwargs: Annotated[dict[StrictStr, Any], Field(max_length=64)] | None = None
     # OpenAI fields that change nothing in the answer, accepted and ignored (clients send
     # them as settings): `store` and `metadata` (OpenAI keeps the completion for its
     # dashboard; this worker keeps none), `service_tier` (which of OpenAI's queues),

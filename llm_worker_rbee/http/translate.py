@@ -15,7 +15,7 @@ from llm_worker_rbee.grammar import (
 )
 from llm_worker_rbee.http.errors import ContextOverflow, bad_request
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
-from llm_worker_rbee.messages.inference import SamplingParams
+from llm_worker_rbee.messages.inference import SamplingParams, Thinking
 from llm_worker_rbee.messages.session import InferenceRequest
 
 DEFAULTS = SamplingParams()
@@ -169,12 +169,14 @@ def build_request(
     extra_stops: tuple[str, ...] = (),
     logprobs: int | None = None,
     grammar: str | None = None,
+    thinking: Thinking = "none",
 ) -> InferenceRequest:
     """Tokenizes (or, for token ids, checks) and checks the prompt against the context one
     request may use (the whole pool in fast mode, a slot's stream with --batch-invariant);
     builds the grammar `response_format`, `grammar` or `json_schema` asks for. `logprobs`:
     None, or how many alternatives per token to report. `grammar`: one the caller built and
-    checked (e.g. forcing a tool call), which wins over the body's.
+    checked (e.g. forcing a tool call), which wins over the body's. `thinking`: where the
+    stops are not looked for (a chat reply's thinking, see reasoning.py).
 
     Raises:
         ApiError: 400 for an empty prompt, one that does not fit the context, a schema that
@@ -199,6 +201,7 @@ def build_request(
         sampling=sampling_from(body, model.info.n_vocab, grammar=grammar, logprobs=logprobs),
         max_tokens=completion_limit(model.info, len(tokens), max_tokens),
         stop=stops_of(body) + extra_stops,
+        thinking=thinking,
         deadline=deadline,
         limit_asked=max_tokens is not None,
     )

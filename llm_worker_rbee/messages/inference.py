@@ -146,6 +146,12 @@ class OutputMailbox:
         self.close()
 
 
+# A reply's thinking, for stop strings, which apply to the answer only: "none" (no split,
+# stops apply to all of it), "leading" (a `<think>` block where the reply starts), or
+# "inside" (the prompt opened the block: the reply is thinking until `</think>`).
+Thinking = Literal["none", "leading", "inside"]
+
+
 @dataclass(frozen=True, slots=True)
 class Admit:
     """Start generating for `seq_id` (a granted slot). Its text goes to `mailbox`; a stop
@@ -158,6 +164,8 @@ class Admit:
     max_tokens: int
     mailbox: OutputMailbox = field(compare=False)
     stop: tuple[str, ...] = ()
+    # Where stop strings are not looked for: a leading thinking block (reasoning.py).
+    thinking: Thinking = "none"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprobs
+from llm_worker_rbee.messages.inference import SamplingParams, Thinking, TokenLogprobs
 
 StopReason = Literal["max_tokens", "eos", "stop_sequence", "cancelled", "timeout", "error"]
 
@@ -33,6 +33,8 @@ class InferenceRequest:
     sampling: SamplingParams
     max_tokens: int
     stop: tuple[str, ...] = ()
+    # Where the stops are not looked for (Admit.thinking).
+    thinking: Thinking = "none"
     # Absolute, in trio's clock (queue time counts); None: no deadline.
     deadline: float | None = None
     # False: the client set no limit and `max_tokens` is what fits the context.

@@ -1,0 +1,105 @@
+"""One chat choice's generated text on its way to the client: the thinking split from the
+answer (reasoning.py), then tool calls parsed out of the answer alone, so a call or a
+marker written while thinking is never taken for the answer's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llm_worker_rbee.http.chat_tools import delta_of, message_calls
+from llm_worker_rbee.http.schemas import ChatCompletionBody
+from llm_worker_rbee.messages.inference import Thinking
+from llm_worker_rbee.reasoning import ReasoningFormat, ReasoningSplitter, starts_in_reasoning
+from llm_worker_rbee.tools import NO_TOOLS, ToolCall, ToolPlan
+
+
+def thinking_of(
+    reasoning_format: ReasoningFormat, prompt: str, body: ChatCompletionBody, tools: ToolPlan
+) -> Thinking:
+    """Whether a reply's thinking is split off (--reasoning-format), and where it starts:
+    inside a block the rendered prompt opened, or at a `<think>` the model writes. Under a
+    grammar the worker builds (a forced call, `response_format`, `json_schema`) the model
+    cannot write `</think>`, so the reply is the answer even after an opened block; the
+    client's own `grammar` may spell the marker, and is read as the prompt says."""
+    if reasoning_format == "none":
+        return "none"
+    structured = (
+        tools.grammar is not None
+        or body.json_schema is not None
+        or (body.response_format is not None and body.response_format.type != "text")
+    )
+    return "inside" if starts_in_reasoning(prompt) and not structured else "leading"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatOutput:
+    """How a request's chat choices are read: its tools and its thinking (thinking_of)."""
+
+    tools: ToolPlan = NO_TOOLS
+    thinking: Thinking = "none"
+
+    def choice(self) -> ChoiceText:
+        splitter = None
+        if self.thinking != "none":
+            splitter = ReasoningSplitter(in_reasoning=self.thinking == "inside")
+        return ChoiceText(self.tools, splitter)
+
+
+# No tools, no split: what a choice of /v1/completions would be, were it read as chat.
+PLAIN_CHAT = ChatOutput()
+
+
+class ChoiceText:
+    """Text in, chat `delta`s out (`reasoning_content`, `content`, `tool_calls`); it also
+    keeps the whole of each, for the message of an answer that is not streamed."""
+
+    def __init__(self, tools: ToolPlan, splitter: ReasoningSplitter | None) -> None:
+        self._splitter = splitter
+        self._parser = tools.parser()
+        self._reasoning: list[str] = []
+        self._content: list[str] = []
+
+    def feed(self, text: str) -> list[dict[str, Any]]:
+        """The deltas `text` lets through (none while a marker may be in the making)."""
+        if self._splitter is None:
+            return self._deltas("", text)
+        return self._deltas(*self._splitter.feed(text))
+
+    def finish(self, *, cut: bool) -> list[dict[str, Any]]:
+        """The deltas of what was held back, at the end; `cut`: max_tokens ended it."""
+        deltas = self._deltas(*self._splitter.finish()) if self._splitter is not None else []
+        if self._parser is not None:
+            deltas += [delta_of(event) for event in self._parser.finish(cut=cut)]
+        return deltas
+
+    def tool_calls(self) -> list[ToolCall]:
+        return self._parser.tool_calls() if self._parser is not None else []
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message, after `finish`. `reasoning_content` only when there was
+        thinking, as llama-server writes it (the openai SDK reads a missing one as None)."""
+        calls = self.tool_calls()
+        content = self._parser.content if self._parser is not None else "".join(self._content)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": content or (None if calls else ""),
+            "refusal": None,
+        }
+        if self._reasoning:
+            message["reasoning_content"] = "".join(self._reasoning)
+        if calls:
+            message["tool_calls"] = message_calls(calls)
+        return message
+
+    def _deltas(self, reasoning: str, content: str) -> list[dict[str, Any]]:
+        deltas: list[dict[str, Any]] = []
+        if reasoning:
+            self._reasoning.append(reasoning)
+            deltas.append({"reasoning_content": reasoning})
+        if content and self._parser is not None:
+            deltas += [delta_of(event) for event in self._parser.feed(content)]
+        elif content:
+            self._content.append(content)
+            deltas.append({"content": content})
+        return deltas
