@@ -31,16 +31,7 @@ from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer, inprocess_worker
 from llm_worker_rbee.testing.virtual_load import VirtualTimeLoader
 from llm_worker_rbee.worker import LOAD_FAILED_EXIT, Runtime, run_worker
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.hand_clock import HandClock
 
 
 @pytest.mark.behavior("LOAD-013")
@@ -99,7 +90,7 @@ async def test_one_log_line_per_ten_percent(caplog: pytest.LogCaptureFixture) ->
 
 @pytest.mark.behavior("LOAD-016")
 async def test_past_the_deadline_the_callback_says_stop_and_the_stage_raises() -> None:
-    clock = Clock()
+    clock = HandClock()
     progress = LoadProgress(clock=clock)
     progress.begin(10)
     assert progress.weights(0.3) is True

@@ -14,19 +14,12 @@ from llm_worker_rbee.messages.inference import (
     SamplingParams,
     SequenceFailed,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.hand_clock import HandClock
 
 
 @pytest.mark.behavior("RES-010")
 def test_three_in_a_row_within_the_window_is_degraded_until_a_success() -> None:
-    clock = Clock()
+    clock = HandClock()
     pressure = MemoryPressure(clock)
     for at in (0.0, 30.0):
         clock.now = at
@@ -41,7 +34,7 @@ def test_three_in_a_row_within_the_window_is_degraded_until_a_success() -> None:
 
 @pytest.mark.behavior("RES-010")
 def test_failures_further_apart_than_the_window_are_not_a_streak() -> None:
-    clock = Clock()
+    clock = HandClock()
     pressure = MemoryPressure(clock)
     for at in (0.0, 50.0, 100.0):
         clock.now = at
@@ -61,7 +54,7 @@ def _admit(loop: DecodeLoop, engine: FakeEngine, seq_id: int) -> None:
 @pytest.mark.behavior("RES-008")
 def test_a_step_out_of_memory_fails_its_sequences_as_such_and_frees_them() -> None:
     engine = FakeEngine(FakeScript(reply=["x"] * 8, oom_at_steps=frozenset({2, 3, 4})))
-    loop = DecodeLoop(engine, Clock())
+    loop = DecodeLoop(engine, HandClock())
     _admit(loop, engine, 0)
     _admit(loop, engine, 1)
     assert len(loop.step()) == 2  # step 1: a token each
@@ -84,7 +77,7 @@ def test_a_step_out_of_memory_fails_its_sequences_as_such_and_frees_them() -> No
 @pytest.mark.behavior("RES-008")
 def test_other_engine_errors_are_not_out_of_memory() -> None:
     engine = FakeEngine(FakeScript(fail_at_steps=frozenset({1})))
-    loop = DecodeLoop(engine, Clock())
+    loop = DecodeLoop(engine, HandClock())
     _admit(loop, engine, 0)
     [(_, output)] = loop.step()
     assert output.end == SequenceFailed(0, "scripted failure at step 1", out_of_memory=False)

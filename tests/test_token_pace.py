@@ -5,19 +5,12 @@ from __future__ import annotations
 import pytest
 
 from llm_worker_rbee.actors.token_pace import DECAY, SEED_TOKENS, TokenPace
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.hand_clock import HandClock
 
 
 @pytest.mark.behavior("RES-014")
 def test_the_pace_is_slot_seconds_per_token_over_busy_steps() -> None:
-    clock = _Clock()
+    clock = HandClock()
     pace = TokenPace(clock)
     assert pace.seconds() is None  # nothing measured, nothing seeded
     # Four sequences, 0.2 s a step, a token each: 0.2 slot-seconds a token.
@@ -39,7 +32,7 @@ def test_the_pace_is_slot_seconds_per_token_over_busy_steps() -> None:
 
 @pytest.mark.behavior("RES-014")
 def test_idle_time_after_the_last_step_is_not_work_and_the_warm_up_seeds_the_pace() -> None:
-    clock = _Clock()
+    clock = HandClock()
     pace = TokenPace(clock, seed_s=0.05)
     assert pace.seconds() == pytest.approx(0.05)
     start = pace.step_started()
