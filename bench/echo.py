@@ -1,20 +1,26 @@
-"""N-gram speculation on echo-heavy work and on free generation, worker against itself.
+"""N-gram speculation on echo-heavy work and on free generation: the worker with it off
+and on, and llama-server plain and with its n-gram types.
 
 `python -m bench.echo [--rounds 5] [--streams 1,4,8] [--threads 2]` starts the worker once
 (the bundled model, fast mode, `--slots 8`) and sends, at each number of concurrent streams,
 the same greedy completions (temperature 0, 160 tokens, end of text ignored) with
 speculation off (`"speculative.n_max": 0`) and on (the worker's default), alternating which
-goes first each round. Workloads: `echo` (a short Python file, then "the same file again,
-with `total` renamed to `result`:"), `quote` (a passage, then "Quoted exactly:"), `json` (a
-JSON object, then "The same object with one more key:") and `free` (the bench's ordinary
-prompts). It prints the median tokens/s of each and the speedup, plus the drafted and
-accepted counts from `/metrics`.
+goes first each round. Workloads: `echo` (a short Python file, then "Copy:"), `quote` (a
+passage, then "Quote:"), `json` (a JSON object, then "The same object with one more key:")
+and `free` (the bench's ordinary prompts). It prints the median tokens/s of each, and the
+drafted and accepted counts from `/metrics`.
+
+`--llama-server PATH` adds llama.cpp's server (`--no-repack`, the same slots, context and
+threads) plain and with each of `--spec-types` (default `ngram-simple,ngram-mod`), each in a
+process of its own started once, sent the same requests in the same rounds; the order of
+all contenders is reversed every other round.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +29,8 @@ import httpx
 
 from bench.bursts import counter
 from bench.common import PROMPTS
+from bench.servers import Served, free_port
+from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.testing.process import WorkerProcess
 
 TOKENS = 160
@@ -50,9 +58,9 @@ RECORD = {
 }  # fmt: skip
 
 WORKLOADS = {
-    "echo": f"```python\n{CODE}```\n\nThe same file again, with `total` renamed to "
-    "`result`:\n\n```python\n",
-    "quote": f'{PASSAGE}\n\nQuoted exactly:\n\n"',
+    # What the bundled base model copies (it does not follow "with one change" instructions).
+    "echo": f"Original:\n```python\n{CODE}```\n\nCopy:\n```python\n",
+    "quote": f"Passage:\n{PASSAGE}\n\nQuote:\n",
     "json": f'{json.dumps(RECORD, indent=2)}\n\nThe same object with one more key, "country":\n\n',
 }
 
@@ -63,9 +71,8 @@ def prompts(workload: str, streams: int) -> list[str]:
     return [WORKLOADS[workload]] * streams
 
 
-def run(url: str, workload: str, streams: int, speculate: bool) -> float:
+def run(url: str, workload: str, streams: int, extra: dict[str, object]) -> float:
     """Tokens/s of `streams` concurrent greedy completions of TOKENS tokens."""
-    extra = {} if speculate else {"speculative.n_max": 0}
 
     def one(prompt: str) -> int:
         body = {"prompt": prompt, "max_tokens": TOKENS, "temperature": 0, "ignore_eos": True}
@@ -79,44 +86,74 @@ def run(url: str, workload: str, streams: int, speculate: bool) -> float:
     return tokens / (time.perf_counter() - start)
 
 
+def llama_server(binary: str, threads: int, spec_type: str | None) -> Served:
+    port = free_port()
+    command = [
+        binary, "-m", str(bundled_model_path()), "--host", "127.0.0.1", "--port", str(port),
+        "-c", "8192", "-np", "8", "-t", str(threads), "-b", "512", "--no-repack",
+    ]  # fmt: skip
+    if spec_type is not None:
+        command += ["--spec-type", spec_type]
+    name = f"llama-server {spec_type or 'plain'}"
+    served = Served(name, command, re.compile(r"listening"))
+    served.url = f"http://127.0.0.1:{port}"
+    return served.start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--streams", default="1,4,8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workloads", default="echo,quote,json,free")
+    parser.add_argument("--llama-server", metavar="PATH", help="llama.cpp's llama-server")
+    parser.add_argument("--spec-types", default="ngram-simple,ngram-mod")
     args = parser.parse_args()
     levels = [int(s) for s in args.streams.split(",")]
     workloads = args.workloads.split(",")
     worker = WorkerProcess(
         ["--slots", "8", "--ctx-size", "8192", "--threads", str(args.threads)]
     ).start()
-    rates: dict[tuple[str, int, bool], list[float]] = {}
+    servers: list[Served] = []
+    contenders: dict[str, tuple[str, dict[str, object]]] = {
+        "worker off": (worker.url, {"speculative.n_max": 0}),
+        "worker ngram": (worker.url, {}),
+    }
+    rates: dict[tuple[str, str, int], list[float]] = {}
     try:
-        for workload in workloads:
-            run(worker.url, workload, 1, True)  # the prompt in a slot's cache, as for every round
+        if args.llama_server:
+            for spec_type in (None, *args.spec_types.split(",")):
+                served = llama_server(args.llama_server, args.threads, spec_type)
+                servers.append(served)
+                contenders[served.name] = (served.url, {})
+        for url, extra in contenders.values():
+            for workload in workloads:  # each prompt once in a slot's cache, as in every round
+                run(url, workload, 1, extra)
         for round_index in range(args.rounds):
+            names = list(contenders) if round_index % 2 == 0 else list(reversed(contenders))
             for workload in workloads:
                 for streams in levels:
-                    order = (False, True) if round_index % 2 == 0 else (True, False)
-                    for speculate in order:
-                        rate = run(worker.url, workload, streams, speculate)
-                        rates.setdefault((workload, streams, speculate), []).append(rate)
-                        mode = "ngram" if speculate else "off"
-                        print(f"{workload} {streams} {mode}: {rate:.1f} tokens/s", flush=True)
+                    for name in names:
+                        url, extra = contenders[name]
+                        rate = run(url, workload, streams, extra)
+                        rates.setdefault((name, workload, streams), []).append(rate)
+                        print(f"{workload} {streams} {name}: {rate:.1f} tokens/s", flush=True)
             print(f"round {round_index + 1} done", flush=True)
         drafted = counter(worker.url, "llm_worker:spec_decode_num_draft_tokens_total")
         accepted = counter(worker.url, "llm_worker:spec_decode_num_accepted_tokens_total")
     finally:
         worker.stop()
-    print("\n| workload | streams | off, tokens/s | ngram, tokens/s | speedup |")
-    print("|---|---|---|---|---|")
+        for served in servers:
+            served.stop()
+    names = list(contenders)
+    print("\n| workload | streams | " + " | ".join(f"{n}, tokens/s" for n in names) + " |")
+    print("|---|---|" + "---|" * len(names))
     for workload in workloads:
         for streams in levels:
-            off = statistics.median(rates[(workload, streams, False)])
-            on = statistics.median(rates[(workload, streams, True)])
-            print(f"| {workload} | {streams} | {off:.1f} | {on:.1f} | {on / off:.2f}x |")
-    print(f"\ndrafted {drafted:.0f}, accepted {accepted:.0f} ({accepted / max(drafted, 1):.0%})")
+            medians = [statistics.median(rates[(n, workload, streams)]) for n in names]
+            print(f"| {workload} | {streams} | " + " | ".join(f"{m:.1f}" for m in medians) + " |")
+    print(f"\nworker: drafted {drafted:.0f}, accepted {accepted:.0f}", end=" ")
+    print(f"({accepted / max(drafted, 1):.0%})")
 
 
 if __name__ == "__main__":

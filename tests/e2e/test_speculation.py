@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from bench.bursts import counter
-from bench.echo import WORKLOADS
+from bench.echo import CODE, WORKLOADS
 from llm_worker_rbee.testing.process import WorkerProcess
 
 DRAFTED = "llm_worker:spec_decode_num_draft_tokens_total"
@@ -34,7 +34,7 @@ def test_an_echo_is_drafted_and_kept_and_a_schema_still_holds(worker: WorkerProc
     drafted = counter(worker.url, DRAFTED) - before[0]
     accepted = counter(worker.url, ACCEPTED) - before[1]
     assert drafted > 0 and 0 < accepted <= drafted
-    prompt = WORKLOADS["echo"].split("The same file")[0] + "That file as JSON {code}:\n"
+    prompt = f"```python\n{CODE}```\n\nThat file as JSON {{code}}:\n"
     constrained = httpx.post(
         f"{worker.url}/v1/completions",
         json={"prompt": prompt, "max_tokens": 200, "temperature": 0, "json_schema": SCHEMA},
