@@ -81,7 +81,7 @@ async def test_a_string_input_is_answered_with_a_response_object(
     prompt_tokens = 1 + len("System: Be kind\nUser: hi\nAssistant:")
     assert body["usage"] == {
         "input_tokens": prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens": 4,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt_tokens + 4,

@@ -14,22 +14,25 @@ from llm_worker_rbee.reasoning import ReasoningFormat, ReasoningSplitter, starts
 from llm_worker_rbee.tools import NO_TOOLS, ToolCall, ToolPlan
 
 
-def thinking_of(
-    reasoning_format: ReasoningFormat, prompt: str, body: ChatCompletionBody, tools: ToolPlan
-) -> Thinking:
+def thinking_of(reasoning_format: ReasoningFormat, prompt: str, *, structured: bool) -> Thinking:
     """Whether a reply's thinking is split off (--reasoning-format), and where it starts:
     inside a block the rendered prompt opened, or at a `<think>` the model writes. Under a
-    grammar the worker builds (a forced call, `response_format`, `json_schema`) the model
-    cannot write `</think>`, so the reply is the answer even after an opened block; the
-    client's own `grammar` may spell the marker, and is read as the prompt says."""
+    grammar the worker builds (`structured`: a forced call, `response_format`, `json_schema`,
+    the Responses API's `text.format`) the model cannot write `</think>`, so the reply is the
+    answer even after an opened block; the client's own `grammar` may spell the marker, and
+    is read as the prompt says."""
     if reasoning_format == "none":
         return "none"
-    structured = (
+    return "inside" if starts_in_reasoning(prompt) and not structured else "leading"
+
+
+def chat_structured(body: ChatCompletionBody, tools: ToolPlan) -> bool:
+    """A chat request whose grammar the worker builds (see thinking_of)."""
+    return (
         tools.grammar is not None
         or body.json_schema is not None
         or (body.response_format is not None and body.response_format.type != "text")
     )
-    return "inside" if starts_in_reasoning(prompt) and not structured else "leading"
 
 
 @dataclass(frozen=True, slots=True)

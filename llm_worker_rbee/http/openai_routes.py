@@ -14,7 +14,13 @@ from llm_worker_rbee import __version__
 from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.http.body import parse_body
-from llm_worker_rbee.http.chat_output import PLAIN_CHAT, ChatOutput, ChoiceText, thinking_of
+from llm_worker_rbee.http.chat_output import (
+    PLAIN_CHAT,
+    ChatOutput,
+    ChoiceText,
+    chat_structured,
+    thinking_of,
+)
 from llm_worker_rbee.http.chat_tools import chat_message, tool_plan
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
 from llm_worker_rbee.http.logprobs import CompletionLogprobs, chat_logprobs
@@ -155,7 +161,10 @@ def register(app: QuartTrio, services: Services) -> None:
             )
         except TemplateError as exc:
             raise bad_request(str(exc), param="messages", code="chat_template_error") from None
-        thinking = thinking_of(services.settings.reasoning_format, prompt.text, body, tools)
+        structured = chat_structured(body, tools)
+        thinking = thinking_of(
+            services.settings.reasoning_format, prompt.text, structured=structured
+        )
         job_id = job_id_for(services)
         log_prompt(services, prompt.text)
         deadline = deadline_for(services, body.timeout)

@@ -3,12 +3,14 @@ bounded store behind `previous_response_id`, GET and DELETE /v1/responses/{id}."
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from quart import Response
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.http.body import parse_body
+from llm_worker_rbee.http.chat_output import thinking_of
 from llm_worker_rbee.http.chat_turns import (
     check_model,
     json_response,
@@ -39,8 +41,8 @@ REFUSED: dict[str, str] = {
     "top_logprobs": "logprobs are not supported on /v1/responses",
     "stream_options": "stream_options are not supported on /v1/responses",
 }
-# `include` values that ask for nothing this worker makes: it writes no reasoning items, so
-# there is no encrypted reasoning to include (clients behind litellm's proxy send it).
+# `include` values that ask for nothing this worker makes: its reasoning items carry their
+# text, never encrypted content (clients behind litellm's proxy send it).
 NOTHING_TO_INCLUDE = frozenset({"reasoning.encrypted_content"})
 # Parameter names build_request's errors use -> this API's.
 PARAMS = {"prompt": "input", "messages": "input", "response_format": "text.format"}
@@ -103,7 +105,12 @@ def register(app: QuartTrio, services: Services) -> None:
             params=PARAMS,
             grammar=plan.grammar,
         )
-        reply = ResponseReply(services, body, turns, store, plan)
+        structured = forced or _json_format(text_format)
+        thinking = thinking_of(
+            services.settings.reasoning_format, prompt.text, structured=structured
+        )
+        inference = dataclasses.replace(inference, thinking=thinking)
+        reply = ResponseReply(services, body, turns, store, plan, thinking)
         return await answer(services, inference, reply, stream=body.stream)
 
     @app.get("/v1/responses/<response_id>")

@@ -39,8 +39,9 @@ class InputPart(KeepsUnknown):
 
 class InputItem(KeepsUnknown):
     """One item of `input`: a message (`type` `message` or absent: `role` and `content`),
-    a `function_call` an earlier answer made, or a `function_call_output` answering one.
-    The route refuses any other type by name."""
+    an earlier answer's `reasoning` (its `content` of `reasoning_text` parts), a
+    `function_call` an earlier answer made, or a `function_call_output` answering one. The
+    route refuses any other type by name."""
 
     type: StrictStr | None = None
     role: Literal["user", "assistant", "system", "developer"] | None = None
@@ -136,6 +137,22 @@ class OutputMessage(BaseModel):
     content: list[OutputText]
 
 
+class ReasoningText(BaseModel):
+    type: Literal["reasoning_text"]
+    text: str
+
+
+class Reasoning(BaseModel):
+    """A thinking model's thinking (its `<think>` block; --reasoning-format), before the
+    message it led to; `summary` is always empty (nothing summarises it)."""
+
+    type: Literal["reasoning"]
+    id: str
+    summary: list[Any]
+    content: list[ReasoningText]
+    status: Literal["in_progress", "completed", "incomplete"]
+
+
 class FunctionCall(BaseModel):
     type: Literal["function_call"]
     id: str
@@ -147,6 +164,7 @@ class FunctionCall(BaseModel):
 
 class InputTokensDetails(BaseModel):
     cached_tokens: int
+    cache_write_tokens: int
 
 
 class OutputTokensDetails(BaseModel):
@@ -183,7 +201,7 @@ class ResponseObject(BaseModel):
     instructions: str | None
     max_output_tokens: int | None
     model: str
-    output: list[OutputMessage | FunctionCall]
+    output: list[Reasoning | OutputMessage | FunctionCall]
     parallel_tool_calls: bool
     previous_response_id: str | None
     store: bool
@@ -205,6 +223,8 @@ StreamEventType = Literal[
     "response.content_part.added",
     "response.output_text.delta",
     "response.output_text.done",
+    "response.reasoning_text.delta",
+    "response.reasoning_text.done",
     "response.content_part.done",
     "response.function_call_arguments.delta",
     "response.function_call_arguments.done",
@@ -223,7 +243,7 @@ class ResponseStreamEvent(BaseModel):
     sequence_number: int
     response: ResponseObject | None = None
     output_index: int | None = None
-    item: OutputMessage | FunctionCall | None = None
+    item: Reasoning | OutputMessage | FunctionCall | None = None
     item_id: str | None = None
     content_index: int | None = None
     part: OutputText | None = None

@@ -17,7 +17,9 @@ TEXT_PARTS = frozenset({"input_text", "output_text"})
 
 def input_messages(value: str | list[InputItem]) -> tuple[ChatMessage, ...]:
     """`input` as chat messages: a string is one user message; a `function_call` joins the
-    assistant turn before it (or makes one), a `function_call_output` is a `tool` message.
+    assistant turn before it (or makes one), a `function_call_output` is a `tool` message,
+    and a `reasoning` item (an earlier answer's thinking) is the reasoning of the assistant
+    turn it leads to, for templates that render past thinking.
 
     Raises:
         ApiError: 400 naming the item (`input.3.content.1`) for a type this worker does not
@@ -53,11 +55,18 @@ def input_messages(value: str | list[InputItem]) -> tuple[ChatMessage, ...]:
             if content is None:
                 raise _missing(f"{where}.content")
             text = content if isinstance(content, str) else _text(content, f"{where}.content")
-            turns.append(ChatMessage(role, text))
+            if role == "assistant" and turns and turns[-1].reasoning and not turns[-1].content:
+                turns[-1] = dataclasses.replace(turns[-1], content=text)  # the thinking's answer
+            else:
+                turns.append(ChatMessage(role, text))
+        elif kind == "reasoning":
+            parts = item.content if isinstance(item.content, list) else []
+            thinking = "".join(p.text or "" for p in parts if p.type == "reasoning_text")
+            turns.append(ChatMessage("assistant", "", reasoning=thinking or None))
         else:
             raise bad_request(
                 f"{where}: input items of type {kind!r} are not supported; this worker reads "
-                "messages, function_call and function_call_output",
+                "messages, reasoning, function_call and function_call_output",
                 param=f"{where}.type",
                 code="unsupported_input",
             )

@@ -1,5 +1,6 @@
 """The Responses API's response object, built the same way whole and streamed: the output
-items (messages and function calls) and, streamed, their typed events."""
+items (a thinking model's reasoning, messages and function calls) and, streamed, their typed
+events."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from llm_worker_rbee.http.responses_api_schemas import ResponsesBody
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import sse_data
 from llm_worker_rbee.http.translate import DEFAULTS
+from llm_worker_rbee.messages.inference import Thinking
 from llm_worker_rbee.messages.session import Ended, ErrorInfo, TextDelta
 from llm_worker_rbee.prompts import ChatMessage
+from llm_worker_rbee.reasoning import ReasoningSplitter
 from llm_worker_rbee.tools import (
     ArgumentsDelta,
     CallStarted,
@@ -34,7 +37,9 @@ from llm_worker_rbee.tools import (
 def usage(ended: Ended) -> dict[str, Any]:
     return {
         "input_tokens": ended.tokens_in,
-        "input_tokens_details": {"cached_tokens": ended.cached_tokens},
+        # cache_write_tokens: what the openai client's types require; the prompt cache here
+        # is the slot's own, so nothing is written for later requests to count.
+        "input_tokens_details": {"cached_tokens": ended.cached_tokens, "cache_write_tokens": 0},
         "output_tokens": ended.tokens_out,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": ended.tokens_in + ended.tokens_out,
@@ -51,6 +56,7 @@ class ResponseReply:
         turns: tuple[ChatMessage, ...],
         store: ResponseStore,
         plan: ToolPlan,
+        thinking: Thinking = "none",
     ) -> None:
         self.id = f"resp_{uuid.uuid4().hex}"
         self.created_at = int(services.wall_clock())
@@ -65,6 +71,10 @@ class ResponseReply:
         self._texts: dict[int, list[str]] = {}  # a message item's text, by output index
         self._calls: dict[int, int] = {}  # a call's index -> its output index
         self._open: int | None = None  # the output index of the item still being written
+        # The thinking, split from the answer as chat's reasoning_content (reasoning.py).
+        self._splitter = (
+            None if thinking == "none" else ReasoningSplitter(in_reasoning=thinking == "inside")
+        )
 
     def response(
         self,
@@ -144,6 +154,34 @@ class ResponseReply:
                 )
         return frames
 
+    def on_reasoning(self, text: str) -> list[bytes]:
+        """Thinking text: into the reasoning item, opened first if another is open."""
+        if not text:
+            return []
+        frames: list[bytes] = []
+        if self._open is None or self.items[self._open]["type"] != "reasoning":
+            frames += self.close_item("completed")
+            index = len(self.items)
+            item = {
+                "type": "reasoning",
+                "id": f"rs_{uuid.uuid4().hex}",
+                "summary": [],
+                "content": [],
+                "status": "in_progress",
+            }
+            self.items.append(item)
+            self._texts[index] = []
+            self._open = index
+            frames.append(
+                self.event("response.output_item.added", output_index=index, item=dict(item))
+            )
+        assert self._open is not None
+        self._texts[self._open].append(text)
+        return [
+            *frames,
+            self.event("response.reasoning_text.delta", **self._at(self._open), delta=text),
+        ]
+
     def _at(self, index: int) -> dict[str, Any]:
         return {"item_id": self.items[index]["id"], "output_index": index, "content_index": 0}
 
@@ -188,6 +226,8 @@ class ResponseReply:
         item["status"] = status
         if item["type"] == "message":
             item["content"] = [self.output_text("".join(self._texts[index]))]
+        elif item["type"] == "reasoning":
+            item["content"] = [{"type": "reasoning_text", "text": "".join(self._texts[index])}]
         return index
 
     def close_item(self, status: str) -> list[bytes]:
@@ -204,6 +244,9 @@ class ResponseReply:
                     "response.content_part.done", **self._at(index), part=self.output_text(text)
                 ),
             ]
+        elif item["type"] == "reasoning":
+            text = item["content"][0]["text"]
+            frames.append(self.event("response.reasoning_text.done", **self._at(index), text=text))
         else:
             frames.append(
                 self.event(
@@ -220,24 +263,42 @@ class ResponseReply:
         """The frames that close the output, and the final response object (kept in the
         store unless `store` is false)."""
         status = "incomplete" if ended.stop_reason == "max_tokens" else "completed"
-        frames = self.on(self.output.finish(ended))
-        if not self.items:  # an empty answer is still a message
-            frames += self.open_message()
+        frames: list[bytes] = []
+        if self._splitter is not None:
+            frames += self._split(*self._splitter.finish())
+        frames += self.on(self.output.finish(ended))
+        if all(item["type"] == "reasoning" for item in self.items):
+            frames += self.open_message()  # an empty answer is still a message
         frames += self.close_item(status)
         final = self.response(status, output=self.items, ended=ended)
         if self.body.store is not False:
-            content = "".join(t for i in sorted(self._texts) for t in self._texts[i])
+            content = "".join(self._item_texts("message"))
             calls = tuple(
                 ToolCall(item["call_id"], item["name"], item["arguments"])
                 for item in self.items
                 if item["type"] == "function_call"
             )
-            history = (*self.turns, ChatMessage("assistant", content, tool_calls=calls))
+            reasoning = "".join(self._item_texts("reasoning")) or None
+            answer = ChatMessage("assistant", content, tool_calls=calls, reasoning=reasoning)
+            history = (*self.turns, answer)
             self.store.put(self.id, StoredResponse(final, history))
         return frames, final
 
+    def _item_texts(self, kind: str) -> list[str]:
+        return [
+            text
+            for i in sorted(self._texts)
+            if self.items[i]["type"] == kind
+            for text in self._texts[i]
+        ]
+
     def text_frames(self, delta: TextDelta) -> list[bytes]:
-        return self.on(self.output.feed(delta.text))
+        if self._splitter is None:
+            return self.on(self.output.feed(delta.text))
+        return self._split(*self._splitter.feed(delta.text))
+
+    def _split(self, reasoning: str, content: str) -> list[bytes]:
+        return self.on_reasoning(reasoning) + self.on(self.output.feed(content))
 
     async def whole(self, stream: ChoiceStream) -> Response:
         ended = await read_to_end(stream, self.text_frames)
@@ -257,8 +318,8 @@ class ResponseReply:
             self.event("response.created", response=self.response("in_progress", output=[])),
             self.event("response.in_progress", response=self.response("in_progress", output=[])),
         ]
-        if self.output.parser is None:
-            opening += self.open_message()
+        if self.output.parser is None and self._splitter is None:
+            opening += self.open_message()  # with thinking, a reasoning item may come first
         return session_frames(stream, keepalive, opening, self.text_frames, self.end_frames)
 
     def end_frames(self, ended: Ended) -> list[bytes]:
