@@ -129,13 +129,22 @@ def main() -> None:
         for url, extra in contenders.values():
             for workload in workloads:  # each prompt once in a slot's cache, as in every round
                 run(url, workload, 1, extra)
+        failed: dict[str, str] = {}  # a contender that failed a request runs no more
         for round_index in range(args.rounds):
             names = list(contenders) if round_index % 2 == 0 else list(reversed(contenders))
             for workload in workloads:
                 for streams in levels:
-                    for name in names:
+                    for name in (n for n in names if n not in failed):
                         url, extra = contenders[name]
-                        rate = run(url, workload, streams, extra)
+                        try:
+                            rate = run(url, workload, streams, extra)
+                        except httpx.HTTPError as exc:
+                            failed[name] = f"{workload}, {streams} streams: {exc!r}"
+                            print(f"{name} FAILED at {failed[name]}", flush=True)
+                            for served in servers:  # a server that died says why
+                                if served.name == name:
+                                    print("".join(served.lines[-8:]), flush=True)
+                            continue
                         rates.setdefault((name, workload, streams), []).append(rate)
                         print(f"{workload} {streams} {name}: {rate:.1f} tokens/s", flush=True)
             print(f"round {round_index + 1} done", flush=True)
@@ -150,10 +159,16 @@ def main() -> None:
     print("|---|---|" + "---|" * len(names))
     for workload in workloads:
         for streams in levels:
-            medians = [statistics.median(rates[(n, workload, streams)]) for n in names]
-            print(f"| {workload} | {streams} | " + " | ".join(f"{m:.1f}" for m in medians) + " |")
+            cells = [
+                f"{statistics.median(rates[key]):.1f}" if (key := (n, workload, streams)) in rates
+                else "failed"
+                for n in names
+            ]  # fmt: skip
+            print(f"| {workload} | {streams} | " + " | ".join(cells) + " |")
     print(f"\nworker: drafted {drafted:.0f}, accepted {accepted:.0f}", end=" ")
     print(f"({accepted / max(drafted, 1):.0%})")
+    for name, where in failed.items():
+        print(f"{name} failed at {where}")
 
 
 if __name__ == "__main__":
