@@ -105,3 +105,21 @@ async def test_reasoning_format_none_keeps_the_thinking_in_the_message(
     assert [item.type for item in response.output] == ["message"]
     assert response.output_text == "".join(THINKING)
     assert isinstance(sdk, openai.AsyncOpenAI)
+
+
+@pytest.mark.behavior("HTTP-072")
+async def test_a_reply_cut_while_thinking_closes_its_reasoning_and_answers_empty(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with client(FakeScript(reply=list(THINKING))) as (_, worker):
+        body = {"model": "fake-model", "input": "hi", "stream": True, "max_output_tokens": 3}
+        streamed = await worker.request("POST", "/v1/responses", body)
+    events = [json.loads(e.data) for e in streamed.events]
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [(item["type"], item["status"]) for item in done] == [
+        ("reasoning", "incomplete"),
+        ("message", "incomplete"),
+    ]
+    assert done[0]["content"] == [{"type": "reasoning_text", "text": "Two"}]
+    final = Response.model_validate(events[-1]["response"])
+    assert final.status == "incomplete" and final.output_text == ""

@@ -68,7 +68,7 @@ class ResponseReply:
         self.output = TurnOutput(plan, new_call_id)
         self._sequence = 0
         self.items: list[dict[str, Any]] = []  # the output items, in order
-        self._texts: dict[int, list[str]] = {}  # a message item's text, by output index
+        self._texts: dict[int, list[str]] = {}  # a message's or reasoning's text, by index
         self._calls: dict[int, int] = {}  # a call's index -> its output index
         self._open: int | None = None  # the output index of the item still being written
         # The thinking, split from the answer as chat's reasoning_content (reasoning.py).
@@ -268,7 +268,9 @@ class ResponseReply:
             frames += self._split(*self._splitter.finish())
         frames += self.on(self.output.finish(ended))
         if all(item["type"] == "reasoning" for item in self.items):
-            frames += self.open_message()  # an empty answer is still a message
+            # An empty answer is still a message (after the thinking, if it was cut there).
+            frames += self.close_item(status)
+            frames += self.open_message()
         frames += self.close_item(status)
         final = self.response(status, output=self.items, ended=ended)
         if self.body.store is not False:
