@@ -40,6 +40,17 @@ WEATHER = {
 }
 
 
+def renders_past_thinking(reply: list[str | bytes]) -> FakeScript:
+    """A template that writes each turn's `reasoning_content` in brackets before its
+    content; the reply is "Seen." once the prompt holds THINKING's turn so rendered."""
+    template = (
+        "{% for m in messages %}{% if m.reasoning_content %}[{{ m.reasoning_content }}]"
+        "{% endif %}{{ m.content }}\n{% endfor %}"
+    )
+    replies: dict[str, list[str | bytes]] = {"[Two plus two.]Four.": ["Seen."]}
+    return FakeScript(reply=reply, replies=replies, chat_template=template)
+
+
 @asynccontextmanager
 async def client(
     script: FakeScript, settings: Settings | None = None
@@ -219,12 +230,7 @@ async def test_an_assistant_turns_reasoning_content_reaches_the_template(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """Sent back as the worker answered it, the thinking is the template's to render."""
-    template = (
-        "{% for m in messages %}{% if m.reasoning_content %}[{{ m.reasoning_content }}]"
-        "{% endif %}{{ m.content }}\n{% endfor %}"
-    )
-    replies: dict[str, list[str | bytes]] = {"[Two plus two.]Four.": ["Seen."]}
-    script = FakeScript(reply=["Not seen."], replies=replies, chat_template=template)
+    script = renders_past_thinking(["Not seen."])
     turns: list[Any] = [
         *ASK,
         {"role": "assistant", "content": "Four.", "reasoning_content": "Two plus two."},

@@ -15,7 +15,7 @@ from openai.types.responses import Response
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
-from tests.test_reasoning_http import OPENS_THE_BLOCK, THINKING, client
+from tests.test_reasoning_http import OPENS_THE_BLOCK, THINKING, client, renders_past_thinking
 
 
 @pytest.mark.behavior("HTTP-072")
@@ -55,12 +55,7 @@ async def test_thinking_streams_as_reasoning_text_events_without_markup(
 async def test_a_reasoning_item_sent_back_reaches_the_template(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    template = (
-        "{% for m in messages %}{% if m.reasoning_content %}[{{ m.reasoning_content }}]"
-        "{% endif %}{{ m.content }}\n{% endfor %}"
-    )
-    replies: dict[str, list[str | bytes]] = {"[Two plus two.]Four.": ["Seen."]}
-    script = FakeScript(reply=["Not seen."], replies=replies, chat_template=template)
+    script = renders_past_thinking(["Not seen."])
     turns: list[Any] = [
         {"role": "user", "content": "hi"},
         {
@@ -81,12 +76,7 @@ async def test_a_reasoning_item_sent_back_reaches_the_template(
 async def test_a_stored_responses_thinking_is_the_next_turns_history(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    template = (
-        "{% for m in messages %}{% if m.reasoning_content %}[{{ m.reasoning_content }}]"
-        "{% endif %}{{ m.content }}\n{% endfor %}"
-    )
-    replies: dict[str, list[str | bytes]] = {"[Two plus two.]Four.": ["Seen."]}
-    script = FakeScript(reply=list(THINKING), replies=replies, chat_template=template)
+    script = renders_past_thinking(list(THINKING))
     async with client(script) as (sdk, _):
         first = await sdk.responses.create(model="fake-model", input="hi")
         second = await sdk.responses.create(
