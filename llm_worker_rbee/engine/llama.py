@@ -637,9 +637,8 @@ class LlamaEngine:
             if eog or row >= len(draft) or token != draft[row]:
                 break
             seq.tokens.append(token)  # the draft's row decoded it: its cell is kept
-            seq.last = None
         if draft:
-            kept = len(outputs) - 1 if seq.last is not None else len(outputs)
+            kept = len(outputs) - 1  # the last token sampled is never a draft's: it comes next
             self.drafted += len(draft)
             self.accepted += kept
             assert seq.drafter is not None

@@ -7,10 +7,15 @@ import json
 
 import httpx
 import jsonschema
+import llama_cpp
 import pytest
 
 from bench.bursts import counter
 from bench.echo import CODE, WORKLOADS
+from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.engine.llama import LlamaEngine
+from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.testing.process import WorkerProcess
 
 DRAFTED = "llm_worker:spec_decode_num_draft_tokens_total"
@@ -54,3 +59,25 @@ def test_a_request_may_turn_speculation_off(worker: WorkerProcess) -> None:
     )
     assert reply.status_code == 200
     assert counter(worker.url, DRAFTED) == before
+
+
+@pytest.mark.behavior("INF-068")
+def test_after_every_step_the_kv_cells_hold_exactly_the_kept_tokens() -> None:
+    """The engine itself, fast mode: drafts that the model did not follow leave no cell
+    behind (a stale one would sit in the sequence's attention from then on)."""
+    settings = Settings(backend="cpu", ctx_size=2048, slots=1, threads=1)
+    engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
+    try:
+        prompt = engine.tokenize(WORKLOADS["quote"], add_special=True)
+        engine.admit(0, prompt, SamplingParams(temperature=0, ignore_eos=True))
+        sampled = 0
+        while sampled < 120:
+            sampled += len(engine.step())
+            kept = len(engine._seqs[0].tokens)  # decoded: the prompt and kept tokens
+            memory = llama_cpp.llama_get_memory(engine._ctx)
+            assert llama_cpp.llama_memory_seq_pos_max(memory, 0) == kept - 1
+        # Some drafts were kept and some rejected, so both paths ran.
+        assert 0 < engine.accepted < engine.drafted
+        engine.cancel(0)
+    finally:
+        engine.close()
