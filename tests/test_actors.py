@@ -30,7 +30,7 @@ def request(
 
 async def collect(stream: ChoiceStream) -> list[tuple[float, SessionEvent]]:
     events: list[tuple[float, SessionEvent]] = []
-    async for _, event in stream.events:
+    async for _, event in stream:
         events.append((trio.current_time(), event))
         if isinstance(event, Ended | Rejected):
             break
@@ -154,7 +154,7 @@ async def test_disconnect_mid_stream_frees_the_slot_within_one_step(
     async with actor_stack(script, slots=1) as stack:
         stream = stack.sessions.start(request("a"))
         tokens = 0
-        async for event in stream.events:
+        async for _, event in stream:
             if isinstance(event, TextDelta):
                 tokens += 1
                 if tokens == 7:

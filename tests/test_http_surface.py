@@ -16,7 +16,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import Gone, ServiceUnavailable
 
 from devtools.behaviors.runtime_facts import worker_app
-from llm_worker_rbee.actors.choice_stream import ChoiceStream
+from llm_worker_rbee.actors.choice_stream import ChoiceBox, ChoiceStream
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
 from llm_worker_rbee.actors.session import InferenceSession
 from llm_worker_rbee.config import Settings
@@ -29,7 +29,7 @@ from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import LOST, SessionBody, next_choice
 from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.inference import OutputMailbox, TextOutput
-from llm_worker_rbee.messages.session import SessionEvent, Started, TextDelta
+from llm_worker_rbee.messages.session import Started, TextDelta
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 
@@ -307,21 +307,31 @@ async def test_cancelling_the_job_cancels_every_choice(
     assert seen[0].events[-1].data == "[DONE]"
 
 
+def one_choice(sessions: list[InferenceSession]) -> tuple[ChoiceBox, ChoiceStream]:
+    doorbell = trio.lowlevel.ParkingLot()
+    box = ChoiceBox(0, "j", OutputMailbox(doorbell))
+    return box, ChoiceStream([box], sessions, doorbell)
+
+
 @pytest.mark.behavior("SSE-008")
 async def test_waiting_frames_go_out_in_one_write() -> None:
-    send, receive = trio.open_memory_channel[tuple[int, SessionEvent]](8)
-    stream = ChoiceStream(receive, [])
-    for text in ("a", "b", "c"):
-        send.send_nowait((0, TextDelta(text, 1)))
+    doorbell = trio.lowlevel.ParkingLot()
+    boxes = [ChoiceBox(i, f"job-{i}", OutputMailbox(doorbell)) for i in range(3)]
+    stream = ChoiceStream(boxes, [], doorbell)
+    for box in boxes:
+        box.emit(Started(box.job_id, box.index, 1))
+        assert (await stream.receive())[1] == Started(box.job_id, box.index, 1)
+    for box, text in zip(boxes, "abc", strict=True):
+        assert box.mailbox.put(TextOutput(box.index, text, 1))
 
     async def frames() -> AsyncIterator[bytes]:
-        async for _, event in stream.events:
+        async for _, event in stream:
             assert isinstance(event, TextDelta)
             yield event.text.encode()
 
     body = SessionBody(stream, frames())
-    assert await body.__anext__() == b"abc"  # three frames waiting: one write
-    send.send_nowait((0, TextDelta("d", 1)))
+    assert await body.__anext__() == b"abc"  # three choices' text waiting: one write
+    assert boxes[0].mailbox.put(TextOutput(0, "d", 1))
     assert await body.__anext__() == b"d"
     await body.aclose()
 
@@ -352,24 +362,23 @@ async def test_an_event_without_frames_does_not_hold_the_opening_back(
     """Joining takes only what is already waiting: the session's Started (no frame of its
     own) does not keep a chat stream's role chunk, or a job's `started`, until the first
     token, however long the prefill."""
-    send, receive = trio.open_memory_channel[tuple[int, SessionEvent]](8)
     session = cast(InferenceSession, SimpleNamespace(abort=lambda reason: None))
-    stream = ChoiceStream(receive, [session])
-    send.send_nowait((0, Started("j", 0, 900)))
+    box, stream = one_choice([session])
+    box.emit(Started("j", 0, 900))
     body = SessionBody(stream, frames_of(stream))
     opening = await body.__anext__()
     assert trio.current_time() == 0
     assert opening.startswith((b"started", b"data: {")) and opening.count(b"\n\n") <= 1
-    send.send_nowait((0, TextDelta("Hi", 1)))
+    assert box.mailbox.put(TextOutput(0, "Hi", 1))
     assert b"Hi" in await body.__anext__()
     await body.aclose()
 
 
 @pytest.mark.behavior("SSE-010")
 async def test_a_stream_that_loses_its_session_ends_with_an_error() -> None:
-    send, receive = trio.open_memory_channel[tuple[int, SessionEvent]](1)
-    send.close()  # the session ended without its final event
-    index, event = await next_choice(ChoiceStream(receive, []), keepalive=1.0) or (1, None)
+    box, stream = one_choice([])
+    box.abandon()  # the session ended without its final event
+    index, event = await next_choice(stream, keepalive=1.0) or (1, None)
     assert (index, event) == (0, LOST)
     assert LOST.error is not None and LOST.error.code == "internal_error"
 

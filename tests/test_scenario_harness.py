@@ -62,12 +62,13 @@ def test_a_slot_leak_fails_a_named_scenario_saying_what_was_expected_when(
 def test_a_missing_final_event_fails_with_the_request_and_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from llm_worker_rbee.actors import session
+    from llm_worker_rbee.actors.choice_stream import ChoiceBox
 
-    async def drop(out: object, event: object) -> None:
-        """The bug: the terminal event is never sent."""
+    def drop(box: ChoiceBox, final: object) -> None:
+        """The bug: the terminal event is never sent; the session just ends."""
+        box.abandon()
 
-    monkeypatch.setattr(session, "_send_final", drop)
+    monkeypatch.setattr(ChoiceBox, "finish", drop)
     outcome = run_scenario(SCENARIOS / "cancel_running.toml")
     # the client is told something went wrong instead of being left hanging
     assert "request 'a': expected stop_reason='cancelled', got 'error' (ended at t=0.500)" in (

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import trio
 
-from llm_worker_rbee.actors.choice_stream import ChoiceStream
+from llm_worker_rbee.actors.choice_stream import ChoiceBox, ChoiceStream
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
 from llm_worker_rbee.logs import current_job
@@ -32,7 +32,6 @@ from llm_worker_rbee.messages.session import (
     SessionEvent,
     Started,
     StopReason,
-    TextDelta,
 )
 from llm_worker_rbee.messages.slots import Acquire, Granted, Leave, Queued, QueueFull, SlotReply
 from llm_worker_rbee.tracing import Tracer, no_trace
@@ -42,22 +41,20 @@ log = logging.getLogger(__name__)
 # Cleanup messages go to actors whose inboxes drain in microseconds; the deadline only guards
 # against a wedged actor.
 CLEANUP_DEADLINE_S = 2.0
-OUT_BUFFER = 16
 STOP_REASONS: dict[FinishReason, StopReason] = {
     "eos": "eos",
     "length": "max_tokens",
     "stop": "stop_sequence",
 }
 
-# Where a session's events go, tagged with its choice index (one channel per HTTP request).
-Outbox = trio.MemorySendChannel[tuple[int, SessionEvent]]
-
 
 class InferenceSession:
-    """Runs one request: waits for a slot, admits the sequence, passes its text on.
+    """Runs one request's control path: waits for a slot, admits the sequence, waits for its
+    end (or a cancel or the deadline), gives the slot back. Its text goes from the engine to
+    the reader through the choice's mailbox, not through this task.
 
-    Always ends with exactly one terminal event (Rejected or Ended) unless the reader is gone,
-    and always gives back what it took (slot, sequence) in `finally`.
+    Always ends with exactly one terminal event (Rejected or Ended), and always gives back
+    what it took (slot, sequence) in `finally`.
     """
 
     def __init__(
@@ -107,30 +104,33 @@ class InferenceSession:
             self._abort_reason = reason
             self._scope.cancel()
 
-    async def run(self, out: Outbox) -> None:
+    async def run(self, box: ChoiceBox) -> None:
         current_job.set(self.job_id)  # this task's log lines name the job
-        async with out:
-            try:
-                final: SessionEvent | None = None
-                with self._scope:
-                    try:
-                        final = await self._serve(out)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        self.abort("cancelled")  # the reader is gone: same as a disconnect
-                if final is None and self._aborted:
-                    final = self._ended(self._abort_reason)
-                elif final is None:
-                    final = self._ended("timeout", TIMEOUT_ERROR)
-                # Give the slot back before telling the client: a client that sends its next
-                # request on seeing the end finds the slot free (the inboxes are FIFO).
-                await self._release()
-                self.final = final
-                self._trace(f"http:{self.job_id}", final)
-                await _send_final(out, (self.index, final))
-            finally:
-                self.asked.set()
-                await self._release()
-                self.done.set()
+        try:
+            final: SessionEvent | None = None
+            with self._scope:
+                try:
+                    final = await self._serve(box)
+                except trio.ClosedResourceError:
+                    self.abort("cancelled")  # the reader is gone: same as a disconnect
+            # No text after this: the end counts what the reader gets.
+            box.mailbox.seal()
+            self._tokens_out = box.mailbox.tokens_put
+            if final is None and self._aborted:
+                final = self._ended(self._abort_reason)
+            elif final is None:
+                final = self._ended("timeout", TIMEOUT_ERROR)
+            # Give the slot back before telling the client: a client that sends its next
+            # request on seeing the end finds the slot free (the inboxes are FIFO).
+            await self._release()
+            self.final = final
+            box.finish(final)
+        finally:
+            self.asked.set()
+            if self.final is None:
+                box.abandon()
+            await self._release()
+            self.done.set()
 
     def _ended(
         self, reason: StopReason, error: ErrorInfo | None = None, *, stop: str | None = None
@@ -146,7 +146,7 @@ class InferenceSession:
             stop=stop,
         )
 
-    async def _serve(self, out: Outbox) -> SessionEvent:
+    async def _serve(self, box: ChoiceBox) -> SessionEvent:
         request = self.request
         reply_send, reply_recv = trio.open_memory_channel[SlotReply](2)
         async with reply_recv:
@@ -167,47 +167,35 @@ class InferenceSession:
             if isinstance(reply, QueueFull):
                 return Rejected(overloaded(reply.queue_depth, reply.retry_after))
             position = reply.position if isinstance(reply, Queued) else None
-            await self._emit(out, Accepted(request.job_id, position))
+            box.emit(Accepted(request.job_id, position))
             while not isinstance(reply, Granted):
                 reply = await reply_recv.receive()
-        return await self._generate(reply.slot, out)
+        return await self._generate(reply.slot, box)
 
-    async def _generate(self, slot: int, out: Outbox) -> Ended:
+    async def _generate(self, slot: int, box: ChoiceBox) -> Ended:
         request = self.request
-        # Closed on the way out, however it ends: the ModelActor then drops the sequence
-        # if the Cancel below has not already.
-        with OutputMailbox() as mailbox:
-            self._seq = slot
-            self._started_at = trio.current_time()
-            await self._model.send(
-                Admit(
-                    seq_id=slot,
-                    job_id=request.job_id,
-                    prompt_tokens=request.prompt_tokens,
-                    sampling=request.sampling,
-                    max_tokens=request.max_tokens,
-                    mailbox=mailbox,
-                    stop=request.stop,
-                    thinking=request.thinking,
-                )
+        mailbox = box.mailbox
+        self._seq = slot
+        self._started_at = trio.current_time()
+        await self._model.send(
+            Admit(
+                seq_id=slot,
+                job_id=request.job_id,
+                prompt_tokens=request.prompt_tokens,
+                sampling=request.sampling,
+                max_tokens=request.max_tokens,
+                mailbox=mailbox,
+                stop=request.stop,
+                thinking=request.thinking,
             )
-            await self._emit(out, Started(request.job_id, slot, len(request.prompt_tokens)))
-            while True:
-                # The text of every step since the last wake-up, as one delta: when the
-                # engine runs ahead of the sockets, a write carries several tokens.
-                output = await mailbox.get()
-                self._cached_tokens = output.cached_tokens
-                if output.end is not None:
-                    self._seq = None  # the sequence already left the engine
-                # At the end, tokens with no text of their own still bring their logprobs.
-                if output.text or (output.end is not None and output.logprobs):
-                    await self._emit(out, TextDelta(output.text, output.tokens, output.logprobs))
-                # Counted once handed on: when a cancel stops the delta's send (the drain's
-                # abort can land between the mailbox and the send), the client never got
-                # these tokens, and `tokens_out` says so.
-                self._tokens_out += output.tokens
-                if output.end is not None:
-                    return self._ending(output.end)
+        )
+        box.emit(Started(request.job_id, slot, len(request.prompt_tokens)))
+        # Woken once, at the end: the text goes from the mailbox to the reader directly.
+        end = await mailbox.ended()
+        self._seq = None  # the sequence already left the engine
+        self._tokens_out = mailbox.tokens_put
+        self._cached_tokens = mailbox.cached_tokens
+        return self._ending(end)
 
     def _ending(self, end: SequenceEnd) -> Ended:
         """The sequence ended in the engine (its slot's sequence is already gone)."""
@@ -216,29 +204,19 @@ class InferenceSession:
         log.error("job %s failed in the engine: %s", self.request.job_id, end.message)
         return self._ended("error", OUT_OF_MEMORY if end.out_of_memory else ENGINE_ERROR)
 
-    async def _emit(self, out: Outbox, event: SessionEvent) -> None:
-        self._trace(f"http:{self.job_id}", event)
-        await out.send((self.index, event))
-
     async def _release(self) -> None:
         if self._released:
             return
         self._released = True
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLEANUP_DEADLINE_S):
+        with (
+            trio.CancelScope(shield=True, deadline=trio.current_time() + CLEANUP_DEADLINE_S),
+            # An actor that has stopped (the worker is going down) holds nothing to give back.
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
             if self._seq is not None:
                 await self._model.send(Cancel(self._seq))
                 self._seq = None
             await self._scheduler.send(Leave(self.request.job_id, self._tokens_out))
-
-
-async def _send_final(out: Outbox, event: tuple[int, SessionEvent]) -> None:
-    """The terminal event goes out even while the worker is being cancelled, briefly."""
-    # A reader that is gone has nobody to tell.
-    with (
-        trio.CancelScope(shield=True, deadline=trio.current_time() + CLEANUP_DEADLINE_S),
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-    ):
-        await out.send(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,32 +268,32 @@ class SessionPool:
         """Starts one session per choice; their events arrive as (choice index, event)."""
         if self._nursery is None:
             raise RuntimeError("the session pool is not running")
-        send, receive = trio.open_memory_channel[tuple[int, SessionEvent]](
-            OUT_BUFFER * len(requests)
-        )
+        doorbell = trio.lowlevel.ParkingLot()  # one reader wakes for every choice
+        boxes: list[ChoiceBox] = []
         sessions: list[InferenceSession] = []
         # Choices beyond the free slots wait in the scheduler's queue as one request.
         group = requests[0].job_id if len(requests) > 1 else None
-        with send:
-            for index, request in enumerate(requests):
-                session = InferenceSession(
-                    request,
-                    self._model,
-                    self._scheduler,
-                    self._trace,
-                    index=index,
-                    group=group,
-                    after=sessions[-1].asked if sessions else None,
-                )
-                self._live[request.job_id] = session
-                self._requests_total += 1
-                sessions.append(session)
-                self._nursery.start_soon(self._run, session, send.clone())
-        return ChoiceStream(receive, sessions)
+        for index, request in enumerate(requests):
+            session = InferenceSession(
+                request,
+                self._model,
+                self._scheduler,
+                self._trace,
+                index=index,
+                group=group,
+                after=sessions[-1].asked if sessions else None,
+            )
+            box = ChoiceBox(index, request.job_id, OutputMailbox(doorbell), self._trace)
+            self._live[request.job_id] = session
+            self._requests_total += 1
+            sessions.append(session)
+            boxes.append(box)
+            self._nursery.start_soon(self._run, session, box)
+        return ChoiceStream(boxes, sessions, doorbell)
 
-    async def _run(self, session: InferenceSession, out: Outbox) -> None:
+    async def _run(self, session: InferenceSession, box: ChoiceBox) -> None:
         try:
-            await session.run(out)
+            await session.run(box)
         finally:
             self._live.pop(session.job_id, None)
             self._note_outcome(session.final)

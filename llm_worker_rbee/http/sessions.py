@@ -104,7 +104,7 @@ async def open_choices(
     _, sessions = services.serving()
     accepted = 0
     while accepted < len(requests):
-        index, first = await stream.events.receive()
+        index, first = await stream.next_event()
         if index in stream.accepted:  # a running choice's event: kept for the answer
             stream.early.append((index, first))
             continue
