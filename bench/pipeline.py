@@ -1,7 +1,7 @@
 """Pipeline overhead: this worker on the scripted fake engine with zero step latency.
 
 Every token still goes through the engine thread's output step (UTF-8 decoding, stop
-strings), a request's mailbox and its session, the HTTP handler and SSE framing, so
+strings), a request's mailbox, the HTTP handler and SSE framing, so
 streamed tokens/s here is what the Python side can carry when the engine (a GPU) is never
 the bottleneck.
 
@@ -16,6 +16,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import trio
@@ -73,11 +74,12 @@ def serve(port: int, slots: int, tokens: int, step_seconds: float = 0.0) -> int:
 
 
 def start_fake_worker(
-    slots: int = STREAMS, tokens: int = TOKENS, step_seconds: float = 0.0
+    slots: int = STREAMS, tokens: int = TOKENS, step_seconds: float = 0.0, tree: Path | None = None
 ) -> Served:
+    """`tree`: another checkout to serve from (its package and its bench), not this one."""
     command = [sys.executable, "-m", "bench.pipeline", "--slots", str(slots)]
     command += ["--tokens", str(tokens), "--step-seconds", str(step_seconds)]
-    served = Served("llm-worker-rbee (fake engine)", command, re.compile(r"ready: "))
+    served = Served("llm-worker-rbee (fake engine)", command, re.compile(r"ready: "), cwd=tree)
     served.start()
     listening = re.compile(r"listening on (http://\S+)")
     served.url = next(m.group(1) for line in served.lines if (m := listening.search(line)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -32,6 +33,8 @@ class Served:
     url: str = ""
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
+    # Where it runs: another checkout's tree (bench/before_after.py), its code first.
+    cwd: Path | None = None
     _started: threading.Event = field(default_factory=threading.Event)
 
     def start(self, timeout: float = 180.0) -> Served:
@@ -42,6 +45,8 @@ class Served:
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            cwd=self.cwd,
+            env=None if self.cwd is None else {**os.environ, "PYTHONPATH": str(self.cwd)},
         )
         threading.Thread(target=self._read, daemon=True).start()
         if not self._started.wait(timeout) or self.proc.poll() is not None:

@@ -4,8 +4,8 @@
 producer waits a fixed time between tokens, as a real engine does:
 
 - this worker on the scripted fake engine, on its engine thread (`ThreadStepRunner`), each
-  step sleeping `spacing` seconds: every token goes engine thread -> mailbox -> session ->
-  HTTP handler -> SSE frame -> socket, as with the real model;
+  step sleeping `spacing` seconds: every token goes engine thread -> mailbox -> HTTP
+  handler -> SSE frame -> socket, as with the real model;
 - the framework floor: a quart-trio app on hypercorn whose body generator sleeps `spacing`
   seconds and yields one SSE frame of the same size, nothing else.
 
@@ -64,7 +64,7 @@ def _serve_floor(spacing: float, port: int) -> int:
     return 0
 
 
-async def _cpu_per_token(url: str, pid: int) -> float:
+async def cpu_per_token(url: str, pid: int) -> float:
     """Seconds of the event loop's CPU per streamed token, over REQUESTS requests in turn."""
     body = {"prompt": "one", "max_tokens": TOKENS, "stream": True}
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
@@ -93,7 +93,7 @@ def _measure(kind: str, spacing: float) -> float:
         served.url = f"http://127.0.0.1:{port}"
     try:
         assert served.proc is not None
-        return trio.run(_cpu_per_token, served.url, served.proc.pid)
+        return trio.run(cpu_per_token, served.url, served.proc.pid)
     finally:
         served.stop()
 
