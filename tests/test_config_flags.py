@@ -45,6 +45,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "log_level": ("debug", "debug"),
     "log_format": ("json", "json"),
     "reasoning_format": ("none", "none"),
+    "tool_fallback": ("off", "off"),
     "log_prompts": ("true", True),
     "max_body_bytes": ("2048", 2048),
     "insecure": ("1", True),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_worker_rbee.engine.base import Vocabulary
+from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.grammar import GrammarError
 from llm_worker_rbee.http.errors import bad_request
 from llm_worker_rbee.http.schemas import ChatCompletionBody, Message
@@ -40,8 +40,8 @@ def chat_message(message: Message) -> ChatMessage:
     )
 
 
-def tool_plan(body: ChatCompletionBody, template: str | None, vocab: Vocabulary) -> ToolPlan:
-    """The request's tools for this model.
+def tool_plan(body: ChatCompletionBody, model: ModelHandle, fallback: str) -> ToolPlan:
+    """The request's tools for this model (`fallback`: --tool-fallback).
 
     Raises:
         ApiError: 400 naming `tools` (the template takes none; a duplicate name; parameters
@@ -62,9 +62,15 @@ def tool_plan(body: ChatCompletionBody, template: str | None, vocab: Vocabulary)
         choice = ToolChoice("named", body.tool_choice.function.name)
     parallel = body.parallel_tool_calls is not False
     try:
-        plan = plan_tools(template, tools, choice, parallel=parallel)
+        plan = plan_tools(
+            model.info.chat_template,
+            tools,
+            choice,
+            parallel=parallel,
+            fallback=fallback == "generic",
+        )
         if plan.grammar is not None:
-            vocab.check_grammar(plan.grammar)
+            model.vocab.check_grammar(plan.grammar)
     except ToolChoiceError as exc:
         raise bad_request(str(exc), param="tool_choice") from None
     except ToolsUnsupported as exc:
