@@ -80,6 +80,7 @@ SETS = {"cuda_device": "device"}
     "CFG-036",
     "CFG-038",
     "CFG-039",
+    "CFG-045",
 )
 def test_every_flag_and_variable_sets_its_setting(flag: Any) -> None:
     assert flag.name in SAMPLES, f"{flag_of(flag.name)}: add a sample value to SAMPLES"

@@ -128,7 +128,7 @@ async def test_the_result_goes_back_as_json_turns(autojump_clock: trio.testing.M
     assert message["content"] == "Sunny and 18 °C." and "tool_calls" not in message
 
 
-@pytest.mark.behavior("HTTP-083")
+@pytest.mark.behavior("HTTP-083", "HTTP-045", "HTTP-046")
 async def test_responses_and_messages_call_through_it_too(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -180,3 +180,23 @@ async def test_with_the_fallback_off_tools_are_refused_on_every_api(
         assert response.status == 400, response.body
         error = response.json()["error"]
         assert (error["param"], error["code"]) == ("tools", "tools_not_supported")
+
+
+@pytest.mark.behavior("HTTP-081")
+async def test_another_constraint_beside_auto_is_400_and_a_forced_call_wins(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    json_object = {"response_format": {"type": "json_object"}}
+    for extra, param in (
+        (json_object, "response_format"),
+        ({"json_schema": {"type": "object"}}, "json_schema"),
+        ({"grammar": 'root ::= "a"'}, "grammar"),
+    ):
+        body = {**ASK, "tools": [WEATHER], **extra}
+        response, _ = await request("/v1/chat/completions", body, generic(CALL))
+        assert response.status == 400, response.body
+        error = response.json()["error"]
+        assert (error["param"], error["code"]) == (param, "unsupported_parameter")
+    forced = {**ASK, "tools": [WEATHER], "tool_choice": "required", **json_object}
+    response, grammar = await request("/v1/chat/completions", forced, generic(CALL))
+    assert response.status == 200 and grammar is not None and '"\\"tool_calls\\""' in grammar

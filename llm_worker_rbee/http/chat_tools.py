@@ -77,7 +77,37 @@ def tool_plan(body: ChatCompletionBody, model: ModelHandle, fallback: str) -> To
         raise bad_request(str(exc), param="tools", code="tools_not_supported") from None
     except (GrammarError, ValueError) as exc:
         raise bad_request(f"a tool's parameters: {exc}", param="tools") from None
+    _check_generic(body, plan)
     return plan
+
+
+def _check_generic(body: ChatCompletionBody, plan: ToolPlan) -> None:
+    """Under `auto` the generic format's grammar holds every answer, a reply too: another
+    constraint on the output cannot hold beside it (a forced call's grammar wins, as in
+    every family).
+
+    Raises:
+        ApiError: 400 `unsupported_parameter` naming the constraint.
+    """
+    if plan.generic is None or plan.forced:
+        return
+    for name, present in (
+        (
+            "response_format",
+            body.response_format is not None and body.response_format.type != "text",
+        ),
+        ("json_schema", body.json_schema is not None),
+        ("grammar", body.grammar is not None),
+    ):
+        if present:
+            raise bad_request(
+                f"{name} beside tools under tool_choice auto is not supported on this model: "
+                "its template has no tool format, so its calls and replies are JSON under "
+                f'the generic format\'s grammar; send tool_choice "none" for {name}, or '
+                "force the call",
+                param=name,
+                code="unsupported_parameter",
+            )
 
 
 def message_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
