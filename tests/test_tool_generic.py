@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,46 @@ def test_the_tools_and_the_history_are_rendered_as_json() -> None:
     one = render_chat(asked, None, bos="", eos="", generic=named.generic).text
     assert "call the tool 'get_weather'" in one and '{"response"' not in one
     assert 'Assistant: {"tool_call": {"name": "get_weather"' in one
+
+
+def _value(rng: random.Random, depth: int = 0) -> object:
+    """A random JSON value, its strings full of characters JSON escapes."""
+    kind = rng.randrange(6 if depth < 3 else 4)
+    if kind == 0:
+        return "".join(rng.choice(NASTY) for _ in range(rng.randrange(8)))
+    if kind == 1:
+        return rng.choice([0, -17, 2.5e-3, 1e21])
+    if kind == 2:
+        return rng.choice([True, False, None])
+    if kind == 3:
+        return "x"
+    if kind == 4:
+        return {str(_value(rng, 3)): _value(rng, depth + 1) for _ in range(rng.randrange(3))}
+    return [_value(rng, depth + 1) for _ in range(rng.randrange(3))]
+
+
+NASTY = list('ab "\\\n\t{}[],:é😀\u2028\x01')
+
+
+@pytest.mark.behavior("HTTP-080")
+def test_random_answers_cut_anywhere_parse_as_json_reads_them() -> None:
+    rng = random.Random(11)
+    for _ in range(300):
+        calls = [
+            {"name": str(_value(rng)), "arguments": {"k": _value(rng), "j": _value(rng)}}
+            for _ in range(rng.randrange(1, 3))
+        ]
+        answer = rng.choice(
+            [{"response": str(_value(rng)) * 3}, {"tool_calls": calls}, {"tool_call": calls[0]}]
+        )
+        text = json.dumps(answer, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, 1]))
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, 12)))
+        bounds = zip([0, *cuts], [*cuts, len(text)], strict=True)
+        content, got, _ = fed([text[a:b] for a, b in bounds])
+        assert content == answer.get("response", "")
+        expected = (
+            answer.get("tool_calls") or [answer["tool_call"]] if "response" not in answer else []
+        )
+        assert [(name, json.loads(args)) for _, name, args in got] == [
+            (call["name"], call["arguments"]) for call in expected
+        ]
