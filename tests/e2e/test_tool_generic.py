@@ -9,8 +9,10 @@ off: allowed a list, the base model lists calls until max_tokens."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
+import anthropic
 import openai
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
@@ -148,3 +150,68 @@ def test_langchain_bind_tools_round_trip_on_a_model_without_a_template(
     assert answer.tool_calls or not answer.content.lstrip().startswith('{"')
     plain = llm.bind_tools([get_weather], tool_choice="none").invoke([asked, reply, result])
     assert isinstance(plain, AIMessage) and not plain.tool_calls  # text, possibly empty
+
+
+@pytest.mark.behavior("HTTP-083")
+def test_responses_and_messages_on_a_model_without_a_template(
+    client: openai.OpenAI, worker: WorkerProcess, model_id: str
+) -> None:
+    function = {"type": "function", **WEATHER["function"]}
+    response = client.responses.create(
+        model=model_id,
+        input="What is the weather in Paris?",
+        tools=[function],  # type: ignore[list-item]
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_output_tokens=CALL_TOKENS,
+        temperature=0,
+    )
+    [call] = [item for item in response.output if item.type == "function_call"]
+    assert call.name == "get_weather" and json.loads(call.arguments)["city"] in CITIES
+    with anthropic.Anthropic(base_url=worker.url, api_key="unused", max_retries=0) as claude:
+        message = claude.messages.create(
+            model=model_id,
+            max_tokens=CALL_TOKENS,
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[{"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}],
+            tool_choice={"type": "tool", "name": "get_weather"},
+            extra_body={"temperature": 0},
+        )
+    assert message.stop_reason == "tool_use"
+    [use] = [block for block in message.content if block.type == "tool_use"]
+    assert isinstance(use.input, dict) and use.input["city"] in CITIES
+
+
+@pytest.mark.behavior("HTTP-084")
+def test_a_template_that_never_renders_tools_calls_through_it_too(
+    serve_template: Callable[[str], WorkerProcess],
+) -> None:
+    """The bundled weights under Gemma 3's own template, which has no tools."""
+    gemma = serve_template("gemma3.jinja")
+    try:
+        with openai.OpenAI(base_url=f"{gemma.url}/v1", api_key="unused", max_retries=0) as oai:
+            first = oai.chat.completions.create(
+                model="gemma3",
+                messages=[ASK],  # type: ignore[list-item]
+                tools=[WEATHER],  # type: ignore[list-item]
+                tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                max_tokens=CALL_TOKENS,
+                temperature=0,
+            )
+            calls = first.choices[0].message.tool_calls
+            assert first.choices[0].finish_reason == "tool_calls" and calls and len(calls) == 1
+            assert json.loads(calls[0].function.arguments)["city"] in CITIES
+            result = {"role": "tool", "tool_call_id": calls[0].id, "content": "18 C"}
+            history = [ASK, first.choices[0].message.model_dump(exclude_none=True), result]
+            answered(
+                oai.chat.completions.create(
+                    model="gemma3",
+                    messages=history,  # type: ignore[arg-type]
+                    tools=[WEATHER],  # type: ignore[list-item]
+                    parallel_tool_calls=False,
+                    max_tokens=CALL_TOKENS,
+                    temperature=0,
+                )
+            )
+    finally:
+        gemma.stop()
