@@ -219,7 +219,8 @@ def generic_messages(messages: Sequence[ChatMessage], generic: GenericTools) -> 
         result = m.role == "tool"
         if m.tool_calls:
             names.update((call.id, call.name) for call in m.tool_calls)
-            m = ChatMessage("assistant", generic.call_turn(m.tool_calls, m.content))
+            turn = generic.call_turn(m.tool_calls, m.content)
+            m = ChatMessage("assistant", turn, reasoning=m.reasoning)
         elif m.role == "tool":
             name = m.name or (names.get(m.tool_call_id) if m.tool_call_id else None)
             m = ChatMessage("user", result_turn(name, m.tool_call_id, m.content))

@@ -208,6 +208,15 @@ def test_the_tools_and_the_history_are_rendered_as_json() -> None:
     assert gemma.startswith("<bos><start_of_turn>user\nYou can call these tools")
     assert f"<start_of_turn>model\n{CALLS_JSON}<end_of_turn>" in gemma
     assert f"<start_of_turn>user\n{RESULTS_JSON}<end_of_turn>" in gemma
+    # A template that refuses the system role: the instructions open the first user turn.
+    strict = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('no system role') }}{% endif %}"
+        "[{{ m.role }}] {{ m.content }}\n{% endfor %}"
+    )
+    text = render_chat(HISTORY, strict, bos="", eos="", generic=plan.generic).text
+    assert text.startswith("[user] You can call these tools")
+    assert "\n\nWeather in Paris and Oslo?\n[assistant] {" in text
     # A named choice, one call per answer: the instructions say so, a past call is one.
     named = plan_tools(None, [WEATHER], ToolChoice("named", "get_weather"), parallel=True)
     assert named.generic is not None
