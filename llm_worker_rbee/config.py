@@ -50,6 +50,7 @@ class Settings(BaseModel):
     # Chat completions: a reply's leading `<think>` block as `reasoning_content` (deepseek,
     # llama-server's default) or left in `content` (none); reasoning.py.
     reasoning_format: Literal["none", "deepseek"] = "deepseek"
+    tool_fallback: Literal["generic", "off"] = "generic"  # tools.generic; off: a 400
     backend: Literal["auto", "cpu", "cuda"] = "auto"
     device: int | str = 0
     gpu_layers: int | Literal["auto", "all"] = "auto"
@@ -223,6 +224,7 @@ FLAGS: tuple[_Flag, ...] = (
     _Flag("models_dir", "where --model-ref names are found (default: the cache)", "DIR"),
     _Flag("chat_template_file", "a Jinja chat template in place of the model's own", "PATH"),
     _Flag("reasoning_format", "none or deepseek: <think> as reasoning_content (deepseek)"),
+    _Flag("tool_fallback", "generic or off: tools where the template has no format (generic)"),
     _Flag("backend", "auto, cpu or cuda (default auto: cuda when it can)"),
     _Flag("device", "GPU index or UUID (default 0)", "N|UUID"),
     _Flag("gpu_layers", "layers on the GPU: auto, all or N (default auto)", "auto|all|N"),

@@ -20,6 +20,7 @@ from llm_worker_rbee.tools.family import (
     template_call,
     template_call_id,
 )
+from llm_worker_rbee.tools.generic import GenericTools, result_turn
 from llm_worker_rbee.tools.spec import ToolCall, ToolDef
 
 # Base models (like the bundled Gemma 3 270M) carry no chat template. They then get a plain
@@ -61,6 +62,7 @@ def render_chat(
     eos: str,
     tools: Sequence[ToolDef] = (),
     template_kwargs: Mapping[str, Any] | None = None,
+    generic: GenericTools | None = None,
 ) -> ChatPrompt:
     """The prompt for `messages`; `tools` are given to the template as its `tools` list
     (the caller checked that the template takes them, see `tools.plan_tools`). A final
@@ -68,29 +70,43 @@ def render_chat(
     rendered with the generation prompt and its text follows, so the reply carries on from
     it instead of starting a new turn. `template_kwargs` are more variables for the
     template (the request's `chat_template_kwargs`); those this function sets (the
-    messages, the tools, the special tokens) are its own, whatever the kwargs say."""
+    messages, the tools, the special tokens) are its own, whatever the kwargs say.
+    `generic`: the generic tool format's instructions and history (generic_messages)."""
     prefill = ""
     if messages and messages[-1].role == "assistant" and not messages[-1].tool_calls:
         prefill = messages[-1].content
         messages = messages[:-1]
+    if generic is not None:
+        messages = generic_messages(messages, generic)
     if template is None:
         text = _transcript(messages) + (" " + prefill if prefill else "")
         return ChatPrompt(text, (FALLBACK_USER_TURN, TURN_HEADER), add_special=True)
-    variables = {k: v for k, v in (template_kwargs or {}).items() if k != "tools"}
-    variables.update(
-        messages=_template_messages(messages, _family_or_none(template)),
-        add_generation_prompt=True,
-        bos_token=bos,
-        eos_token=eos,
-    )
+    kwargs = template_kwargs or {}
+    variables = {k: v for k, v in kwargs.items() if k not in ("tools", "messages")}
+    variables.update(add_generation_prompt=True, bos_token=bos, eos_token=eos)
     if tools:
         variables["tools"] = [tool.template_value() for tool in tools]
     try:
-        text = chat_environment().from_string(template).render(**variables)
-    except jinja2.TemplateError as exc:
-        raise TemplateError(f"the model's chat template failed: {exc}") from exc
+        text = _render(template, messages, variables)
+    except TemplateError:
+        if generic is None or messages[0].role != "system":
+            raise
+        # A template without a system role: the tools' description opens the first turn.
+        text = _render(template, _system_in_first_turn(messages), variables)
     text += prefill
     return ChatPrompt(text, (), add_special=not (bos and text.startswith(bos)))
+
+
+def _render(template: str, messages: Sequence[ChatMessage], variables: dict[str, Any]) -> str:
+    family = _family_or_none(template)
+    try:
+        return (
+            chat_environment()
+            .from_string(template)
+            .render(**variables, messages=_template_messages(messages, family))
+        )
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"the model's chat template failed: {exc}") from exc
 
 
 def chat_environment() -> ImmutableSandboxedEnvironment:
@@ -182,6 +198,45 @@ def _template_messages(
             item["reasoning_content"] = m.reasoning
         out.append(item)
     return out
+
+
+def generic_messages(messages: Sequence[ChatMessage], generic: GenericTools) -> list[ChatMessage]:
+    """The messages as the generic tool format renders them (tools.generic): its
+    instructions after the system message's text (or as one), past calls as the assistant's
+    JSON, and tool results as user turns (results in a row, and a user turn right after
+    them, as one turn)."""
+    out: list[ChatMessage] = []
+    names: dict[str, str] = {}
+    instructions = generic.instructions()
+    if messages and messages[0].role in ("system", "developer"):
+        first = messages[0]
+        out.append(ChatMessage("system", f"{first.content}\n\n{instructions}"))
+        messages = messages[1:]
+    else:
+        out.append(ChatMessage("system", instructions))
+    merging = False
+    for m in messages:
+        result = m.role == "tool"
+        if m.tool_calls:
+            names.update((call.id, call.name) for call in m.tool_calls)
+            turn = generic.call_turn(m.tool_calls, m.content)
+            m = ChatMessage("assistant", turn, reasoning=m.reasoning)
+        elif m.role == "tool":
+            name = m.name or (names.get(m.tool_call_id) if m.tool_call_id else None)
+            m = ChatMessage("user", result_turn(name, m.tool_call_id, m.content))
+        if merging and m.role == "user":
+            out[-1] = ChatMessage("user", f"{out[-1].content}\n{m.content}")
+        else:
+            out.append(m)
+        merging = result
+    return out
+
+
+def _system_in_first_turn(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    system, rest = messages[0], list(messages[1:])
+    if rest and rest[0].role == "user":
+        return [ChatMessage("user", f"{system.content}\n\n{rest[0].content}"), *rest[1:]]
+    return [ChatMessage("user", system.content), *rest]
 
 
 def _transcript(messages: Sequence[ChatMessage]) -> str:

@@ -214,13 +214,6 @@ async def test_a_stream_that_fails_ends_with_an_error_event(
             "unsupported_parameter",
         ),
         (
-            {"tools": [{"name": "f", "input_schema": {}}]},
-            400,
-            "invalid_request_error",
-            "tools",
-            "tools_not_supported",
-        ),
-        (
             {"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
             400,
             "invalid_request_error",

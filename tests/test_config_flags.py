@@ -45,6 +45,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "log_level": ("debug", "debug"),
     "log_format": ("json", "json"),
     "reasoning_format": ("none", "none"),
+    "tool_fallback": ("off", "off"),
     "log_prompts": ("true", True),
     "max_body_bytes": ("2048", 2048),
     "insecure": ("1", True),
@@ -79,6 +80,7 @@ SETS = {"cuda_device": "device"}
     "CFG-036",
     "CFG-038",
     "CFG-039",
+    "CFG-045",
 )
 def test_every_flag_and_variable_sets_its_setting(flag: Any) -> None:
     assert flag.name in SAMPLES, f"{flag_of(flag.name)}: add a sample value to SAMPLES"

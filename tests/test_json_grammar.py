@@ -17,6 +17,7 @@ from llm_worker_rbee.engine.vocab import LlamaVocab
 from llm_worker_rbee.grammar import json_object_grammar, schema_grammar
 from llm_worker_rbee.json_gbnf import JSON_CHAR, gbnf_literal, json_pattern
 from llm_worker_rbee.tools import ToolChoice, ToolDef, ToolFamily, tool_grammar
+from llm_worker_rbee.tools.generic import generic_grammar
 from tests.test_tool_grammar import accepts, vocab
 
 __all__ = ["vocab"]  # the fixture, shared with test_tool_grammar
@@ -84,7 +85,11 @@ def test_a_forced_call_s_arguments_take_control_characters_only_escaped(
     vocab: object, family: ToolFamily
 ) -> None:
     tool = ToolDef("save", None, TEXT)
-    grammar = tool_grammar(family, [tool], ToolChoice("required"), parallel=True)
+    grammar = (
+        generic_grammar([tool], ToolChoice("required"), parallel=True)
+        if family is ToolFamily.GENERIC
+        else tool_grammar(family, [tool], ToolChoice("required"), parallel=True)
+    )
     assert grammar is not None
     check(vocab, grammar)
     key = "parameters" if family is ToolFamily.LLAMA3 else "arguments"
@@ -93,6 +98,7 @@ def test_a_forced_call_s_arguments_take_control_characters_only_escaped(
         ToolFamily.HERMES: ("<tool_call>\n", "\n</tool_call>"),
         ToolFamily.LLAMA3: ("", ""),
         ToolFamily.MISTRAL: ("[TOOL_CALLS] [", "]"),
+        ToolFamily.GENERIC: ('{"tool_calls": [', "]}"),
     }[family]
     assert accepts(vocab, grammar, before + json.dumps(call) + after)
     raw = before + json.dumps({"name": "save", key: {"text": "ax"}}) + after

@@ -272,8 +272,6 @@ def test_the_store_forgets_the_oldest_beyond_its_bound() -> None:
         ({"reasoning": {"effort": "high"}}, 400, "reasoning", "unsupported_parameter"),
         ({"truncation": "auto"}, 400, "truncation", "unsupported_parameter"),
         ({"tools": [{"type": "web_search"}]}, 400, "tools.0.type", "unsupported_parameter"),
-        # The fake model has no chat template: no format for tool calls.
-        ({"tools": [{"type": "function", "name": "f"}]}, 400, "tools", "tools_not_supported"),
         ({"tool_choice": {"type": "allowed_tools"}}, 400, "tool_choice", "unsupported_parameter"),
         (
             {"input": [{"type": "function_call", "name": "f"}]},

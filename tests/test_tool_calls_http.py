@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.http.responses import ChatCompletion, ChatCompletionChunk
 from llm_worker_rbee.testing.asgi import Exchange
@@ -46,8 +47,10 @@ CALL_PIECES = [
 ]
 
 
-async def post(body: dict[str, Any], script: FakeScript) -> Exchange:
-    async with inprocess_worker(script=script) as worker:
+async def post(
+    body: dict[str, Any], script: FakeScript, settings: Settings | None = None
+) -> Exchange:
+    async with inprocess_worker(script=script, settings=settings) as worker:
         return await worker.request("POST", "/v1/chat/completions", body)
 
 
@@ -172,17 +175,19 @@ async def test_a_conversation_with_calls_and_results_renders_through_the_templat
     assert response.json()["choices"][0]["message"]["content"] == "Sunny."
 
 
-@pytest.mark.behavior("ERR-020")
+@pytest.mark.behavior("ERR-020", "CFG-045")
 async def test_a_model_without_tool_support_is_400_naming_tools(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    off = Settings(worker_id="in-process", tool_fallback="off")
     for template, reason in ((None, "no chat template"), (GEMMA, "never renders tools")):
         script = FakeScript(chat_template=template)
-        response = await post({**ASK, "tools": [WEATHER]}, script)
+        response = await post({**ASK, "tools": [WEATHER]}, script, off)
         assert error_of(response) == ("tools", "tools_not_supported")
         assert reason in response.json()["error"]["message"]
+        assert "--tool-fallback off" in response.json()["error"]["message"]
         # tool_choice none only asks for a plain answer, which any model can give.
-        plain = await post({**ASK, "tools": [WEATHER], "tool_choice": "none"}, script)
+        plain = await post({**ASK, "tools": [WEATHER], "tool_choice": "none"}, script, off)
         assert plain.status == 200, plain.body
         assert plain.json()["choices"][0]["message"]["content"] == "Hello, world!"
 

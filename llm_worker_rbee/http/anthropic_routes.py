@@ -58,7 +58,7 @@ def register(app: QuartTrio, services: Services) -> None:
         model, _ = services.serving()
         _check(services, body)
         messages = conversation(body.system, body.messages)
-        plan = _plan(model, body.tools, body.tool_choice)
+        plan = _plan(services, model, body.tools, body.tool_choice)
         if plan.family is not None and _response_format(body) is not None:
             raise bad_request(
                 "output_config.format with tools is not supported: a reply is either JSON "
@@ -66,7 +66,7 @@ def register(app: QuartTrio, services: Services) -> None:
                 param="output_config.format",
                 code="unsupported_parameter",
             )
-        prompt = render(model, messages, param="messages", tools=plan.tools)
+        prompt = render(model, messages, param="messages", plan=plan)
         fields = sampling_fields(
             temperature=body.temperature,
             top_p=body.top_p,
@@ -96,9 +96,9 @@ def register(app: QuartTrio, services: Services) -> None:
         body = await parse_body(CountTokensBody)
         model, _ = services.serving()
         check_model(services, body.model)
-        plan = _plan(model, body.tools, None)
+        plan = _plan(services, model, body.tools, None)
         messages = conversation(body.system, body.messages)
-        prompt = render(model, messages, param="messages", tools=plan.tools)
+        prompt = render(model, messages, param="messages", plan=plan)
         tokens = model.tokenize(prompt.text, add_special=prompt.add_special)
         return json_response({"input_tokens": len(tokens)})
 
@@ -149,7 +149,12 @@ def _response_format(body: MessagesBody) -> ResponseFormat | None:
     return ResponseFormat(type="json_schema", json_schema=schema)
 
 
-def _plan(model: ModelHandle, tools: list[Tool] | None, choice: dict[str, Any] | None) -> ToolPlan:
+def _plan(
+    services: Services,
+    model: ModelHandle,
+    tools: list[Tool] | None,
+    choice: dict[str, Any] | None,
+) -> ToolPlan:
     """The tool plan for Anthropic's `tools` and `tool_choice`.
 
     Raises:
@@ -167,7 +172,8 @@ def _plan(model: ModelHandle, tools: list[Tool] | None, choice: dict[str, Any] |
             )
         defs.append(ToolDef(tool.name, tool.description, tool.input_schema))
     parallel = not (choice or {}).get("disable_parallel_tool_use", False)
-    return tool_plan(model, defs, _tool_choice(choice), parallel=parallel)
+    fallback = services.settings.tool_fallback
+    return tool_plan(model, defs, _tool_choice(choice), parallel=parallel, fallback=fallback)
 
 
 def _tool_choice(choice: dict[str, Any] | None) -> ToolChoice | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llm_worker_rbee.engine.base import Vocabulary
+from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.grammar import GrammarError
 from llm_worker_rbee.http.errors import bad_request
 from llm_worker_rbee.http.schemas import ChatCompletionBody, Message
@@ -40,8 +40,8 @@ def chat_message(message: Message) -> ChatMessage:
     )
 
 
-def tool_plan(body: ChatCompletionBody, template: str | None, vocab: Vocabulary) -> ToolPlan:
-    """The request's tools for this model.
+def tool_plan(body: ChatCompletionBody, model: ModelHandle, fallback: str) -> ToolPlan:
+    """The request's tools for this model (`fallback`: --tool-fallback).
 
     Raises:
         ApiError: 400 naming `tools` (the template takes none; a duplicate name; parameters
@@ -62,16 +62,52 @@ def tool_plan(body: ChatCompletionBody, template: str | None, vocab: Vocabulary)
         choice = ToolChoice("named", body.tool_choice.function.name)
     parallel = body.parallel_tool_calls is not False
     try:
-        plan = plan_tools(template, tools, choice, parallel=parallel)
+        plan = plan_tools(
+            model.info.chat_template,
+            tools,
+            choice,
+            parallel=parallel,
+            fallback=fallback == "generic",
+        )
         if plan.grammar is not None:
-            vocab.check_grammar(plan.grammar)
+            model.vocab.check_grammar(plan.grammar)
     except ToolChoiceError as exc:
         raise bad_request(str(exc), param="tool_choice") from None
     except ToolsUnsupported as exc:
         raise bad_request(str(exc), param="tools", code="tools_not_supported") from None
     except (GrammarError, ValueError) as exc:
         raise bad_request(f"a tool's parameters: {exc}", param="tools") from None
+    _check_generic(body, plan)
     return plan
+
+
+def _check_generic(body: ChatCompletionBody, plan: ToolPlan) -> None:
+    """Under `auto` the generic format's grammar holds every answer, a reply too: another
+    constraint on the output cannot hold beside it (a forced call's grammar wins, as in
+    every family).
+
+    Raises:
+        ApiError: 400 `unsupported_parameter` naming the constraint.
+    """
+    if plan.generic is None or plan.forced:
+        return
+    for name, present in (
+        (
+            "response_format",
+            body.response_format is not None and body.response_format.type != "text",
+        ),
+        ("json_schema", body.json_schema is not None),
+        ("grammar", body.grammar is not None),
+    ):
+        if present:
+            raise bad_request(
+                f"{name} beside tools under tool_choice auto is not supported on this model: "
+                "its template has no tool format, so its calls and replies are JSON under "
+                f'the generic format\'s grammar; send tool_choice "none" for {name}, or '
+                "force the call",
+                param=name,
+                code="unsupported_parameter",
+            )
 
 
 def message_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:

@@ -23,7 +23,6 @@ from llm_worker_rbee.prompts import ChatMessage, ChatPrompt, TemplateError, rend
 from llm_worker_rbee.tools import (
     NO_TOOLS,
     ContentDelta,
-    ToolCallParser,
     ToolChoice,
     ToolChoiceError,
     ToolDef,
@@ -83,10 +82,11 @@ def tool_plan(
     choice: ToolChoice | None,
     *,
     parallel: bool,
+    fallback: str,
     choice_param: str = "tool_choice",
 ) -> ToolPlan:
     """What `tools` under `choice` mean for the served model (tools.plan_tools), with its
-    grammar checked against the model's vocabulary.
+    grammar checked against the model's vocabulary; `fallback`: --tool-fallback.
 
     Raises:
         ApiError: 400 naming `tools` when the model's template takes no tools
@@ -100,7 +100,13 @@ def tool_plan(
     if len(set(names)) != len(names):
         raise bad_request("two tools have the same name", param="tools")
     try:
-        plan = plan_tools(model.info.chat_template, tools, choice, parallel=parallel)
+        plan = plan_tools(
+            model.info.chat_template,
+            tools,
+            choice,
+            parallel=parallel,
+            fallback=fallback == "generic",
+        )
         if plan.grammar is not None:
             model.vocab.check_grammar(plan.grammar)
     except ToolsUnsupported as exc:
@@ -117,11 +123,7 @@ class TurnOutput:
     in play, otherwise all of it content."""
 
     def __init__(self, plan: ToolPlan, new_id: Callable[[], str]) -> None:
-        self.parser = (
-            None
-            if plan.family is None
-            else ToolCallParser(plan.family, parallel=plan.parallel, new_id=new_id)
-        )
+        self.parser = plan.parser(new_id)
 
     def feed(self, text: str) -> list[ToolEvent]:
         if self.parser is None:
@@ -139,10 +141,10 @@ def render(
     messages: Sequence[ChatMessage],
     *,
     param: str,
-    tools: Sequence[ToolDef] = (),
+    plan: ToolPlan = NO_TOOLS,
 ) -> ChatPrompt:
-    """The model's chat template (or the plain transcript) over `messages`, with `tools`
-    for the template's tool list.
+    """The model's chat template (or the plain transcript) over `messages`, with the
+    plan's tools (the template's tool list, or the generic format's system message).
 
     Raises:
         ApiError: 400 `chat_template_error` naming `param` when the template refuses them.
@@ -150,7 +152,12 @@ def render(
     info = model.info
     try:
         return render_chat(
-            messages, info.chat_template, bos=info.bos_text, eos=info.eos_text, tools=tools
+            messages,
+            info.chat_template,
+            bos=info.bos_text,
+            eos=info.eos_text,
+            tools=plan.tools,
+            generic=plan.generic,
         )
     except TemplateError as exc:
         raise bad_request(str(exc), param=param, code="chat_template_error") from None

@@ -148,7 +148,7 @@ def register(app: QuartTrio, services: Services) -> None:
             raise bad_request("top_logprobs needs logprobs: true", param="top_logprobs")
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         info = model.info
-        tools = tool_plan(body, info.chat_template, model.vocab)
+        tools = tool_plan(body, model, services.settings.tool_fallback)
         messages = [chat_message(m) for m in body.messages]
         try:
             prompt = render_chat(
@@ -157,6 +157,7 @@ def register(app: QuartTrio, services: Services) -> None:
                 bos=info.bos_text,
                 eos=info.eos_text,
                 tools=tools.tools,
+                generic=tools.generic,
                 template_kwargs=body.chat_template_kwargs,
             )
         except TemplateError as exc:

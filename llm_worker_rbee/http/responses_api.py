@@ -74,11 +74,12 @@ def register(app: QuartTrio, services: Services) -> None:
             function_tools(body.tools or []),
             tool_choice(body.tool_choice),
             parallel=body.parallel_tool_calls is not False,
+            fallback=services.settings.tool_fallback,
         )
         text_format = body.text.format if body.text else None
         # A forced call's grammar wins over text.format, as over chat's response_format
         # (instructor's RESPONSES_TOOLS sends both); under `auto` the two cannot both hold.
-        forced = plan.grammar is not None
+        forced = plan.forced
         if plan.family is not None and not forced and _json_format(text_format):
             raise bad_request(
                 "text.format with tools is not supported: a reply is either JSON text or "
@@ -86,7 +87,7 @@ def register(app: QuartTrio, services: Services) -> None:
                 param="text.format",
                 code="unsupported_parameter",
             )
-        prompt = render(model, system + turns, param="input", tools=plan.tools)
+        prompt = render(model, system + turns, param="input", plan=plan)
         fields = sampling_fields(
             temperature=body.temperature,
             top_p=body.top_p,
@@ -105,7 +106,7 @@ def register(app: QuartTrio, services: Services) -> None:
             params=PARAMS,
             grammar=plan.grammar,
         )
-        structured = forced or _json_format(text_format)
+        structured = plan.grammar is not None or _json_format(text_format)
         thinking = thinking_of(
             services.settings.reasoning_format, prompt.text, structured=structured
         )

@@ -11,6 +11,11 @@
 - `parse_tool_calls(family, text, cut=...)` -> (content, calls) for a whole output.
 - History: `prompts.ChatMessage(tool_calls=..., tool_call_id=...)` renders past calls and
   results through the template.
+- A template with no family of its own (or none) gets the generic JSON format
+  (`plan_tools(..., fallback=True)`, the default; family GENERIC): `plan.generic` for
+  `prompts.render_chat(..., generic=...)` (a system message, past calls as JSON), a
+  grammar under every `tool_choice` but `none`, and a `GenericCallParser` from
+  `plan.parser()`, with the same events (tools.generic, tools.generic_parser).
 """
 
 from llm_worker_rbee.tools.family import (

@@ -9,6 +9,9 @@ model was trained to write a call:
   `<|python_tag|>` (Llama 3.1, 3.2, 3.3).
 - MISTRAL: `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]` (Mistral 7B v0.3,
   Mistral Nemo, Mistral Small).
+- GENERIC: no template's own: the fallback for a template none of the above (or no
+  template), `{"tool_call": ...}` or `{"response": ...}` JSON under a grammar
+  (tools.generic; --tool-fallback).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class ToolFamily(enum.Enum):
     HERMES = "hermes"
     LLAMA3 = "llama3"
     MISTRAL = "mistral"
+    GENERIC = "generic"
 
 
 class ToolsUnsupported(Exception):

@@ -3,13 +3,15 @@ parser of the answer. The one entry point the HTTP APIs share."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from llm_worker_rbee.tools.family import ToolFamily, detect_family
+from llm_worker_rbee.tools.family import ToolFamily, ToolsUnsupported, detect_family
+from llm_worker_rbee.tools.generic import GenericTools, generic_grammar
+from llm_worker_rbee.tools.generic_parser import GenericCallParser
 from llm_worker_rbee.tools.grammar import tool_grammar
 from llm_worker_rbee.tools.parser import ToolCallParser
-from llm_worker_rbee.tools.spec import ToolChoice, ToolDef
+from llm_worker_rbee.tools.spec import ToolChoice, ToolDef, new_call_id
 
 
 class ToolChoiceError(ValueError):
@@ -23,15 +25,25 @@ class ToolPlan:
     family: ToolFamily | None
     # The tools the prompt shows the model (the template's `tools`).
     tools: tuple[ToolDef, ...]
-    # Enforces a call (`required`, a named function); None lets the model choose.
+    # Enforces a call (`required`, a named function); None lets the model choose. The
+    # generic format's holds every answer, a reply too.
     grammar: str | None
     parallel: bool
+    # `required` or a named function.
+    forced: bool = False
+    # The generic format (family GENERIC): the tools are in a system message it adds, not
+    # in the template's `tools`.
+    generic: GenericTools | None = None
 
-    def parser(self) -> ToolCallParser | None:
+    def parser(
+        self, new_id: Callable[[], str] = new_call_id
+    ) -> ToolCallParser | GenericCallParser | None:
         """A parser for one choice's output; None when no calls can come."""
         if self.family is None:
             return None
-        return ToolCallParser(self.family, parallel=self.parallel)
+        if self.family is ToolFamily.GENERIC:
+            return GenericCallParser(parallel=self.parallel, new_id=new_id)
+        return ToolCallParser(self.family, parallel=self.parallel, new_id=new_id)
 
 
 NO_TOOLS = ToolPlan(None, (), None, True)
@@ -43,13 +55,17 @@ def plan_tools(
     choice: ToolChoice | None,
     *,
     parallel: bool = True,
+    fallback: bool = True,
 ) -> ToolPlan:
-    """The plan for `tools` under `choice` (None: `auto` with tools, as OpenAI's default).
+    """The plan for `tools` under `choice` (None: `auto` with tools, as OpenAI's default);
+    a template without a tool format of its own gets the generic one unless `fallback` is
+    False (--tool-fallback off).
 
     Raises:
         ToolChoiceError: a required or named choice without tools, or naming an unknown
             function.
-        ToolsUnsupported: the template cannot take tools (see `detect_family`).
+        ToolsUnsupported: the template cannot take tools (see `detect_family`) and
+            `fallback` is off.
         GrammarError: a tool's parameters cannot be enforced by a grammar.
     """
     choice = choice or ToolChoice("auto")
@@ -62,7 +78,16 @@ def plan_tools(
     if not tools or choice.mode == "none":
         # The tools are left out of the prompt: the model is not tempted to call them.
         return ToolPlan(None, (), None, parallel)
-    family = detect_family(template)
-    return ToolPlan(
-        family, tuple(tools), tool_grammar(family, tools, choice, parallel=parallel), parallel
-    )
+    forced = choice.mode in ("required", "named")
+    try:
+        family = detect_family(template)
+    except ToolsUnsupported as exc:
+        if not fallback:
+            raise ToolsUnsupported(
+                f"{exc} (the generic JSON tool format is turned off: --tool-fallback off)"
+            ) from None
+        generic = GenericTools(tuple(tools), choice, parallel)
+        answer = generic_grammar(tools, choice, parallel=parallel)
+        return ToolPlan(ToolFamily.GENERIC, (), answer, parallel, forced, generic)
+    grammar = tool_grammar(family, tools, choice, parallel=parallel)
+    return ToolPlan(family, tuple(tools), grammar, parallel, forced)

@@ -71,13 +71,6 @@ def test_rbee_inference_stream(http: httpx.Client) -> None:
             "functions",
             "unsupported_parameter",
         ),
-        (  # the bundled base model has no chat template, so no tool-call format
-            "/v1/chat/completions",
-            b'{"messages": [{"role": "user", "content": "x"}],'
-            b' "tools": [{"type": "function", "function": {"name": "f"}}]}',
-            "tools",
-            "tools_not_supported",
-        ),
         ("/v1/inference", b'{"prompt": "x", "max_tokens": "many"}', "max_tokens", "invalid_value"),
         ("/v1/inference", b"\xff\xfe", None, "invalid_json"),
     ],
