@@ -2,9 +2,10 @@
 
 A job is admitted when it is posted (`POST /v1/jobs`, or rbee's queen on `/v1/inference`):
 its session runs at once and its events wait, bounded (its mailbox merges the text, and a
-session has at most three other events), until one reader opens `GET .../{job_id}/stream`. From then on the reader's request owns the job
-(a reader that leaves cancels it). A job nobody claims within the pickup timeout is
-cancelled and its slot freed.
+session has at most three other events), until one reader opens
+`GET .../{job_id}/stream`. From then on the reader's request owns the job (a reader that
+leaves cancels it). A job nobody claims within the pickup timeout is cancelled and its slot
+freed.
 """
 
 from __future__ import annotations
