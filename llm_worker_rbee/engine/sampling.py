@@ -13,6 +13,9 @@ the vocabulary:
 - `min_tokens`: end-of-generation tokens are masked in the candidates (never in the logits)
   until that many tokens were generated.
 - logprobs: a log-softmax of the raw logits row, the top k found with argpartition.
+
+A thinking budget (reasoning.ThinkingBudget) forces the end marker's tokens once it ran out:
+they are taken as sampled, through the chains and the grammar, whatever the logits say.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprob, TokenLogprobs
+from llm_worker_rbee.reasoning import ThinkingBudget
 
 # How many recent tokens the repetition/presence/frequency penalties look at.
 PENALTY_LAST_N = 64
@@ -165,9 +169,11 @@ class SeqSampler:
         eos: int,
         grammar: Sampler | None = None,
         describe: Callable[[int], bytes] = lambda _: b"",
+        budget: ThinkingBudget | None = None,
     ) -> None:
         self._chains = chains
         self._grammar = grammar
+        self._budget = budget
         self._n_vocab = n_vocab
         self._eog = np.asarray(eog, dtype=np.int64)
         self._eog_set = frozenset(eog)
@@ -186,7 +192,14 @@ class SeqSampler:
     def sample(self, ctx: Any, index: int) -> tuple[int, TokenLogprobs | None]:
         """Samples from batch row `index`; an end-of-generation token ends the sequence."""
         holding = self.generated < self._min_tokens
-        if self._grammar is None and not holding:
+        forced = self._forced()
+        if forced is not None:
+            token = forced
+            row = None
+            llama_cpp.llama_sampler_accept(self._chains.whole, token)
+            if self._grammar is not None:
+                llama_cpp.llama_sampler_accept(self._grammar, token)
+        elif self._grammar is None and not holding:
             token = int(llama_cpp.llama_sampler_sample(self._chains.whole, ctx, index))
             row = None
         else:
@@ -194,11 +207,20 @@ class SeqSampler:
             token = self._sample_candidates(row, holding)
             llama_cpp.llama_sampler_accept(self._chains.whole, token)
         self.generated += 1
+        if self._budget is not None:
+            self._budget.accept(token)
         if self._logprobs is None:
             return token, None
         if row is None:
             row = logits_row(ctx, index, self._n_vocab)
         return token, token_logprobs(row, token, self._logprobs, self._describe)
+
+    def _forced(self) -> int | None:
+        """The budget's forced token, where the grammar (if awake) takes it."""
+        forced = None if self._budget is None else self._budget.forced()
+        if forced is not None and self._grammar is not None and not self._allows(forced):
+            return None
+        return forced
 
     def _candidates(self, row: FloatRow, holding: bool) -> npt.NDArray[np.void]:
         """Every token with its logit, in a buffer reused across steps."""

@@ -4,9 +4,8 @@ limits as /v1/chat/completions, with errors naming the caller's own parameters."
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from quart import Response
@@ -18,6 +17,7 @@ from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_p
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.translate import build_request
+from llm_worker_rbee.messages.inference import Thinking
 from llm_worker_rbee.messages.session import Ended, InferenceRequest
 from llm_worker_rbee.prompts import ChatMessage, ChatPrompt, TemplateError, render_chat
 from llm_worker_rbee.tools import (
@@ -140,9 +140,11 @@ def render(
     *,
     param: str,
     tools: Sequence[ToolDef] = (),
+    template_kwargs: Mapping[str, Any] | None = None,
 ) -> ChatPrompt:
     """The model's chat template (or the plain transcript) over `messages`, with `tools`
-    for the template's tool list.
+    for the template's tool list and `template_kwargs` as more of its variables
+    (`enable_thinking`, `reasoning_effort`).
 
     Raises:
         ApiError: 400 `chat_template_error` naming `param` when the template refuses them.
@@ -150,7 +152,12 @@ def render(
     info = model.info
     try:
         return render_chat(
-            messages, info.chat_template, bos=info.bos_text, eos=info.eos_text, tools=tools
+            messages,
+            info.chat_template,
+            bos=info.bos_text,
+            eos=info.eos_text,
+            tools=tools,
+            template_kwargs=template_kwargs,
         )
     except TemplateError as exc:
         raise bad_request(str(exc), param=param, code="chat_template_error") from None
@@ -166,16 +173,19 @@ def chat_request(
     deadline: float | None,
     params: dict[str, str],
     grammar: str | None = None,
+    thinking: Thinking = "none",
+    thinking_budget: int | None = None,
 ) -> InferenceRequest:
     """build_request over a rendered conversation; `params` renames the chat route's
     parameter names in its errors (`prompt`, `response_format`, ...) to the caller's.
-    `grammar` (a tool plan's, already checked) replaces the one `response_format` makes.
+    `grammar` (a tool plan's, already checked) replaces the one `response_format` makes;
+    `thinking` and `thinking_budget` as build_request's.
 
     Raises:
         ApiError: 400 as build_request, naming the caller's parameter.
     """
     try:
-        inference = build_request(
+        return build_request(
             model,
             fields,
             prompt.text,
@@ -184,16 +194,14 @@ def chat_request(
             max_tokens=max_tokens,
             deadline=deadline,
             extra_stops=prompt.extra_stops,
+            grammar=grammar,
+            thinking=thinking,
+            thinking_budget=thinking_budget,
         )
     except ApiError as exc:
         if exc.param in params:
             exc.param = params[exc.param]
         raise
-    if grammar is None:
-        return inference
-    return dataclasses.replace(
-        inference, sampling=dataclasses.replace(inference.sampling, grammar=grammar)
-    )
 
 
 def turn_request(
@@ -206,6 +214,8 @@ def turn_request(
     timeout: float | None,
     params: dict[str, str],
     grammar: str | None,
+    thinking: Thinking = "none",
+    thinking_budget: int | None = None,
 ) -> InferenceRequest:
     """chat_request under the request's job id (which then names the handler's log lines)
     and deadline, with the prompt logged as --log-prompts allows.
@@ -224,4 +234,6 @@ def turn_request(
         deadline=deadline_for(services, timeout),
         params=params,
         grammar=grammar,
+        thinking=thinking,
+        thinking_budget=thinking_budget,
     )
