@@ -110,7 +110,7 @@ class ThinkingBudget:
             else:  # e.g. a grammar refused it: the model goes on as it will
                 self._forcing.clear()
             return
-        if thinking or self._gate.thinking:
+        if thinking:  # a token written inside the block (the opening tag's is not)
             self._left -= 1
         self._check()
 

@@ -108,6 +108,7 @@ def register(app: QuartTrio, services: Services) -> None:
             params=PARAMS,
             grammar=plan.grammar,
             thinking=thinking,
+            thinking_budget=body.thinking_token_budget,
         )
         reply = ResponseReply(services, body, turns, store, plan, thinking)
         return await answer(services, inference, reply, stream=body.stream)

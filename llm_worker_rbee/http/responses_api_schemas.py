@@ -113,6 +113,8 @@ class ResponsesBody(KeepsUnknown):
     stream: StrictBool | None = None
     text: TextConfig | None = None
     reasoning: ReasoningOptions | None = None
+    # As on the chat route (vLLM's extension): the most tokens the thinking may take.
+    thinking_token_budget: Annotated[StrictInt, Field(ge=0)] | None = None
     # Kept in the worker's bounded store unless false (responses_api.STORE_LIMIT).
     store: StrictBool | None = None
     previous_response_id: StrictStr | None = None
