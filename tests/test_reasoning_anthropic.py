@@ -136,3 +136,20 @@ async def test_thinking_blocks_in_the_history_reach_the_template(
     async with client(script) as (sdk, _):
         message = await sdk.messages.create(model="fake-model", max_tokens=16, messages=history)
         assert message.content[0].model_dump()["text"] == "Seen."
+
+
+@pytest.mark.behavior("HTTP-073")
+async def test_output_config_effort_reaches_the_template(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    template = "{{ reasoning_effort | default('unset') }}: {{ messages[0].content }}"
+    replies: dict[str, list[str | bytes]] = {"low: hi": ["Low."]}
+    script = FakeScript(reply=["Unset."], replies=replies, chat_template=template)
+    async with client(script) as (sdk, _):
+        message = await sdk.messages.create(
+            model="fake-model",
+            max_tokens=16,
+            messages=ASK,
+            extra_body={"output_config": {"effort": "low"}},
+        )
+        assert message.content[0].model_dump()["text"] == "Low."

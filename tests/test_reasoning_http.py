@@ -240,7 +240,7 @@ async def test_json_output_after_an_opened_block_starts_after_the_thinking(
         assert worker.engine.admitted[-1].thinking is None
 
 
-@pytest.mark.behavior("HTTP-073", "INF-071")
+@pytest.mark.behavior("HTTP-073", "HTTP-077", "INF-071")
 async def test_reasoning_effort_and_a_thinking_budget_reach_template_and_engine(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
