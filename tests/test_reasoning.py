@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llm_worker_rbee.actors.output import SequenceText
+from llm_worker_rbee.engine.sampling import Wake
 from llm_worker_rbee.reasoning import (
     ReasoningSplitter,
     ThinkingBudget,
@@ -186,3 +187,18 @@ def test_a_thinking_budget_forces_the_close_once_spent(
     reply: str, inside: bool, budget: int, expected: str
 ) -> None:
     assert budgeted(reply, inside=inside, budget=budget) == expected
+
+
+@pytest.mark.behavior("INF-070")
+def test_a_lazy_grammar_wakes_only_on_tokens_whose_rest_it_can_take() -> None:
+    """llama.cpp hands a woken grammar the rest of the token that completed the marker and
+    aborts on a rest it refuses: only white space (up to AFTER_SPACE) may follow there."""
+    pieces = {1: "so</thi", 2: "nk>\n\n", 3: "nk>{", 4: "nk>" + " " * 9, 5: "{"}
+    for rest, safe in ((2, True), (3, False), (4, False)):
+        wake = Wake("</think>", lambda t: pieces[t].encode())
+        wake.accept(1)
+        assert (wake.safe(rest), wake.awake) == (safe, False)
+    wake = Wake("</think>", lambda t: pieces[t].encode())
+    for token in (1, 2):
+        wake.accept(token)
+    assert wake.awake and wake.safe(5)  # awake: the grammar itself judges what follows

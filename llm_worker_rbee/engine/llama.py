@@ -52,7 +52,7 @@ from llm_worker_rbee.engine.kernels import describe as describe_build
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
 from llm_worker_rbee.engine.ngram import DRAFT_ROWS, MAX_DRAFT, NgramDrafter
 from llm_worker_rbee.engine.prompt_cache import GrownPrefix, SlotCaches, common_prefix
-from llm_worker_rbee.engine.sampling import SeqSampler, build_chains
+from llm_worker_rbee.engine.sampling import SeqSampler, Wake, build_chains
 from llm_worker_rbee.engine.vocab import LlamaVocab
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.reasoning import FORCED_CLOSE, THINK_CLOSE, ThinkingBudget
@@ -344,12 +344,13 @@ class LlamaEngine:
         # Only what needs them pays for the end-of-generation list (a pass over the vocabulary).
         eog = self._eog() if sampling.ignore_eos or sampling.min_tokens > 0 else []
         rule = sampling.thinking
-        grammar = None
+        grammar = wake = None
         if sampling.grammar is not None:
             after = THINK_CLOSE if rule is not None and rule.grammar_after else None
             grammar = self._grammar(sampling.grammar, after=after)
             if not grammar:
                 raise ValueError("llama.cpp could not parse the grammar")
+            wake = None if after is None else Wake(after, self._logprob_piece)
         budget = None
         if rule is not None and rule.budget is not None:
             close = self._vocabulary.tokenize(FORCED_CLOSE, add_special=False)
@@ -365,6 +366,7 @@ class LlamaEngine:
             grammar=grammar,
             describe=self._logprob_piece,
             budget=budget,
+            wake=wake,
         )
 
     def _grammar(self, grammar: str, *, after: str | None = None) -> Any:

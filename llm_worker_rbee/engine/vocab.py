@@ -22,6 +22,8 @@ import llama_cpp
 # The rule a lazy grammar starts at (grammar_sampler's `after`); not a name the JSON schema
 # converter or a tool grammar writes.
 AFTER_THINKING = "rbee-after-thinking"
+# The most spaces, tabs and newlines the lazy grammar takes between its marker and `root`.
+AFTER_SPACE = 8
 
 
 class LlamaVocab:
@@ -82,7 +84,8 @@ class LlamaVocab:
         chat code does for a template that opens the thinking block)."""
         if after is None:
             return llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
-        wrapped = f"{grammar}\n{AFTER_THINKING} ::= {json.dumps(after)} [ \\t\\n]{{0,8}} root\n"
+        space = f"[ \\t\\n]{{0,{AFTER_SPACE}}}"
+        wrapped = f"{grammar}\n{AFTER_THINKING} ::= {json.dumps(after)} {space} root\n"
         patterns = (ctypes.c_char_p * 1)(re.escape(after).encode())
         return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
             self._vocab,
