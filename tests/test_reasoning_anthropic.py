@@ -153,3 +153,19 @@ async def test_output_config_effort_reaches_the_template(
             extra_body={"output_config": {"effort": "low"}},
         )
         assert message.content[0].model_dump()["text"] == "Low."
+
+
+@pytest.mark.behavior("HTTP-074")
+async def test_a_reply_cut_while_thinking_still_ends_with_a_text_block(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = FakeScript(reply=["Two", " plus", " two", " is"], chat_template=OPENS_THE_BLOCK)
+    async with client(script) as (sdk, _):
+        message = await sdk.messages.create(
+            model="fake-model", max_tokens=3, messages=ASK, thinking={**THINK, "budget_tokens": 2}
+        )
+    assert [block.model_dump() for block in message.content] == [
+        signed("Two plus two"),
+        {"type": "text", "text": "", "citations": None},
+    ]
+    assert message.stop_reason == "max_tokens"

@@ -164,11 +164,12 @@ class MessageReply:
         return frames
 
     def open_text(self) -> list[bytes]:
+        frames = self.close_block()  # e.g. the thinking's, when the text begins
         index = len(self.blocks)
         self.blocks.append({"type": "text", "text": ""})
         self._texts[index] = []
         self._open = index
-        return [_block_start(index, {"type": "text", "text": ""})]
+        return [*frames, _block_start(index, {"type": "text", "text": ""})]
 
     def close_block(self) -> list[bytes]:
         if self._open is None:
