@@ -4,10 +4,15 @@ parsers). Incremental, so a stream can send `reasoning_content` deltas as they a
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+# What the engine writes when a thinking budget runs out (llama.cpp and vLLM force the end
+# marker the same way): the block closes on a line of its own and the answer follows.
+FORCED_CLOSE = "\n</think>\n\n"
 
 ReasoningFormat = Literal["none", "deepseek"]
 _Mode = Literal["start", "reasoning", "after", "content"]
@@ -66,6 +71,53 @@ class ThinkingGate:
         """What was held, at the end: the thinking's end, or a start too short to tell."""
         held, self._held = self._held, ""
         return (held, "") if self._mode == "reasoning" else ("", held)
+
+    @property
+    def thinking(self) -> bool:
+        """Inside the block now (its end not seen yet)."""
+        return self._mode == "reasoning"
+
+
+class ThinkingBudget:
+    """Counts a reply's thinking tokens; once `budget` of them were inside the block and it
+    is still open, `close` (FORCED_CLOSE's tokens) is what the sampler must pick next, one
+    token a step, in place of the model's choice. Budget 0 on a block the prompt opened
+    closes it at the first step: an answer without thinking."""
+
+    def __init__(
+        self, *, inside: bool, budget: int, close: Sequence[int], piece: Callable[[int], bytes]
+    ) -> None:
+        self._gate = ThinkingGate(inside=inside)
+        self._left = budget
+        self._close = tuple(close)
+        self._piece = piece
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._forcing: list[int] = []
+        self._spent = False  # the close was forced (once at most)
+        self._check()
+
+    def forced(self) -> int | None:
+        """The token the reply must continue with, or None: the model's choice."""
+        return self._forcing[0] if self._forcing else None
+
+    def accept(self, token: int) -> None:
+        """`token` was generated (forced or sampled)."""
+        thinking = self._gate.thinking
+        self._gate.feed(self._decoder.decode(self._piece(token)))
+        if self._forcing:
+            if token == self._forcing[0]:
+                del self._forcing[0]
+            else:  # e.g. a grammar refused it: the model goes on as it will
+                self._forcing.clear()
+            return
+        if thinking:  # a token written inside the block (the opening tag's is not)
+            self._left -= 1
+        self._check()
+
+    def _check(self) -> None:
+        if not self._spent and self._gate.thinking and self._left <= 0:
+            self._spent = True
+            self._forcing = list(self._close)
 
 
 class ReasoningSplitter:

@@ -207,11 +207,18 @@ async def test_a_stream_that_fails_ends_with_an_error_event(
         ({"temperature": 1.5}, 400, "invalid_request_error", "temperature", "invalid_value"),
         ({"model": "claude-x"}, 404, "not_found_error", "model", "model_not_found"),
         (
-            {"thinking": {"type": "enabled", "budget_tokens": 1024}},
+            {"thinking": {"type": "enabled", "budget_tokens": 16}},
             400,
             "invalid_request_error",
-            "thinking",
-            "unsupported_parameter",
+            "thinking.budget_tokens",
+            "invalid_value",
+        ),
+        (
+            {"thinking": {"type": "enabled"}},
+            400,
+            "invalid_request_error",
+            "thinking.budget_tokens",
+            "missing_required_parameter",
         ),
         (
             {"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
@@ -303,9 +310,6 @@ async def test_an_output_format_schema_becomes_the_engines_grammar(
         response = await worker.request("POST", PATH, body)
         assert response.status == 200, response.body
         assert [s.grammar for s in worker.engine.admitted] == [schema_grammar(schema)]
-        effort = await worker.request("POST", PATH, {**BODY, "output_config": {"effort": "high"}})
-        error = anthropic_error(effort, 400)
-        assert (error["param"], error["code"]) == ("output_config.effort", "unsupported_parameter")
         bad = {"format": {"type": "json_schema", "schema": {"maxLength": 10**6}}}
         refused = await worker.request("POST", PATH, {**BODY, "output_config": bad})
         assert anthropic_error(refused, 400)["param"] == "output_config.format"

@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from llm_worker_rbee.actors.output import SequenceText
-from llm_worker_rbee.reasoning import ReasoningSplitter, ThinkingGate, starts_in_reasoning
+from llm_worker_rbee.engine.sampling import Wake
+from llm_worker_rbee.reasoning import (
+    ReasoningSplitter,
+    ThinkingBudget,
+    ThinkingGate,
+    starts_in_reasoning,
+)
 
 pytestmark = pytest.mark.behavior("INF-066")
 
@@ -136,3 +142,63 @@ def test_a_stop_string_in_the_thinking_ends_nothing(inside: bool) -> None:
     sequence.finish()
     output = sequence.take(0)
     assert output is not None and output.text == text[: text.rindex("Stop")]
+
+
+# Token ids are the characters' own code points, so the pieces are the characters.
+CLOSE = [ord(c) for c in "</think>"]
+
+
+def budgeted(reply: str, *, inside: bool, budget: int) -> str:
+    """What a reply becomes under ThinkingBudget: the model's next character unless a
+    forced token comes first; once the close was forced, the test stops there."""
+    spent = ThinkingBudget(
+        inside=inside, budget=budget, close=CLOSE, piece=lambda t: chr(t).encode()
+    )
+    out: list[int] = []
+    forced_any = False
+    model = iter(reply)
+    while True:
+        token = spent.forced()
+        if token is None:
+            following = next(model, None)
+            if forced_any or following is None:
+                break
+            token = ord(following)
+        else:
+            forced_any = True
+        spent.accept(token)
+        out.append(token)
+    return "".join(map(chr, out))
+
+
+@pytest.mark.behavior("INF-071")
+@pytest.mark.parametrize(
+    ("reply", "inside", "budget", "expected"),
+    [
+        ("abcdef", True, 3, "abc</think>"),  # cut after three thinking tokens
+        ("ab</think>xyz", True, 12, "ab</think>xyz"),  # closed within the budget
+        ("ab</think>xyz", True, 4, "ab</</think>"),  # cut inside the model's own close
+        ("abc", True, 0, "</think>"),  # budget 0: closed before the first token
+        ("<think>abcdef", False, 2, "<think>ab</think>"),  # counted once the model opened it
+        ("xyz", False, 0, "xyz"),  # no block: nothing to close
+    ],
+)
+def test_a_thinking_budget_forces_the_close_once_spent(
+    reply: str, inside: bool, budget: int, expected: str
+) -> None:
+    assert budgeted(reply, inside=inside, budget=budget) == expected
+
+
+@pytest.mark.behavior("INF-070")
+def test_a_lazy_grammar_wakes_only_on_tokens_whose_rest_it_can_take() -> None:
+    """llama.cpp hands a woken grammar the rest of the token that completed the marker and
+    aborts on a rest it refuses: only white space (up to AFTER_SPACE) may follow there."""
+    pieces = {1: "so</thi", 2: "nk>\n\n", 3: "nk>{", 4: "nk>" + " " * 9, 5: "{"}
+    for rest, safe in ((2, True), (3, False), (4, False)):
+        wake = Wake("</think>", lambda t: pieces[t].encode())
+        wake.accept(1)
+        assert (wake.safe(rest), wake.awake) == (safe, False)
+    wake = Wake("</think>", lambda t: pieces[t].encode())
+    for token in (1, 2):
+        wake.accept(token)
+    assert wake.awake and wake.safe(5)  # awake: the grammar itself judges what follows

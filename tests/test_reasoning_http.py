@@ -211,18 +211,62 @@ async def test_stop_strings_apply_to_the_answer_not_the_thinking(
         assert answer.choices[0].message.content == "<think>Two plus two"
 
 
-@pytest.mark.behavior("HTTP-069")
-async def test_json_output_after_an_opened_block_is_the_answer(
+@pytest.mark.behavior("INF-070")
+async def test_json_output_after_an_opened_block_starts_after_the_thinking(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """`response_format`'s grammar cannot spell `</think>`: what it makes is the answer."""
-    script = FakeScript(reply=['{"a": ', "1}"], chat_template=OPENS_THE_BLOCK)
-    async with client(script) as (sdk, _):
+    """After a prompt that opened the block, `response_format`'s grammar is the answer's:
+    the engine is told to start it at `</think>` (the fake engine writes what it is told;
+    the real one's grammar is tests/e2e/test_published_thinking.py's). A template that does
+    not open the block gets its grammar from the first token, as before."""
+    reply = ["Some", " thought", "</think>", '{"a": ', "1}"]
+    script = FakeScript(reply=reply, chat_template=OPENS_THE_BLOCK)
+    async with client(script) as (sdk, worker):
         answer = await sdk.chat.completions.create(
             model="fake-model", messages=ASK, response_format={"type": "json_object"}
         )
         message = answer.choices[0].message
-        assert (message.content, getattr(message, "reasoning_content", None)) == ('{"a": 1}', None)
+        assert json.loads(message.content or "") == {"a": 1}
+        assert getattr(message, "reasoning_content", None) == "Some thought"
+        rule = worker.engine.admitted[-1].thinking
+        assert rule is not None and (rule.inside, rule.grammar_after) == (True, True)
+        await sdk.chat.completions.create(model="fake-model", messages=ASK)
+        assert worker.engine.admitted[-1].thinking is None  # no grammar, no budget: no rule
+    async with client(FakeScript(reply=['{"a": 1}'])) as (sdk, worker):
+        answer = await sdk.chat.completions.create(
+            model="fake-model", messages=ASK, response_format={"type": "json_object"}
+        )
+        assert answer.choices[0].message.content == '{"a": 1}'
+        assert worker.engine.admitted[-1].thinking is None
+
+
+@pytest.mark.behavior("HTTP-073", "HTTP-077", "INF-071")
+async def test_reasoning_effort_and_a_thinking_budget_reach_template_and_engine(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`reasoning_effort` is a template variable (chat_template_kwargs may set it
+    otherwise); `thinking_token_budget` is the engine's, with where the thinking starts."""
+    template = "{{ reasoning_effort | default('unset') }}: {{ messages[0].content }}<think>\n"
+    replies: dict[str, list[str | bytes]] = {"high: hi": ["High."], "low: hi": ["Low."]}
+    script = FakeScript(reply=["Unset."], replies=replies, chat_template=template)
+    async with client(script) as (sdk, worker):
+        for fields, expected in (
+            ({"reasoning_effort": "high"}, "High."),
+            ({"extra_body": {"chat_template_kwargs": {"reasoning_effort": "low"}}}, "Low."),
+            ({}, "Unset."),
+        ):
+            answer = await sdk.chat.completions.create(model="fake-model", messages=ASK, **fields)
+            assert getattr(answer.choices[0].message, "reasoning_content", None) == expected
+        await sdk.chat.completions.create(
+            model="fake-model", messages=ASK, extra_body={"thinking_token_budget": 7}
+        )
+        rule = worker.engine.admitted[-1].thinking
+        assert rule is not None and (rule.inside, rule.budget) == (True, 7)
+        with pytest.raises(openai.BadRequestError) as refused:
+            await sdk.chat.completions.create(
+                model="fake-model", messages=ASK, extra_body={"thinking_token_budget": -1}
+            )
+        assert refused.value.body["param"] == "thinking_token_budget"  # type: ignore[index]
 
 
 @pytest.mark.behavior("HTTP-071")

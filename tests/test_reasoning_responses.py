@@ -113,3 +113,22 @@ async def test_a_reply_cut_while_thinking_closes_its_reasoning_and_answers_empty
     assert done[0]["content"] == [{"type": "reasoning_text", "text": "Two"}]
     final = Response.model_validate(events[-1]["response"])
     assert final.status == "incomplete" and final.output_text == ""
+
+
+@pytest.mark.behavior("HTTP-073", "HTTP-077")
+async def test_reasoning_effort_reaches_the_template_and_the_budget_the_engine(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    template = "{{ reasoning_effort | default('unset') }}: {{ messages[0].content }}"
+    replies: dict[str, list[str | bytes]] = {"high: hi": ["High."]}
+    script = FakeScript(reply=["Unset."], replies=replies, chat_template=template)
+    async with client(script) as (sdk, worker):
+        response = await sdk.responses.create(
+            model="fake-model",
+            input="hi",
+            reasoning={"effort": "high", "summary": "auto"},
+            extra_body={"thinking_token_budget": 5},
+        )
+        assert response.output_text == "High."
+        rule = worker.engine.admitted[-1].thinking
+        assert rule is not None and (rule.inside, rule.budget) == (False, 5)

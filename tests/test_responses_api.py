@@ -269,7 +269,6 @@ def test_the_store_forgets_the_oldest_beyond_its_bound() -> None:
     [
         ({"background": True}, 400, "background", "unsupported_parameter"),
         ({"include": ["message.output_text.logprobs"]}, 400, "include", "unsupported_parameter"),
-        ({"reasoning": {"effort": "high"}}, 400, "reasoning", "unsupported_parameter"),
         ({"truncation": "auto"}, 400, "truncation", "unsupported_parameter"),
         ({"tools": [{"type": "web_search"}]}, 400, "tools.0.type", "unsupported_parameter"),
         ({"tool_choice": {"type": "allowed_tools"}}, 400, "tool_choice", "unsupported_parameter"),

@@ -14,15 +14,15 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
 
+from devtools import sdist
 from devtools.kernels.builds import KernelBuild
+from devtools.sdist import llama_cpp_version
 
 # The llama-cpp-python sdist's CMakeLists.txt asks for this.
 CMAKE_MINIMUM = (3, 21)
@@ -51,10 +51,6 @@ class CompileError(Exception):
 class Built:
     folder: Path
     seconds: float | None  # None: found in the cache
-
-
-def llama_cpp_version() -> str:
-    return version("llama_cpp_python")
 
 
 def cache_root() -> Path:
@@ -108,26 +104,17 @@ def _run(step: str, command: list[str]) -> None:
 
 
 def _download(work: Path) -> Path:
-    """The sdist of the installed version, through pip (and so pip's cache)."""
-    spec = f"llama-cpp-python=={llama_cpp_version()}"
-    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-    _run("download", [*pip, "--no-binary", ":all:", spec, "-d", str(work / "sdist")])
-    found = sorted((work / "sdist").glob("llama_cpp_python-*.tar.gz"))
-    if not found:
-        raise CompileError(f"pip download left no sdist of {spec}")
-    return found[0]
+    try:
+        return sdist.download(work)
+    except sdist.SdistError as exc:
+        raise CompileError(str(exc)) from None
 
 
-def _unpack(sdist: Path, work: Path) -> Path:
-    with tarfile.open(sdist) as archive:
-        if hasattr(tarfile, "data_filter"):  # Python 3.11.4 on: refuse links out of the folder
-            archive.extractall(work / "src", filter="data")
-        else:  # older 3.11: the sdist pip downloaded, trusted as pip trusts it to build
-            archive.extractall(work / "src")
-    tops = list((work / "src").iterdir())
-    if len(tops) != 1 or not (tops[0] / "CMakeLists.txt").is_file():
-        raise CompileError(f"{sdist.name} is not the sdist expected (no CMakeLists.txt)")
-    return tops[0]
+def _unpack(archive: Path, work: Path) -> Path:
+    try:
+        return sdist.unpack(archive, work)
+    except sdist.SdistError as exc:
+        raise CompileError(str(exc)) from None
 
 
 def _compile(source: Path, build_dir: Path, build: KernelBuild) -> None:

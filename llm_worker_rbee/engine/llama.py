@@ -52,9 +52,10 @@ from llm_worker_rbee.engine.kernels import describe as describe_build
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
 from llm_worker_rbee.engine.ngram import DRAFT_ROWS, MAX_DRAFT, NgramDrafter
 from llm_worker_rbee.engine.prompt_cache import GrownPrefix, SlotCaches, common_prefix
-from llm_worker_rbee.engine.sampling import SeqSampler, build_chains
+from llm_worker_rbee.engine.sampling import SeqSampler, Wake, build_chains
 from llm_worker_rbee.engine.vocab import LlamaVocab
 from llm_worker_rbee.messages.inference import SamplingParams
+from llm_worker_rbee.reasoning import FORCED_CLOSE, THINK_CLOSE, ThinkingBudget
 
 log = logging.getLogger(__name__)
 
@@ -342,11 +343,20 @@ class LlamaEngine:
         n_vocab = self._info.n_vocab
         # Only what needs them pays for the end-of-generation list (a pass over the vocabulary).
         eog = self._eog() if sampling.ignore_eos or sampling.min_tokens > 0 else []
-        grammar = None
+        rule = sampling.thinking
+        grammar = wake = None
         if sampling.grammar is not None:
-            grammar = self._grammar(sampling.grammar)
+            after = THINK_CLOSE if rule is not None and rule.grammar_after else None
+            grammar = self._grammar(sampling.grammar, after=after)
             if not grammar:
                 raise ValueError("llama.cpp could not parse the grammar")
+            wake = None if after is None else Wake(after, self._logprob_piece)
+        budget = None
+        if rule is not None and rule.budget is not None:
+            close = self._vocabulary.tokenize(FORCED_CLOSE, add_special=False)
+            budget = ThinkingBudget(
+                inside=rule.inside, budget=rule.budget, close=close, piece=self.token_piece
+            )
         return SeqSampler(
             build_chains(sampling, prompt, n_vocab, eog),
             sampling,
@@ -355,11 +365,14 @@ class LlamaEngine:
             eos=llama_cpp.llama_vocab_eos(self._vocab),
             grammar=grammar,
             describe=self._logprob_piece,
+            budget=budget,
+            wake=wake,
         )
 
-    def _grammar(self, grammar: str) -> Any:
-        """llama.cpp's grammar sampler for `grammar` (root rule `root`); NULL if it fails."""
-        return self._vocabulary.grammar_sampler(grammar)
+    def _grammar(self, grammar: str, *, after: str | None = None) -> Any:
+        """llama.cpp's grammar sampler for `grammar` (root rule `root`; lazy, starting at
+        `after`, when given); NULL if it fails."""
+        return self._vocabulary.grammar_sampler(grammar, after=after)
 
     def check_grammar(self, grammar: str) -> None:
         self._vocabulary.check_grammar(grammar)

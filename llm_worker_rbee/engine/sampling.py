@@ -13,6 +13,10 @@ the vocabulary:
 - `min_tokens`: end-of-generation tokens are masked in the candidates (never in the logits)
   until that many tokens were generated.
 - logprobs: a log-softmax of the raw logits row, the top k found with argpartition.
+
+A thinking budget (reasoning.ThinkingBudget) forces the end marker's tokens once it ran out:
+they are taken as sampled, through the chains and the grammar, whatever the logits say. A
+lazy grammar (one that starts after the thinking) is guarded where it wakes (`Wake`).
 """
 
 from __future__ import annotations
@@ -28,12 +32,16 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from llm_worker_rbee.engine.vocab import AFTER_SPACE
 from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprob, TokenLogprobs
+from llm_worker_rbee.reasoning import ThinkingBudget
 
 # How many recent tokens the repetition/presence/frequency penalties look at.
 PENALTY_LAST_N = 64
 # Candidates the grammar sees first once it rejected the unconstrained token.
 GRAMMAR_SHORTLIST = 1024
+# Tokens refused in a row at a lazy grammar's wake before the sequence just ends (Wake).
+WAKE_RETRIES = 16
 # JSON has no -inf; OpenAI reports -9999 for a token that could not be sampled.
 MIN_LOGPROB = -9999.0
 
@@ -84,6 +92,36 @@ def token_logprobs(
         best = best[np.argsort(-row[best], kind="stable")]
         top = tuple(entry(int(t)) for t in best)
     return TokenLogprobs(entry(token), top)
+
+
+class Wake:
+    """Where a lazy grammar wakes: llama.cpp feeds it the text from its marker (`</think>`)
+    on, the rest of the token that completed the marker included, and a rest the grammar
+    refuses makes llama.cpp throw through its C API, which aborts the process. So a token
+    whose rest is more than the white space the grammar takes first is not let through."""
+
+    def __init__(self, marker: str, piece: Callable[[int], bytes]) -> None:
+        self._marker = marker
+        self._piece = piece
+        self._tail = ""  # the end of the text so far that may begin the marker
+        self.awake = False
+
+    def safe(self, token: int) -> bool:
+        if self.awake:
+            return True
+        text = self._tail + self._piece(token).decode("utf-8", "replace")
+        at = text.find(self._marker)
+        if at < 0:
+            return True
+        rest = text[at + len(self._marker) :]
+        return len(rest) <= AFTER_SPACE and not rest.strip(" \t\n")
+
+    def accept(self, token: int) -> None:
+        if self.awake:
+            return
+        text = self._tail + self._piece(token).decode("utf-8", "replace")
+        self.awake = self._marker in text
+        self._tail = text[-(len(self._marker) - 1) :]
 
 
 @dataclass
@@ -165,9 +203,13 @@ class SeqSampler:
         eos: int,
         grammar: Sampler | None = None,
         describe: Callable[[int], bytes] = lambda _: b"",
+        budget: ThinkingBudget | None = None,
+        wake: Wake | None = None,
     ) -> None:
         self._chains = chains
         self._grammar = grammar
+        self._budget = budget
+        self._wake = wake
         self._n_vocab = n_vocab
         self._eog = np.asarray(eog, dtype=np.int64)
         self._eog_set = frozenset(eog)
@@ -186,7 +228,14 @@ class SeqSampler:
     def sample(self, ctx: Any, index: int) -> tuple[int, TokenLogprobs | None]:
         """Samples from batch row `index`; an end-of-generation token ends the sequence."""
         holding = self.generated < self._min_tokens
-        if self._grammar is None and not holding:
+        forced = self._forced()
+        if forced is not None:
+            token = forced
+            row = None
+            llama_cpp.llama_sampler_accept(self._chains.whole, token)
+            if self._grammar is not None:
+                llama_cpp.llama_sampler_accept(self._grammar, token)
+        elif self._grammar is None and not holding:
             token = int(llama_cpp.llama_sampler_sample(self._chains.whole, ctx, index))
             row = None
         else:
@@ -194,11 +243,24 @@ class SeqSampler:
             token = self._sample_candidates(row, holding)
             llama_cpp.llama_sampler_accept(self._chains.whole, token)
         self.generated += 1
+        if self._budget is not None:
+            self._budget.accept(token)
+        if self._wake is not None:
+            self._wake.accept(token)
         if self._logprobs is None:
             return token, None
         if row is None:
             row = logits_row(ctx, index, self._n_vocab)
         return token, token_logprobs(row, token, self._logprobs, self._describe)
+
+    def _forced(self) -> int | None:
+        """The budget's forced token, where the grammar (if awake) takes it."""
+        forced = None if self._budget is None else self._budget.forced()
+        if forced is None or (self._wake is not None and not self._wake.safe(forced)):
+            return None
+        if self._grammar is not None and not self._allows(forced):
+            return None
+        return forced
 
     def _candidates(self, row: FloatRow, holding: bool) -> npt.NDArray[np.void]:
         """Every token with its logit, in a buffer reused across steps."""
@@ -213,6 +275,8 @@ class SeqSampler:
 
     def _sample_candidates(self, row: FloatRow, holding: bool) -> int:
         token = _apply(self._chains.whole, self._candidates(row, holding))
+        if self._wake is not None and not self._wake.safe(token):
+            token = self._safe_at_wake(row, holding, token)
         grammar = self._grammar
         if grammar is None:
             return token if token >= 0 else self._eos  # nothing left to sample: the end
@@ -227,6 +291,20 @@ class SeqSampler:
         if token not in self._eog_set:  # the sequence ends there; nothing to advance
             llama_cpp.llama_sampler_accept(grammar, token)
         return token
+
+    def _safe_at_wake(self, row: FloatRow, holding: bool, token: int) -> int:
+        """Samples again without the tokens Wake refused (while the grammar sleeps, every
+        other token is the grammar's to take); the end if too many are refused."""
+        assert self._wake is not None
+        banned = [token]
+        for _ in range(WAKE_RETRIES):
+            cur = self._candidates(row, holding)
+            cur["logit"][banned] = -np.inf
+            token = _apply(self._chains.whole, cur)
+            if token < 0 or self._wake.safe(token):
+                return token
+            banned.append(token)
+        return self._eos
 
     def _constrained(self, cur: npt.NDArray[np.void]) -> int:
         """Samples `post` over the candidates the grammar allows.

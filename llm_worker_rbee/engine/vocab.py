@@ -12,10 +12,18 @@ written here, the Python cache of token pieces, is guarded by a lock.
 from __future__ import annotations
 
 import ctypes
+import json
+import re
 import threading
 from typing import Any
 
 import llama_cpp
+
+# The rule a lazy grammar starts at (grammar_sampler's `after`); not a name the JSON schema
+# converter or a tool grammar writes.
+AFTER_THINKING = "rbee-after-thinking"
+# The most spaces, tabs and newlines the lazy grammar takes between its marker and `root`.
+AFTER_SPACE = 8
 
 
 class LlamaVocab:
@@ -68,9 +76,26 @@ class LlamaVocab:
             "utf-8", "replace"
         )
 
-    def grammar_sampler(self, grammar: str) -> Any:
-        """llama.cpp's grammar sampler for `grammar` (root rule `root`); NULL if it fails."""
-        return llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+    def grammar_sampler(self, grammar: str, *, after: str | None = None) -> Any:
+        """llama.cpp's grammar sampler for `grammar` (root rule `root`); NULL if it fails.
+
+        `after`: a lazy grammar, asleep until the reply writes `after` (the end of its
+        thinking), then matching `after`, a little white space, then `root` (as llama.cpp's
+        chat code does for a template that opens the thinking block)."""
+        if after is None:
+            return llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+        space = f"[ \\t\\n]{{0,{AFTER_SPACE}}}"
+        wrapped = f"{grammar}\n{AFTER_THINKING} ::= {json.dumps(after)} {space} root\n"
+        patterns = (ctypes.c_char_p * 1)(re.escape(after).encode())
+        return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            self._vocab,
+            wrapped.encode(),
+            AFTER_THINKING.encode(),
+            patterns,
+            1,
+            (llama_cpp.llama_token * 0)(),
+            0,
+        )
 
     def check_grammar(self, grammar: str) -> None:
         """Raises ValueError if llama.cpp cannot parse `grammar`."""

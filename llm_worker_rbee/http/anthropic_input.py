@@ -16,11 +16,12 @@ def conversation(
     system: str | list[SystemBlock] | None, messages: list[InputMessage]
 ) -> tuple[ChatMessage, ...]:
     """`system` and `messages` as chat messages: text blocks joined, an assistant's
-    `tool_use` blocks as its calls, a user's `tool_result` blocks as `tool` messages.
+    `tool_use` blocks as its calls and its `thinking` blocks as its reasoning (for the
+    templates that render past thinking), a user's `tool_result` blocks as `tool` messages.
 
     Raises:
         ApiError: 400 naming the block (`messages.2.content.0`) for a type this worker does
-            not read (images, documents, thinking) or a block without its fields.
+            not read (images, documents) or a block without its fields.
     """
     turns: list[ChatMessage] = []
     if system is not None:
@@ -33,9 +34,14 @@ def conversation(
             continue
         texts: list[str] = []
         calls: list[ToolCall] = []
+        thoughts: list[str] = []
         for j, block in enumerate(content):
             where = f"messages.{i}.content.{j}"
-            if block.type == "tool_result" and message.role == "user":
+            if block.type == "thinking" and message.role == "assistant":
+                thoughts.append(_field(block.thinking, f"{where}.thinking"))
+            elif block.type == "redacted_thinking" and message.role == "assistant":
+                continue  # encrypted by Anthropic: nothing a template could render
+            elif block.type == "tool_result" and message.role == "user":
                 if texts:  # text before a result is its own user turn
                     turns.append(ChatMessage("user", "".join(texts)))
                     texts = []
@@ -52,8 +58,13 @@ def conversation(
                 )
             else:
                 texts.append(_text(block, where))
-        if texts or calls:
-            turns.append(ChatMessage(message.role, "".join(texts), tool_calls=tuple(calls)))
+        if texts or calls or thoughts:
+            reasoning = "\n\n".join(thoughts) or None
+            turns.append(
+                ChatMessage(
+                    message.role, "".join(texts), tool_calls=tuple(calls), reasoning=reasoning
+                )
+            )
     return tuple(turns)
 
 
@@ -76,7 +87,8 @@ def _text(block: ContentBlock, where: str) -> str:
     if block.type != "text":
         raise bad_request(
             f"{where}: content blocks of type {block.type!r} are not supported here; the "
-            "served model reads text, and tool_use (assistant) and tool_result (user) blocks",
+            "served model reads text, thinking and tool_use (assistant) and tool_result (user) "
+            "blocks",
             param=f"{where}.type",
             code="unsupported_input",
         )

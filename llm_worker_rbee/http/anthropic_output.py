@@ -3,6 +3,7 @@ streamed, their events), and its error shape."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,9 @@ from llm_worker_rbee.http.errors import ended_error
 from llm_worker_rbee.http.frame_loop import read_to_end, session_frames
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import sse_data
+from llm_worker_rbee.messages.inference import Thinking
 from llm_worker_rbee.messages.session import Ended, ErrorInfo, InferenceRequest, TextDelta
+from llm_worker_rbee.reasoning import ReasoningSplitter
 from llm_worker_rbee.tools import (
     ArgumentsDelta,
     CallStarted,
@@ -58,7 +61,12 @@ class MessageReply:
     """One request's message, whole or as Anthropic's stream of events."""
 
     def __init__(
-        self, services: Services, body: MessagesBody, inference: InferenceRequest, plan: ToolPlan
+        self,
+        services: Services,
+        body: MessagesBody,
+        inference: InferenceRequest,
+        plan: ToolPlan,
+        thinking: Thinking = "none",
     ) -> None:
         self.id = f"msg_{uuid.uuid4().hex}"
         self.model_id = services.model_id
@@ -72,6 +80,16 @@ class MessageReply:
         self._arguments: dict[int, list[str]] = {}  # a tool_use block's JSON, by index
         self._calls: dict[int, int] = {}  # a call's index -> its block's index
         self._open: int | None = None
+        # The thinking split from the answer (reasoning.py): a `thinking` block when the
+        # request asked for one (its text left out with display "omitted"), else dropped.
+        self._splitter = (
+            None if thinking == "none" else ReasoningSplitter(in_reasoning=thinking == "inside")
+        )
+        asked = body.thinking is not None and body.thinking.type != "disabled"
+        self._show_thinking = asked
+        self._omit_thinking = (
+            asked and body.thinking is not None and (body.thinking.display == "omitted")
+        )
 
     def stop_reason(self, ended: Ended) -> tuple[str, str | None]:
         """(stop_reason, stop_sequence): `tool_use` once a call was made; a stop string the
@@ -146,31 +164,67 @@ class MessageReply:
         return frames
 
     def open_text(self) -> list[bytes]:
+        frames = self.close_block()  # e.g. the thinking's, when the text begins
         index = len(self.blocks)
         self.blocks.append({"type": "text", "text": ""})
         self._texts[index] = []
         self._open = index
-        return [_block_start(index, {"type": "text", "text": ""})]
+        return [*frames, _block_start(index, {"type": "text", "text": ""})]
 
     def close_block(self) -> list[bytes]:
         if self._open is None:
             return []
         index, self._open = self._open, None
         block = self.blocks[index]
+        frames: list[bytes] = []
         if block["type"] == "text":
             block["text"] = "".join(self._texts[index])
+        elif block["type"] == "thinking":
+            thought = "".join(self._texts[index])
+            block["thinking"] = "" if self._omit_thinking else thought
+            block["signature"] = hashlib.sha256(thought.encode()).hexdigest()
+            delta = {"type": "signature_delta", "signature": block["signature"]}
+            frames.append(_block_delta(index, delta))
         else:
             block["input"] = _arguments_object("".join(self._arguments[index]))
-        return [sse_data({"type": "content_block_stop", "index": index}, "content_block_stop")]
+        stop = sse_data({"type": "content_block_stop", "index": index}, "content_block_stop")
+        return [*frames, stop]
+
+    def on_thinking(self, text: str) -> list[bytes]:
+        """Thinking text: into the thinking block, opened first (it comes before the
+        answer's blocks); dropped when the request did not ask for thinking."""
+        if not text or not self._show_thinking:
+            return []
+        frames: list[bytes] = []
+        if self._open is None or self.blocks[self._open]["type"] != "thinking":
+            frames += self.close_block()
+            index = len(self.blocks)
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            self.blocks.append(block)
+            self._texts[index] = []
+            self._open = index
+            frames.append(_block_start(index, block))
+        assert self._open is not None
+        self._texts[self._open].append(text)
+        if not self._omit_thinking:
+            delta = {"type": "thinking_delta", "thinking": text}
+            frames.append(_block_delta(self._open, delta))
+        return frames
 
     def finish(self, ended: Ended) -> list[bytes]:
-        frames = self.on(self.output.finish(ended))
-        if not self.blocks:  # an empty answer is still a text block
-            frames += self.open_text()
+        frames = [] if self._splitter is None else self._split(*self._splitter.finish())
+        frames += self.on(self.output.finish(ended))
+        if all(block["type"] == "thinking" for block in self.blocks):
+            frames += self.open_text()  # an empty answer is still a text block
         return frames + self.close_block()
 
     def text_frames(self, delta: TextDelta) -> list[bytes]:
-        return self.on(self.output.feed(delta.text))
+        if self._splitter is None:
+            return self.on(self.output.feed(delta.text))
+        return self._split(*self._splitter.feed(delta.text))
+
+    def _split(self, thinking: str, answer: str) -> list[bytes]:
+        return self.on_thinking(thinking) + self.on(self.output.feed(answer))
 
     async def whole(self, stream: ChoiceStream) -> Response:
         ended = await read_to_end(stream, self.text_frames)
@@ -178,14 +232,15 @@ class MessageReply:
         return json_response(self.message(self.blocks, ended))
 
     def frames(self, stream: ChoiceStream, keepalive: float) -> AsyncIterator[bytes]:
-        """message_start, a ping, each content block's start, deltas (`text_delta`,
-        `input_json_delta`) and stop (the text block at once without tools; with tools, a
-        block when its text or call begins), message_delta (stop_reason and usage),
+        """message_start, a ping, each content block's start, deltas (`thinking_delta` then
+        one `signature_delta`, `text_delta`, `input_json_delta`) and stop (the text block at
+        once without tools or thinking; otherwise a block when its thinking, text or call
+        begins), message_delta (stop_reason and usage),
         message_stop; a request that fails after it started ends with an `error` event.
         Silence gets `ping` events."""
         start = {"type": "message_start", "message": self.message([], None)}
         opening = [sse_data(start, "message_start")]
-        if self.output.parser is None:
+        if self.output.parser is None and not self._show_thinking:
             opening += self.open_text()
         opening.append(_PING)
         return session_frames(

@@ -12,8 +12,15 @@ from quart_trio import QuartTrio
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.http.anthropic_input import conversation
 from llm_worker_rbee.http.anthropic_output import MessageReply, anthropic_error
-from llm_worker_rbee.http.anthropic_schemas import CountTokensBody, MessagesBody, Tool
+from llm_worker_rbee.http.anthropic_schemas import (
+    CountTokensBody,
+    MessagesBody,
+    OutputConfig,
+    ThinkingConfig,
+    Tool,
+)
 from llm_worker_rbee.http.body import parse_body
+from llm_worker_rbee.http.chat_output import thinking_of
 from llm_worker_rbee.http.chat_turns import (
     check_model,
     json_response,
@@ -26,12 +33,12 @@ from llm_worker_rbee.http.errors import ApiError, ContextOverflow, bad_request
 from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import answer
+from llm_worker_rbee.messages.inference import Thinking
 from llm_worker_rbee.tools import ToolChoice, ToolDef, ToolPlan
 
 PATH = "/v1/messages"
 # Messages API fields this worker does not implement: 400 naming the field.
 REFUSED: dict[str, str] = {
-    "thinking": "thinking is not supported: the served model does not reason",
     "mcp_servers": "MCP servers are not supported",
     "container": "containers (code execution) are not supported",
     "thread": "threads (a conversation the server keeps between turns) are not supported: "
@@ -66,7 +73,9 @@ def register(app: QuartTrio, services: Services) -> None:
                 param="output_config.format",
                 code="unsupported_parameter",
             )
-        prompt = render(model, messages, param="messages", plan=plan)
+        kwargs = _template_kwargs(body.thinking, body.output_config)
+        prompt = render(model, messages, param="messages", plan=plan, template_kwargs=kwargs)
+        thinking = thinking_of(services.settings.reasoning_format, prompt.text)
         fields = sampling_fields(
             temperature=body.temperature,
             top_p=body.top_p,
@@ -85,10 +94,12 @@ def register(app: QuartTrio, services: Services) -> None:
                 timeout=body.timeout,
                 params=PARAMS,
                 grammar=plan.grammar,
+                thinking=thinking,
+                thinking_budget=_budget(body.thinking, thinking),
             )
         except ContextOverflow as overflow:
             raise overflow.in_anthropics_words() from None
-        reply = MessageReply(services, body, inference, plan)
+        reply = MessageReply(services, body, inference, plan, thinking)
         return await answer(services, inference, reply, stream=body.stream)
 
     @app.post(f"{PATH}/count_tokens")
@@ -98,7 +109,8 @@ def register(app: QuartTrio, services: Services) -> None:
         check_model(services, body.model)
         plan = _plan(services, model, body.tools, None)
         messages = conversation(body.system, body.messages)
-        prompt = render(model, messages, param="messages", plan=plan)
+        kwargs = _template_kwargs(body.thinking, None)
+        prompt = render(model, messages, param="messages", plan=plan, template_kwargs=kwargs)
         tokens = model.tokenize(prompt.text, add_special=prompt.add_special)
         return json_response({"input_tokens": len(tokens)})
 
@@ -117,28 +129,61 @@ def register(app: QuartTrio, services: Services) -> None:
 
 
 def _check(services: Services, body: MessagesBody) -> None:
-    """Refused fields, the model's name and tools.
+    """Refused fields, the model's name and the thinking's budget.
 
     Raises:
-        ApiError: 400 `unsupported_parameter` naming a field this worker does not implement;
+        ApiError: 400 `unsupported_parameter` naming a field this worker does not implement,
+            naming `thinking.budget_tokens` when it is missing or not below max_tokens;
             404 `model_not_found`.
     """
     for name, value in (body.model_extra or {}).items():
         if name not in REFUSED or value in (None, False, {}, []):
-            continue
-        if name == "thinking" and isinstance(value, dict) and value.get("type") == "disabled":
             continue
         details = THREAD_UNSUPPORTED if name == "thread" else None
         raise ApiError(
             400, REFUSED[name], param=name, code="unsupported_parameter", details=details
         )
     check_model(services, body.model)
-    if body.output_config is not None and body.output_config.effort is not None:
+    thinking = body.thinking
+    if thinking is None or thinking.type != "enabled":
+        return
+    if thinking.budget_tokens is None:
         raise bad_request(
-            "effort is not supported: the served model does not reason",
-            param="output_config.effort",
-            code="unsupported_parameter",
+            "thinking.budget_tokens is required with thinking.type 'enabled'",
+            param="thinking.budget_tokens",
+            code="missing_required_parameter",
         )
+    if thinking.budget_tokens >= body.max_tokens:
+        raise bad_request(
+            f"thinking.budget_tokens ({thinking.budget_tokens}) must be less than "
+            f"max_tokens ({body.max_tokens})",
+            param="thinking.budget_tokens",
+        )
+
+
+def _template_kwargs(
+    thinking: ThinkingConfig | None, output: OutputConfig | None
+) -> dict[str, Any]:
+    """The template's `enable_thinking` (Qwen3's switch: on only when `thinking` asks, as
+    Anthropic thinks only then) and `reasoning_effort` (`output_config.effort`)."""
+    kwargs: dict[str, Any] = {"enable_thinking": _asks(thinking)}
+    if output is not None and output.effort is not None:
+        kwargs["reasoning_effort"] = output.effort
+    return kwargs
+
+
+def _asks(thinking: ThinkingConfig | None) -> bool:
+    return thinking is not None and thinking.type != "disabled"
+
+
+def _budget(thinking: ThinkingConfig | None, where: Thinking) -> int | None:
+    """The thinking's budget: `budget_tokens`; none for `adaptive`. Not asked for, after a
+    prompt that opened the block anyway (DeepSeek-R1's template), 0: the block is closed
+    at once and the model answers without thinking."""
+    if _asks(thinking):
+        assert thinking is not None
+        return thinking.budget_tokens
+    return 0 if where == "inside" else None
 
 
 def _response_format(body: MessagesBody) -> ResponseFormat | None:

@@ -20,11 +20,15 @@ from llm_worker_rbee.http.schemas import Number
 
 class ContentBlock(KeepsUnknown):
     """A content block: `text` is read; with tools, `tool_use` (an earlier answer's call)
-    and `tool_result` (its result). The route refuses any other type by name (images,
-    documents, thinking)."""
+    and `tool_result` (its result); an assistant's `thinking` (an earlier answer's, given
+    to the template as its reasoning; `signature` not checked) and `redacted_thinking`
+    (dropped: its text is not there). The route refuses any other type by name."""
 
     type: StrictStr
     text: StrictStr | None = None
+    # thinking
+    thinking: StrictStr | None = None
+    signature: StrictStr | None = None
     # tool_use
     id: StrictStr | None = None
     name: StrictStr | None = None
@@ -62,11 +66,21 @@ class JsonOutputFormat(DropsUnknownByAlias):
 
 
 class OutputConfig(DropsUnknown):
-    """`format`: JSON valid against a schema, enforced by a grammar; `effort` is refused
-    (the served model does not reason)."""
+    """`format`: JSON valid against a schema, enforced by a grammar; `effort` is given to
+    the chat template as `reasoning_effort` (templates that read it, e.g. gpt-oss's)."""
 
     format: JsonOutputFormat | None = None
     effort: StrictStr | None = None
+
+
+class ThinkingConfig(DropsUnknown):
+    """`thinking`: `enabled` with `budget_tokens` (the most tokens the thinking may take;
+    Anthropic's minimum of 1024 is not kept, its `< max_tokens` is), `adaptive` (no
+    budget) or `disabled`; `display: "omitted"` sends the blocks without their text."""
+
+    type: Literal["enabled", "adaptive", "disabled"]
+    budget_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    display: Literal["summarized", "omitted"] | None = None
 
 
 # The fields MessagesBody and CountTokensBody share.
@@ -91,6 +105,7 @@ class MessagesBody(KeepsUnknown):
     tools: ToolList | None = None
     tool_choice: dict[str, Any] | None = None
     output_config: OutputConfig | None = None
+    thinking: ThinkingConfig | None = None
     # rbee extensions, as on the other routes.
     seed: StrictInt | None = None
     timeout: Annotated[Number, Field(gt=0)] | None = None
@@ -101,6 +116,7 @@ class CountTokensBody(KeepsUnknown):
     messages: MessageList
     system: StrOrList[SystemBlock] | None = None
     tools: ToolList | None = None
+    thinking: ThinkingConfig | None = None
 
 
 # --- The response ------------------------------------------------------------------------
@@ -109,6 +125,16 @@ class CountTokensBody(KeepsUnknown):
 class TextBlock(BaseModel):
     type: Literal["text"]
     text: str
+
+
+class ThinkingBlock(BaseModel):
+    """The reply's thinking (its `<think>` block), before its text; `signature` is the
+    SHA-256 of `thinking`, in hex (Anthropic's is opaque; this one only lets a client check
+    that the block came whole)."""
+
+    type: Literal["thinking"]
+    thinking: str
+    signature: str
 
 
 class ToolUseBlock(BaseModel):
@@ -135,7 +161,7 @@ class MessageObject(BaseModel):
     type: Literal["message"]
     role: Literal["assistant"]
     model: str
-    content: list[TextBlock | ToolUseBlock]
+    content: list[ThinkingBlock | TextBlock | ToolUseBlock]
     stop_reason: StopReason | None
     stop_sequence: str | None
     usage: MessageUsage
@@ -168,9 +194,11 @@ class MessageDeltaBody(BaseModel):
 
 
 class BlockDelta(BaseModel):
-    type: Literal["text_delta", "input_json_delta"]
+    type: Literal["text_delta", "input_json_delta", "thinking_delta", "signature_delta"]
     text: str | None = None
     partial_json: str | None = None
+    thinking: str | None = None
+    signature: str | None = None
 
 
 StreamEventType = Literal[
@@ -191,7 +219,7 @@ class MessageStreamEvent(BaseModel):
     type: StreamEventType
     message: MessageObject | None = None
     index: int | None = None
-    content_block: TextBlock | ToolUseBlock | None = None
+    content_block: ThinkingBlock | TextBlock | ToolUseBlock | None = None
     delta: BlockDelta | MessageDeltaBody | None = None
     usage: MessageUsage | None = None
     error: AnthropicErrorDetail | None = None

@@ -14,25 +14,21 @@ from llm_worker_rbee.reasoning import ReasoningFormat, ReasoningSplitter, starts
 from llm_worker_rbee.tools import NO_TOOLS, ToolCall, ToolPlan
 
 
-def thinking_of(reasoning_format: ReasoningFormat, prompt: str, *, structured: bool) -> Thinking:
+def thinking_of(reasoning_format: ReasoningFormat, prompt: str) -> Thinking:
     """Whether a reply's thinking is split off (--reasoning-format), and where it starts:
-    inside a block the rendered prompt opened, or at a `<think>` the model writes. Under a
-    grammar the worker builds (`structured`: a forced call, `response_format`, `json_schema`,
-    the Responses API's `text.format`) the model cannot write `</think>`, so the reply is the
-    answer even after an opened block; the client's own `grammar` may spell the marker, and
-    is read as the prompt says."""
+    inside a block the rendered prompt opened, or at a `<think>` the model writes. After an
+    opened block, a grammar applies to the answer alone (translate.thinking_rule)."""
     if reasoning_format == "none":
         return "none"
-    return "inside" if starts_in_reasoning(prompt) and not structured else "leading"
+    return "inside" if starts_in_reasoning(prompt) else "leading"
 
 
-def chat_structured(body: ChatCompletionBody, tools: ToolPlan) -> bool:
-    """A chat request whose grammar the worker builds (see thinking_of)."""
-    return (
-        tools.grammar is not None
-        or body.json_schema is not None
-        or (body.response_format is not None and body.response_format.type != "text")
-    )
+def template_kwargs(body: ChatCompletionBody) -> dict[str, Any]:
+    """`chat_template_kwargs`, with `reasoning_effort` as a variable unless they set it."""
+    kwargs: dict[str, Any] = {}
+    if body.reasoning_effort is not None:
+        kwargs["reasoning_effort"] = body.reasoning_effort
+    return kwargs | (body.chat_template_kwargs or {})
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,8 @@ limits as /v1/chat/completions, with errors naming the caller's own parameters."
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from quart import Response
@@ -18,6 +17,7 @@ from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_p
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.translate import build_request
+from llm_worker_rbee.messages.inference import Thinking
 from llm_worker_rbee.messages.session import Ended, InferenceRequest
 from llm_worker_rbee.prompts import ChatMessage, ChatPrompt, TemplateError, render_chat
 from llm_worker_rbee.tools import (
@@ -142,9 +142,11 @@ def render(
     *,
     param: str,
     plan: ToolPlan = NO_TOOLS,
+    template_kwargs: Mapping[str, Any] | None = None,
 ) -> ChatPrompt:
     """The model's chat template (or the plain transcript) over `messages`, with the
-    plan's tools (the template's tool list, or the generic format's system message).
+    plan's tools (the template's tool list, or the generic format's system message) and
+    `template_kwargs` as more of its variables (`enable_thinking`, `reasoning_effort`).
 
     Raises:
         ApiError: 400 `chat_template_error` naming `param` when the template refuses them.
@@ -158,6 +160,7 @@ def render(
             eos=info.eos_text,
             tools=plan.tools,
             generic=plan.generic,
+            template_kwargs=template_kwargs,
         )
     except TemplateError as exc:
         raise bad_request(str(exc), param=param, code="chat_template_error") from None
@@ -173,16 +176,19 @@ def chat_request(
     deadline: float | None,
     params: dict[str, str],
     grammar: str | None = None,
+    thinking: Thinking = "none",
+    thinking_budget: int | None = None,
 ) -> InferenceRequest:
     """build_request over a rendered conversation; `params` renames the chat route's
     parameter names in its errors (`prompt`, `response_format`, ...) to the caller's.
-    `grammar` (a tool plan's, already checked) replaces the one `response_format` makes.
+    `grammar` (a tool plan's, already checked) replaces the one `response_format` makes;
+    `thinking` and `thinking_budget` as build_request's.
 
     Raises:
         ApiError: 400 as build_request, naming the caller's parameter.
     """
     try:
-        inference = build_request(
+        return build_request(
             model,
             fields,
             prompt.text,
@@ -191,16 +197,14 @@ def chat_request(
             max_tokens=max_tokens,
             deadline=deadline,
             extra_stops=prompt.extra_stops,
+            grammar=grammar,
+            thinking=thinking,
+            thinking_budget=thinking_budget,
         )
     except ApiError as exc:
         if exc.param in params:
             exc.param = params[exc.param]
         raise
-    if grammar is None:
-        return inference
-    return dataclasses.replace(
-        inference, sampling=dataclasses.replace(inference.sampling, grammar=grammar)
-    )
 
 
 def turn_request(
@@ -213,6 +217,8 @@ def turn_request(
     timeout: float | None,
     params: dict[str, str],
     grammar: str | None,
+    thinking: Thinking = "none",
+    thinking_budget: int | None = None,
 ) -> InferenceRequest:
     """chat_request under the request's job id (which then names the handler's log lines)
     and deadline, with the prompt logged as --log-prompts allows.
@@ -231,4 +237,6 @@ def turn_request(
         deadline=deadline_for(services, timeout),
         params=params,
         grammar=grammar,
+        thinking=thinking,
+        thinking_budget=thinking_budget,
     )

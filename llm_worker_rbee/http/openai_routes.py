@@ -18,7 +18,7 @@ from llm_worker_rbee.http.chat_output import (
     PLAIN_CHAT,
     ChatOutput,
     ChoiceText,
-    chat_structured,
+    template_kwargs,
     thinking_of,
 )
 from llm_worker_rbee.http.chat_tools import chat_message, tool_plan
@@ -158,14 +158,11 @@ def register(app: QuartTrio, services: Services) -> None:
                 eos=info.eos_text,
                 tools=tools.tools,
                 generic=tools.generic,
-                template_kwargs=body.chat_template_kwargs,
+                template_kwargs=template_kwargs(body),
             )
         except TemplateError as exc:
             raise bad_request(str(exc), param="messages", code="chat_template_error") from None
-        structured = chat_structured(body, tools)
-        thinking = thinking_of(
-            services.settings.reasoning_format, prompt.text, structured=structured
-        )
+        thinking = thinking_of(services.settings.reasoning_format, prompt.text)
         job_id = job_id_for(services)
         log_prompt(services, prompt.text)
         deadline = deadline_for(services, body.timeout)
@@ -183,6 +180,7 @@ def register(app: QuartTrio, services: Services) -> None:
                 logprobs=logprobs,
                 grammar=tools.grammar,
                 thinking=thinking,
+                thinking_budget=body.thinking_token_budget,
             )
             for i in range(n)
         ]

@@ -3,7 +3,6 @@ bounded store behind `previous_response_id`, GET and DELETE /v1/responses/{id}."
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from quart import Response
@@ -37,7 +36,6 @@ REFUSED: dict[str, str] = {
     "conversation": "conversation objects are not supported; use previous_response_id",
     "include": "include (extra output data) is not supported",
     "prompt": "prompt templates are not supported",
-    "reasoning": "reasoning options are not supported: the served model does not reason",
     "top_logprobs": "logprobs are not supported on /v1/responses",
     "stream_options": "stream_options are not supported on /v1/responses",
 }
@@ -87,7 +85,9 @@ def register(app: QuartTrio, services: Services) -> None:
                 param="text.format",
                 code="unsupported_parameter",
             )
-        prompt = render(model, system + turns, param="input", plan=plan)
+        effort = body.reasoning.effort if body.reasoning else None
+        kwargs = None if effort is None else {"reasoning_effort": effort}
+        prompt = render(model, system + turns, param="input", plan=plan, template_kwargs=kwargs)
         fields = sampling_fields(
             temperature=body.temperature,
             top_p=body.top_p,
@@ -96,6 +96,7 @@ def register(app: QuartTrio, services: Services) -> None:
             seed=body.seed,
             response_format=_response_format(text_format),
         )
+        thinking = thinking_of(services.settings.reasoning_format, prompt.text)
         inference = turn_request(
             services,
             model,
@@ -105,12 +106,9 @@ def register(app: QuartTrio, services: Services) -> None:
             timeout=body.timeout,
             params=PARAMS,
             grammar=plan.grammar,
+            thinking=thinking,
+            thinking_budget=body.thinking_token_budget,
         )
-        structured = plan.grammar is not None or _json_format(text_format)
-        thinking = thinking_of(
-            services.settings.reasoning_format, prompt.text, structured=structured
-        )
-        inference = dataclasses.replace(inference, thinking=thinking)
         reply = ResponseReply(services, body, turns, store, plan, thinking)
         return await answer(services, inference, reply, stream=body.stream)
 

@@ -88,6 +88,15 @@ class FunctionTool(DropsUnknown):
     strict: StrictBool | None = None
 
 
+class ReasoningOptions(DropsUnknown):
+    """`reasoning`: its `effort` is given to the chat template as `reasoning_effort`
+    (templates that read it, e.g. gpt-oss's); no summary is written (`summary` is
+    accepted: the reasoning items carry the whole thinking instead)."""
+
+    effort: StrictStr | None = None
+    summary: StrictStr | None = None
+
+
 class ResponsesBody(KeepsUnknown):
     # Fields that are not the Responses API's are ignored; its fields this worker does not
     # implement are refused by name (responses_api.REFUSED).
@@ -103,6 +112,9 @@ class ResponsesBody(KeepsUnknown):
     top_p: Annotated[Number, Field(gt=0, le=1)] | None = None
     stream: StrictBool | None = None
     text: TextConfig | None = None
+    reasoning: ReasoningOptions | None = None
+    # As on the chat route (vLLM's extension): the most tokens the thinking may take.
+    thinking_token_budget: Annotated[StrictInt, Field(ge=0)] | None = None
     # Kept in the worker's bounded store unless false (responses_api.STORE_LIMIT).
     store: StrictBool | None = None
     previous_response_id: StrictStr | None = None

@@ -230,6 +230,12 @@ class ChatCompletionBody(SamplingFields):
     # llama-server's and vLLM's extension: more variables for the chat template, e.g.
     # `{"enable_thinking": false}` for Qwen3 (docs/API.md, "Thinking").
     chat_template_kwargs: Annotated[dict[StrictStr, Any], Field(max_length=64)] | None = None
+    # Given to the chat template as `reasoning_effort` (gpt-oss's templates read it; others
+    # ignore it), unless chat_template_kwargs sets that variable itself.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    # vLLM's extension: the most tokens a reply may think (inside its `<think>` block) before
+    # the worker closes the block and the answer follows (docs/API.md, "Thinking").
+    thinking_token_budget: Annotated[StrictInt, Field(ge=0)] | None = None
     # OpenAI fields that change nothing in the answer, accepted and ignored (clients send
     # them as settings): `store` and `metadata` (OpenAI keeps the completion for its
     # dashboard; this worker keeps none), `service_tier` (which of OpenAI's queues),
@@ -326,14 +332,12 @@ REFUSED: dict[str, str] = {
     "suffix": "suffix (insertion) is not supported",
     "best_of": "best_of is not supported",
     "web_search_options": "web search is not supported",
-    # A model that reasons, or writes longer or shorter on request, would answer otherwise.
-    "reasoning_effort": "reasoning_effort is not supported: the served model does not reason",
+    # A model that writes longer or shorter on request would answer otherwise.
     "verbosity": "verbosity is not supported: the model's answers are as long as it writes them",
 }
 # Values of a refused parameter that ask for what the worker does anyway: accepted.
 NEUTRAL: dict[str, tuple[Any, ...]] = {
     "best_of": (1,),
-    "reasoning_effort": ("none",),
     "verbosity": ("medium",),  # OpenAI's default
 }
 

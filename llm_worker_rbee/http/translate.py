@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from llm_worker_rbee.actors.model import ModelHandle
@@ -15,7 +16,7 @@ from llm_worker_rbee.grammar import (
 )
 from llm_worker_rbee.http.errors import ContextOverflow, bad_request
 from llm_worker_rbee.http.schemas import ResponseFormat, SamplingFields
-from llm_worker_rbee.messages.inference import SamplingParams, Thinking
+from llm_worker_rbee.messages.inference import SamplingParams, Thinking, ThinkingRule
 from llm_worker_rbee.messages.session import InferenceRequest
 
 DEFAULTS = SamplingParams()
@@ -170,13 +171,15 @@ def build_request(
     logprobs: int | None = None,
     grammar: str | None = None,
     thinking: Thinking = "none",
+    thinking_budget: int | None = None,
 ) -> InferenceRequest:
     """Tokenizes (or, for token ids, checks) and checks the prompt against the context one
     request may use (the whole pool in fast mode, a slot's stream with --batch-invariant);
     builds the grammar `response_format`, `grammar` or `json_schema` asks for. `logprobs`:
     None, or how many alternatives per token to report. `grammar`: one the caller built and
     checked (e.g. forcing a tool call), which wins over the body's. `thinking`: where the
-    stops are not looked for (a chat reply's thinking, see reasoning.py).
+    stops are not looked for and the grammar does not apply (a chat reply's thinking, see
+    thinking_rule); `thinking_budget`: the most tokens it may take.
 
     Raises:
         ApiError: 400 for an empty prompt, one that does not fit the context, a schema that
@@ -195,13 +198,31 @@ def build_request(
     capacity = model.info.seq_capacity
     if len(tokens) >= capacity:
         raise ContextOverflow(capacity, len(tokens), param=prompt_param)
+    sampling = sampling_from(body, model.info.n_vocab, grammar=grammar, logprobs=logprobs)
+    rule = thinking_rule(thinking, grammar, thinking_budget)
     return InferenceRequest(
         job_id=job_id,
         prompt_tokens=tuple(tokens),
-        sampling=sampling_from(body, model.info.n_vocab, grammar=grammar, logprobs=logprobs),
+        sampling=sampling if rule is None else dataclasses.replace(sampling, thinking=rule),
         max_tokens=completion_limit(model.info, len(tokens), max_tokens),
         stop=stops_of(body) + extra_stops,
         thinking=thinking,
         deadline=deadline,
         limit_asked=max_tokens is not None,
     )
+
+
+def thinking_rule(
+    thinking: Thinking, grammar: str | None, budget: int | None
+) -> ThinkingRule | None:
+    """The engine's part in a reply's thinking. After a prompt that opened the block, a
+    grammar (the client's `grammar`, a schema's, a forced tool call's) is the answer's: it
+    starts after `</think>`, so the model thinks freely first (llama.cpp's chat code does
+    the same for templates that open the block). A reply that may open a block itself is
+    held to its grammar from the first token, as before: it answers without thinking."""
+    if thinking == "none":
+        return None
+    after = thinking == "inside" and grammar is not None
+    if not after and budget is None:
+        return None
+    return ThinkingRule(inside=thinking == "inside", budget=budget, grammar_after=after)

@@ -12,6 +12,19 @@ FinishReason = Literal["eos", "length", "stop"]
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingRule:
+    """What the engine does about a reply's `<think>` block (reasoning.py): its grammar
+    starts after the block's end, and a budget closes a block that runs too long."""
+
+    # The prompt opened the block (the reply starts inside it), or the model may open it.
+    inside: bool
+    # Tokens of thinking, after which the engine writes the end marker itself; None: any.
+    budget: int | None = None
+    # The grammar applies from `</think>` on (lazy): the thinking itself is free text.
+    grammar_after: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SamplingParams:
     """Sampling settings for one sequence; the engine builds a sampler chain from them."""
 
@@ -35,6 +48,8 @@ class SamplingParams:
     # The longest n-gram draft a step may verify for it (fast mode, --speculation ngram);
     # None: the worker's own; 0: no speculation.
     draft_max: int | None = None
+    # A thinking reply's grammar start and budget; None: no thinking rule.
+    thinking: ThinkingRule | None = None
 
 
 @dataclass(frozen=True, slots=True)

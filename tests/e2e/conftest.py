@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from devtools.sdist import templates_folder
 from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.testing.process import WorkerProcess
 from tests.gguf_factory import with_chat_template
@@ -77,9 +78,18 @@ def exact_client(exact_worker: WorkerProcess) -> Iterator[openai.OpenAI]:
 
 
 @pytest.fixture(scope="session")
+def published_templates() -> Path:
+    """llama.cpp's copies of published chat templates (`Qwen3.5-4B.jinja`, ...), from the
+    installed llama-cpp-python's sdist (fetched through pip once, then kept in the venv:
+    devtools/sdist.py). A path in it is a template `serve_template` takes."""
+    return templates_folder()
+
+
+@pytest.fixture(scope="session")
 def template_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """The bundled model's weights with a published template from tests/templates/ as its
-    `tokenizer.chat_template`: each copy made once per session, under pytest's tmp."""
+    """The bundled model's weights with a published template from tests/templates/ (or a
+    path, e.g. in `published_templates`) as its `tokenizer.chat_template`: each copy made
+    once per session, under pytest's tmp."""
     folder = tmp_path_factory.mktemp("gguf")
     made: dict[str, Path] = {}
 
