@@ -45,7 +45,7 @@ def serve(port: int, slots: int, tokens: int, step_seconds: float = 0.0) -> int:
     from llm_worker_rbee.config import Settings
     from llm_worker_rbee.engine.base import SeqOutput
     from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-    from llm_worker_rbee.engine.runner import ThreadStepRunner
+    from llm_worker_rbee.pipeline.runner import ThreadStepRunner
     from llm_worker_rbee.worker import Runtime, run_worker
 
     class SpacedEngine(FakeEngine):

@@ -23,11 +23,11 @@ from llm_worker_rbee.engine.model_report import ModelFile
 from llm_worker_rbee.engine.model_report import add_arguments as add_inspect_arguments
 from llm_worker_rbee.engine.model_report import run as inspect_model
 from llm_worker_rbee.engine.preflight import StartError, llama_offload_supported, plan_start
-from llm_worker_rbee.engine.runner import ThreadStepRunner
-from llm_worker_rbee.hive.stub_cli import add_hive_stub_parser, run_hive_stub
 from llm_worker_rbee.hive.vitals import nvml_vram
+from llm_worker_rbee.hive_stub.cli import add_hive_stub_parser, run_hive_stub
 from llm_worker_rbee.http.server import ListenError, first_exception
 from llm_worker_rbee.logs import configure_logging
+from llm_worker_rbee.pipeline.runner import ThreadStepRunner
 from llm_worker_rbee.prompts import TemplateFileError, read_chat_template
 from llm_worker_rbee.worker import LOAD_FAILED_EXIT, Runtime, run_worker
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from llm_worker_rbee.actors.decode import SequenceProgress
+from llm_worker_rbee.pipeline.decode import SequenceProgress
 
 # Five minutes at one sample a second: what the page's charts show.
 HISTORY_SIZE = 300

@@ -12,7 +12,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from llm_worker_rbee.actors.text import TURN_HEADER
+from llm_worker_rbee.messages.inference import TURN_HEADER
 from llm_worker_rbee.tools.family import (
     ToolFamily,
     ToolsUnsupported,

@@ -26,23 +26,23 @@ from llm_worker_rbee.engine.base import Engine, LoadCancelled, ModelLoadError
 from llm_worker_rbee.engine.gpu import AskedDevice
 from llm_worker_rbee.engine.loading import LoadProgress
 from llm_worker_rbee.engine.model_report import ModelFile
-from llm_worker_rbee.engine.runner import StepRunner
 from llm_worker_rbee.hive.client import HiveClient
 from llm_worker_rbee.hive.connect import hive_client_for, queen_client_for
 from llm_worker_rbee.hive.queen_client import QueenClient
 from llm_worker_rbee.hive.vitals import VramReader
 from llm_worker_rbee.http.app import create_app
+from llm_worker_rbee.http.page_status import keep_history
 from llm_worker_rbee.http.server import serve_http
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.messages.lifecycle import WorkerState
-from llm_worker_rbee.metrics import WorkerMetrics
-from llm_worker_rbee.page_status import keep_history
-from llm_worker_rbee.status import (
+from llm_worker_rbee.http.status import (
     WorkerReports,
     advertised_url,
     metrics_snapshot,
     worker_heartbeat_payload,
 )
+from llm_worker_rbee.messages.lifecycle import WorkerState
+from llm_worker_rbee.metrics import WorkerMetrics
+from llm_worker_rbee.pipeline.runner import StepRunner
 from llm_worker_rbee.tracing import Tracer, fan_out, no_trace
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ ALLOWED = {
     "engine/": "the engine itself, its vocabulary and snapshots, and its step runners",
     "actors/model.py": "the ModelActor: loads the engine and owns it; hands out only the "
     "vocabulary and snapshots",
-    "actors/decode.py": "the DecodeLoop: the ModelActor's driver of the engine (on the engine "
+    "pipeline/decode.py": "the DecodeLoop: the ModelActor's driver of the engine (on the engine "
     "thread, or the pump's task in virtual time)",
     "worker.py": "wiring: takes the engine factory and hands it to the ModelActor",
     "cli.py": "wiring: builds the llama.cpp engine factory for `serve`",

@@ -7,19 +7,19 @@ from __future__ import annotations
 import pytest
 import trio
 
-from llm_worker_rbee.actors.decode import DecodeLoop
+from llm_worker_rbee.actors.mailbox import OutputMailbox
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-from llm_worker_rbee.engine.runner import ThreadStepRunner
 from llm_worker_rbee.messages.inference import (
     Abandon,
     Admit,
     Cancel,
-    OutputMailbox,
     SamplingParams,
     SequenceFinished,
     TextOutput,
 )
+from llm_worker_rbee.pipeline.decode import DecodeLoop
+from llm_worker_rbee.pipeline.runner import ThreadStepRunner
 
 REPLY = [f" t{i}" for i in range(200)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_worker_rbee.testing.fuzz import run_fuzz
+from devtools.fuzz import run_fuzz
 
 
 @pytest.mark.behavior("HTTP-008", "HTTP-018")

@@ -18,7 +18,6 @@ from llm_worker_rbee.actors.heartbeat import HeartbeatActor, HeartbeatHandle, ba
 from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.hive.client import HiveClient, Payload
 from llm_worker_rbee.hive.scripted import HiveScript, Outage, ScriptedHive, captured_log
 from llm_worker_rbee.hive.vitals import Vitals
@@ -26,6 +25,7 @@ from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.hive import CommandAck, HiveCommand, HiveOutcome, HiveReply, Obey
 from llm_worker_rbee.messages.lifecycle import Stop, WorkerState
 from llm_worker_rbee.messages.session import StopReason
+from llm_worker_rbee.pipeline.runner import VirtualTimeStepRunner
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer
 from llm_worker_rbee.worker import Runtime, run_worker

@@ -17,8 +17,8 @@ from llm_worker_rbee.config import SettingsError, settings_from
 from llm_worker_rbee.hive.client import HiveClient
 from llm_worker_rbee.hive.connect import hive_client_for
 from llm_worker_rbee.hive.http_client import HttpHiveClient
-from llm_worker_rbee.hive.stub import HiveEvent, HiveStub, running_stub, serve_stub
 from llm_worker_rbee.hive.ws_client import WebSocketHiveClient
+from llm_worker_rbee.hive_stub.server import HiveEvent, HiveStub, running_stub, serve_stub
 from llm_worker_rbee.messages.hive import CommandAck, HiveCommand, HiveOutcome, HiveReply
 
 CAP_S = 20

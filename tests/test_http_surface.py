@@ -17,6 +17,7 @@ from werkzeug.exceptions import Gone, ServiceUnavailable
 
 from devtools.behaviors.runtime_facts import worker_app
 from llm_worker_rbee.actors.choice_stream import ChoiceBox, ChoiceStream
+from llm_worker_rbee.actors.mailbox import OutputMailbox
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
 from llm_worker_rbee.actors.session import InferenceSession
 from llm_worker_rbee.config import Settings
@@ -28,7 +29,7 @@ from llm_worker_rbee.http.schemas import CompletionBody
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import LOST, SessionBody, next_choice
 from llm_worker_rbee.http.translate import build_request
-from llm_worker_rbee.messages.inference import OutputMailbox, TextOutput
+from llm_worker_rbee.messages.inference import TextOutput
 from llm_worker_rbee.messages.session import Started, TextDelta
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import inprocess_worker

@@ -13,9 +13,9 @@ import trio.testing
 from llm_worker_rbee.actors.lifecycle import LifecycleActor
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.messages.lifecycle import Drain, Stop, WorkerState
 from llm_worker_rbee.messages.session import Ended
+from llm_worker_rbee.pipeline.runner import VirtualTimeStepRunner
 from llm_worker_rbee.testing.asgi import Exchange, asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer
 from llm_worker_rbee.testing.stack import actor_stack

@@ -22,11 +22,11 @@ from llm_worker_rbee.engine.base import (
 )
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
-from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.messages.lifecycle import Drain
 from llm_worker_rbee.messages.session import InferenceRequest
+from llm_worker_rbee.pipeline.runner import VirtualTimeStepRunner
 from llm_worker_rbee.testing.asgi import asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer, inprocess_worker
 from llm_worker_rbee.testing.virtual_load import VirtualTimeLoader

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from llm_worker_rbee.actors.decode import DecodeLoop
-from llm_worker_rbee.actors.memory_pressure import MemoryPressure
+from llm_worker_rbee.actors.mailbox import OutputMailbox
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.messages.inference import (
     Admit,
-    OutputMailbox,
     SamplingParams,
     SequenceFailed,
 )
+from llm_worker_rbee.pipeline.decode import DecodeLoop
+from llm_worker_rbee.pipeline.memory_pressure import MemoryPressure
 from tests.hand_clock import HandClock
 
 

@@ -9,10 +9,10 @@ import trio
 import trio.testing
 
 from llm_worker_rbee.actors.choice_stream import ChoiceStream
-from llm_worker_rbee.actors.output import SequenceText
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.messages.session import Ended, InferenceRequest, SessionEvent, TextDelta
+from llm_worker_rbee.pipeline.output import SequenceText
 from llm_worker_rbee.testing.stack import actor_stack
 from tests.test_actors import collect, last, request, text_of
 

@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from llm_worker_rbee.actors.text import TURN_HEADER
 from llm_worker_rbee.http import openai_routes
+from llm_worker_rbee.messages.inference import TURN_HEADER
 from llm_worker_rbee.prompts import (
     FALLBACK_USER_TURN,
     ChatMessage,

@@ -25,13 +25,13 @@ from llm_worker_rbee.actors.lifecycle import LifecycleActor
 from llm_worker_rbee.actors.queen_heartbeat import QueenHeartbeatActor
 from llm_worker_rbee.config import Settings, SettingsError, settings_from
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-from llm_worker_rbee.engine.runner import ThreadStepRunner
 from llm_worker_rbee.hive.queen_client import QUEEN_HEARTBEAT_PATH, HttpQueenClient, queen_reply
 from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.status import rfc3339, worker_heartbeat_payload
 from llm_worker_rbee.messages.hive import HIVE_OK, HiveOutcome, HiveReply
 from llm_worker_rbee.messages.lifecycle import Drain
 from llm_worker_rbee.messages.session import StopReason
-from llm_worker_rbee.status import rfc3339, worker_heartbeat_payload
+from llm_worker_rbee.pipeline.runner import ThreadStepRunner
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 from llm_worker_rbee.worker import Runtime, run_worker
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm_worker_rbee.actors.output import SequenceText
 from llm_worker_rbee.engine.sampling import Wake
+from llm_worker_rbee.pipeline.output import SequenceText
 from llm_worker_rbee.reasoning import (
     ReasoningSplitter,
     ThinkingBudget,

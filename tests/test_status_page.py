@@ -13,7 +13,6 @@ import trio
 import trio.testing
 from prometheus_client import CollectorRegistry, Histogram
 
-from llm_worker_rbee.actors.decode import SequenceProgress
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.fake import FakeScript
@@ -22,6 +21,7 @@ from llm_worker_rbee.engine.model_report import ModelFile
 from llm_worker_rbee.history import Reading, StatusHistory
 from llm_worker_rbee.http.ui_routes import PAGE_FILES
 from llm_worker_rbee.metrics import histogram_totals
+from llm_worker_rbee.pipeline.decode import SequenceProgress
 from llm_worker_rbee.testing.inprocess import InProcessWorker, inprocess_worker
 from tests.test_limits_and_auth import KEY, keyed
 from tests.test_metrics import samples as metric_samples

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm_worker_rbee.actors.text import TURN_HEADER, PieceDecoder, StopMatcher
+from llm_worker_rbee.messages.inference import TURN_HEADER
+from llm_worker_rbee.pipeline.text import PieceDecoder, StopMatcher
 
 
 def feed_all(matcher: StopMatcher, pieces: list[str]) -> str:

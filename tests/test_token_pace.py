@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_worker_rbee.actors.token_pace import DECAY, SEED_TOKENS, TokenPace
+from llm_worker_rbee.pipeline.token_pace import DECAY, SEED_TOKENS, TokenPace
 from tests.hand_clock import HandClock
 
 

@@ -23,8 +23,8 @@ from llm_worker_rbee.actors.lifecycle import LifecycleActor, LifecycleHandle
 from llm_worker_rbee.cli import build_parser
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.loading import LoadStage
-from llm_worker_rbee.hive.stub import HiveStub
 from llm_worker_rbee.hive.vitals import HiveStatus
+from llm_worker_rbee.hive_stub.server import HiveStub
 from llm_worker_rbee.http import anthropic_schemas, responses, responses_api_schemas, schemas
 from llm_worker_rbee.http.admin_routes import ShutdownBody
 from llm_worker_rbee.http.app import create_app
@@ -69,7 +69,7 @@ def worker_app() -> Any:
 def route_facts(app: Any | None = None, stub_app: Any | None = None) -> list[Fact]:
     facts = [route_fact(r, "http.app:create_app") for r in app_routes(app or worker_app())]
     stub = stub_app or HiveStub().app()
-    facts += [route_fact(r, "hive.stub:_app") for r in app_routes(stub)]
+    facts += [route_fact(r, "hive_stub.server:_app") for r in app_routes(stub)]
     return facts
 
 

@@ -33,7 +33,7 @@ def _computed_errors() -> dict[tuple[str, str], tuple[str, ...]]:
             "invalid_request_error",
             "server_error",
         ),
-        ("hive.stub:_app.worker_call", "code"): ("http_<status>",),
+        ("hive_stub.server:_app.worker_call", "code"): ("http_<status>",),
     }
 
 
@@ -226,8 +226,8 @@ def sse_event_facts(package_dir: Path = PACKAGE_DIR) -> list[Fact]:
 
 
 def payload_facts(package_dir: Path = PACKAGE_DIR) -> list[Fact]:
-    """The fields of the hive payloads (the dicts status.py's builders return)."""
-    tree = ast.parse((package_dir / "status.py").read_text(encoding="utf-8"))
+    """The fields of the hive payloads (the dicts http/status.py's builders return)."""
+    tree = ast.parse((package_dir / "http/status.py").read_text(encoding="utf-8"))
     facts: list[Fact] = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name.endswith("_payload"):

@@ -24,7 +24,6 @@ from devtools.scenarios.spec import ActionSpec, RequestSpec, Scenario, StateExpe
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.engine.loading import LoadProgress
-from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.hive.scripted import (
     QUEEN_LOGGER,
     HiveScript,
@@ -33,7 +32,8 @@ from llm_worker_rbee.hive.scripted import (
     captured_log,
 )
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.status import reported_state
+from llm_worker_rbee.http.status import reported_state
+from llm_worker_rbee.pipeline.runner import VirtualTimeStepRunner
 from llm_worker_rbee.testing.asgi import ASGIApp, asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer
 from llm_worker_rbee.testing.virtual_load import VirtualTimeLoader

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llm_worker_rbee.actors.pump import STEPS_AHEAD
 from llm_worker_rbee.hive.scripted import HiveExpect, HiveScript, QueenExpect, QueenScript
+from llm_worker_rbee.pipeline.pump import STEPS_AHEAD
 
 
 class _Strict(BaseModel):

@@ -17,7 +17,8 @@ from typing import Protocol
 
 import trio
 
-from llm_worker_rbee.messages.inference import OutputMailbox, TextOutput
+from llm_worker_rbee.actors.mailbox import OutputMailbox
+from llm_worker_rbee.messages.inference import TextOutput
 from llm_worker_rbee.messages.session import Accepted, SessionEvent, Started, StopReason, TextDelta
 from llm_worker_rbee.tracing import Tracer, no_trace
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from llm_worker_rbee.actors.decode import DecodeLoop, Delivery, ModelStatistics
-from llm_worker_rbee.actors.pump import StepPump
 from llm_worker_rbee.engine.base import Engine, ModelInfo, PromptCacheView, Vocabulary
-from llm_worker_rbee.engine.runner import StepRunner
 from llm_worker_rbee.messages.inference import Abandon, ModelCommand
+from llm_worker_rbee.pipeline.decode import DecodeLoop, Delivery, ModelStatistics
+from llm_worker_rbee.pipeline.pump import StepPump
+from llm_worker_rbee.pipeline.runner import StepRunner
 from llm_worker_rbee.tracing import Tracer, no_trace
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,8 @@ class ModelActor:
                     pump.submit(command)
                 nursery.cancel_scope.cancel()
         finally:
-            # Unload on the engine thread: never free a context another call may be using.
+            # Unload through the runner once the pump's nursery (and so the engine thread)
+            # has ended: never free a context a step may still be using.
             with trio.CancelScope(shield=True):
                 await self._runner.unload(engine.close)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import trio
 
 from llm_worker_rbee.actors.choice_stream import ChoiceBox, ChoiceStream
+from llm_worker_rbee.actors.mailbox import OutputMailbox
 from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
 from llm_worker_rbee.logs import current_job
@@ -19,7 +20,6 @@ from llm_worker_rbee.messages.inference import (
     Admit,
     Cancel,
     FinishReason,
-    OutputMailbox,
     SequenceEnd,
     SequenceFinished,
 )

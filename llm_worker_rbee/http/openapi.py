@@ -16,6 +16,7 @@ from llm_worker_rbee.http import responses as r
 from llm_worker_rbee.http import responses_api_schemas as resp
 from llm_worker_rbee.http.admin_routes import ShutdownAccepted, ShutdownBody
 from llm_worker_rbee.http.loading_routes import LoadingEvent, Ready
+from llm_worker_rbee.http.page_status import WorkerStatus
 from llm_worker_rbee.http.schemas import (
     ChatCompletionBody,
     CompletionBody,
@@ -23,7 +24,6 @@ from llm_worker_rbee.http.schemas import (
     OperationBody,
 )
 from llm_worker_rbee.http.token_routes import DetokenizeBody, TokenizeBody
-from llm_worker_rbee.page_status import WorkerStatus
 
 
 @dataclass(frozen=True)

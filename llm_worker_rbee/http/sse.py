@@ -56,7 +56,8 @@ class SessionBody:
     """An SSE response body over one session's events.
 
     Quart calls `aclose()` when the response ends or the client goes away; that stops the
-    session even if iteration never began. The ASGI guard in app.py is the second line.
+    session even if iteration never began. The ASGI middleware `http/sessions.py:SessionGuard`
+    is the second line.
     """
 
     def __init__(self, stream: ChoiceStream, frames: AsyncIterator[bytes]) -> None:

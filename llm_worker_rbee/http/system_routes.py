@@ -10,8 +10,8 @@ from quart_trio import QuartTrio
 
 from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.status import heartbeat_payload, worker_info_payload
 from llm_worker_rbee.messages.lifecycle import WorkerState
-from llm_worker_rbee.status import heartbeat_payload, worker_info_payload
 
 
 def rfc3339(epoch_s: int) -> str:

@@ -11,8 +11,8 @@ import trio
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.logs import configure_logging
+from llm_worker_rbee.pipeline.runner import VirtualTimeStepRunner
 from llm_worker_rbee.worker import Runtime, run_worker
 
 

@@ -13,8 +13,8 @@ import trio
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
 from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.pipeline.runner import VirtualTimeStepRunner
 from llm_worker_rbee.testing.asgi import ASGIApp, Exchange, asgi_request
 from llm_worker_rbee.tracing import Tracer, no_trace
 from llm_worker_rbee.worker import Runtime, run_worker

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import trio
 
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
-from llm_worker_rbee.actors.pump import STEPS_AHEAD
 from llm_worker_rbee.actors.scheduler import SchedulerHandle, SlotScheduler
 from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
-from llm_worker_rbee.engine.runner import VirtualTimeStepRunner
+from llm_worker_rbee.pipeline.pump import STEPS_AHEAD
+from llm_worker_rbee.pipeline.runner import VirtualTimeStepRunner
 
 
 @dataclass

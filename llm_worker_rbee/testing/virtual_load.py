@@ -7,9 +7,9 @@ from typing import TypeVar
 
 import trio
 
-from llm_worker_rbee.actors.pump import StepPump
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
-from llm_worker_rbee.engine.runner import StepRunner
+from llm_worker_rbee.pipeline.pump import StepPump
+from llm_worker_rbee.pipeline.runner import StepRunner
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from llm_worker_rbee.hive.stub import HiveEvent, HiveStub, running_stub
+from llm_worker_rbee.hive_stub.server import HiveEvent, HiveStub, running_stub
 from llm_worker_rbee.testing.process import WorkerProcess
 
 pytestmark = pytest.mark.real_model

@@ -9,19 +9,19 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from llm_worker_rbee.actors.mailbox import OutputMailbox
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.base import SeqOutput
 from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.llama import LlamaEngine
-from llm_worker_rbee.engine.runner import ThreadStepRunner
 from llm_worker_rbee.messages.inference import (
     Admit,
-    OutputMailbox,
     SamplingParams,
     SequenceFinished,
     TextOutput,
 )
+from llm_worker_rbee.pipeline.runner import ThreadStepRunner
 
 pytestmark = pytest.mark.real_model
 

@@ -6,10 +6,8 @@ import codecs
 import re
 from collections.abc import Sequence
 
-# A stop entry meaning "a new line that starts a speaker's turn" (`\nStudent:`, `\nAI:`):
-# the plain transcript a base model gets (prompts.py) ends the reply at any of them, since
-# the model invents speakers. The NUL keeps it apart from any stop a client would send.
-TURN_HEADER = "\x00turn header"
+from llm_worker_rbee.messages.inference import TURN_HEADER
+
 _HEADER = re.compile(r"\n[A-Z][A-Za-z]{0,23}:")
 # The end of the text that may still grow into a header: held back until it cannot.
 _HEADER_START = re.compile(r"\n(?:[A-Z][A-Za-z]{0,23})?\Z")

@@ -4,7 +4,7 @@ The engine half (`run_engine`) takes the commands that arrived, applies them, ru
 hands its outputs to the trio half (`take`), which delivers them to the sessions' mailboxes.
 The engine half runs ahead of the trio half by at most `ahead` steps and never waits for it
 otherwise. Where it runs and how it waits is an `EngineSide`: an OS thread in real time
-(`actors/engine_thread.py`) or a trio task in virtual time (`engine/runner.py`), so the
+(`pipeline/engine_thread.py`) or a trio task in virtual time (`pipeline/runner.py`), so the
 scenario harness runs the same look-ahead, abandon and stop paths as production.
 """
 
@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from llm_worker_rbee.actors.decode import DecodeLoop, Delivery
 from llm_worker_rbee.messages.inference import Abandon, ModelCommand
+from llm_worker_rbee.pipeline.decode import DecodeLoop, Delivery
 
 log = logging.getLogger(__name__)
 

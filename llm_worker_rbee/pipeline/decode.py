@@ -1,11 +1,11 @@
 """DecodeLoop: the ModelActor's bookkeeping around the engine, free of trio and threads.
 
 It applies admissions and cancellations, runs steps, enforces token limits and stop strings,
-and turns each step's outputs into ready text per sequence (`actors/output.py`): a sequence
+and turns each step's outputs into ready text per sequence (`pipeline/output.py`): a sequence
 that ends in a step (end of generation, limit, stop string) is out of the engine before the
 next one. It never delivers anything itself: each call returns the outputs to hand to
 sessions, so the same code serves the engine thread in production and the pump in virtual
-time (`actors/pump.py`).
+time (`pipeline/pump.py`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llm_worker_rbee.actors.memory_pressure import MemoryPressure
-from llm_worker_rbee.actors.output import SequenceText
-from llm_worker_rbee.actors.token_pace import TokenPace
 from llm_worker_rbee.engine.base import Engine, EngineOutOfMemory, PromptCacheView, SeqOutput
 from llm_worker_rbee.messages.inference import (
     Abandon,
@@ -30,6 +27,9 @@ from llm_worker_rbee.messages.inference import (
     SequenceFinished,
     TextOutput,
 )
+from llm_worker_rbee.pipeline.memory_pressure import MemoryPressure
+from llm_worker_rbee.pipeline.output import SequenceText
+from llm_worker_rbee.pipeline.token_pace import TokenPace
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ModelStatistics:
     prompt_tokens: int
     # KV cells the active sequences fill (prompt + generated), for the cache-usage gauge.
     kv_tokens: int = 0
-    # Steps keep running out of memory (actors/memory_pressure.py): heartbeat `degraded`.
+    # Steps keep running out of memory (pipeline/memory_pressure.py): heartbeat `degraded`.
     memory_degraded: bool = False
     # The running sequences in slot order (a few small records per step: the status page
     # reads them once a second, so nothing else on the token path changes for it).

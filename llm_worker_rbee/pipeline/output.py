@@ -7,8 +7,8 @@ processor do), so a stop string ends its sequence before the engine's next step.
 
 from __future__ import annotations
 
-from llm_worker_rbee.actors.text import PieceDecoder, StopMatcher
 from llm_worker_rbee.messages.inference import SequenceEnd, TextOutput, Thinking, TokenLogprobs
+from llm_worker_rbee.pipeline.text import PieceDecoder, StopMatcher
 from llm_worker_rbee.reasoning import ThinkingGate
 
 

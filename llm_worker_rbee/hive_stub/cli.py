@@ -1,4 +1,4 @@
-"""`llm-worker-rbee hive-stub`: the command line of the reference hive (`hive/stub.py`)."""
+"""`llm-worker-rbee hive-stub`: the command line of the reference hive (`hive_stub/server.py`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from llm_worker_rbee.hive.stub import HiveStub, serve_stub
+from llm_worker_rbee.hive_stub.server import HiveStub, serve_stub
 
 
 def add_hive_stub_parser(commands: argparse._SubParsersAction[Any]) -> None:

@@ -80,7 +80,7 @@ def run_fuzz(*, examples: int, seed: int, phases: str, all_checks: bool = False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm_worker_rbee.testing.fuzz")
+    parser = argparse.ArgumentParser(prog="python -m devtools.fuzz")
     parser.add_argument("--examples", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--phases", default="examples,coverage,fuzzing")

@@ -210,7 +210,7 @@ def overload_probe(slots: int, queue: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm_worker_rbee.testing.soak")
+    parser = argparse.ArgumentParser(prog="python -m devtools.soak")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--skip-real", action="store_true")

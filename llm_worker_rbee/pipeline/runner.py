@@ -1,6 +1,6 @@
 """Where the engine runs: on OS threads for real, or in virtual time.
 
-Either way the ModelActor's steps go through the one `StepPump` (actors/pump.py): a runner
+Either way the ModelActor's steps go through the one `StepPump` (pipeline/pump.py): a runner
 only chooses its engine side.
 """
 
@@ -13,9 +13,9 @@ from typing import Protocol, TypeVar
 
 import trio
 
-from llm_worker_rbee.actors.decode import Delivery
-from llm_worker_rbee.actors.engine_thread import EngineThread
-from llm_worker_rbee.actors.pump import STEPS_AHEAD, StepPump
+from llm_worker_rbee.pipeline.decode import Delivery
+from llm_worker_rbee.pipeline.engine_thread import EngineThread
+from llm_worker_rbee.pipeline.pump import STEPS_AHEAD, StepPump
 
 T = TypeVar("T")
 
@@ -41,11 +41,12 @@ class StepRunner(Protocol):
 
 
 class ThreadStepRunner:
-    """Runs engine calls on a worker thread, one at a time.
-
-    llama.cpp is not thread-safe, so a CapacityLimiter(1) serialises every call. The thread
-    is never abandoned on cancel: llama.cpp would go on using a context we no longer own, so
-    a cancel waits for the current step (tens of milliseconds) to end.
+    """Steps the engine on an engine thread of its own (`EngineThread`), and runs the load
+    and the unload on a trio worker thread, one at a time (a CapacityLimiter(1)): the load
+    before the engine thread starts, the unload after it ended, so no two threads ever use
+    llama.cpp's context at once. The engine thread is never abandoned on cancel: llama.cpp
+    would go on using a context we no longer own, so a cancel waits for the current step
+    (tens of milliseconds) to end.
     """
 
     own_thread = True

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import trio
 
-from llm_worker_rbee.actors.decode import Delivery
-from llm_worker_rbee.actors.pump import StepPump
+from llm_worker_rbee.pipeline.decode import Delivery
+from llm_worker_rbee.pipeline.pump import StepPump
 
 T = TypeVar("T")
 
