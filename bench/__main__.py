@@ -177,7 +177,7 @@ def _rounds(
 
 def main(argv: Sequence[str] | None = None) -> int:
     from bench.bare import model_facts
-    from llm_worker_rbee.engine.bundled import bundled_model_path
+    from llm_worker_rbee.inspection.bundled import bundled_model_path
 
     args = _parser().parse_args(argv)
     if args.quick:

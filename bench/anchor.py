@@ -33,7 +33,7 @@ from bench.load import run_load, warm_up
 from bench.machine import cpu_model
 from bench.rounds import ROUND_INDEX_STEP, BareRounds, Rounds, paired_ratio
 from bench.servers import Served, free_port
-from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 
 SLOTS = 8
 BARE_POOL = "bare loop, one KV pool"

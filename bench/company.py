@@ -28,7 +28,7 @@ import trio
 from bench.bare import model_facts
 from bench.common import Machine, prompt_for
 from bench.servers import this_worker
-from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 
 TOKENS = 64
 TRIALS = 12

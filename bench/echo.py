@@ -30,7 +30,7 @@ import httpx
 from bench.bursts import counter
 from bench.common import PROMPTS
 from bench.servers import Served, free_port
-from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.testing.process import WorkerProcess
 
 TOKENS = 160

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine import llama as llama_engine
-from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams
 
 CHUNKS = (64, 128, 256, 512)

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
-from llm_worker_rbee.engine.gguf_check import check_model
-from llm_worker_rbee.engine.gpu import GpuError, NvmlProbe, select_device
-from llm_worker_rbee.engine.memory import ContextShape, ModelShape, estimate
+from llm_worker_rbee.inspection.bundled import bundled_model_path
+from llm_worker_rbee.inspection.gguf_check import validate_gguf
+from llm_worker_rbee.inspection.gpu import GpuError, NvmlProbe, select_device
+from llm_worker_rbee.inspection.memory import ContextShape, ModelShape, estimate
 from llm_worker_rbee.messages.inference import SamplingParams
 
 MiB = 1 << 20
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except GpuError as exc:  # NoGpuDriver included
         return skipped(str(exc))
     path = args.model or bundled_model_path()
-    shape = ModelShape.from_gguf(check_model(path))
+    shape = ModelShape.from_gguf(validate_gguf(path))
     context = ContextShape(args.ctx_size, args.slots, args.batch_size)
     layers = shape.all_layers if args.gpu_layers == "all" else int(args.gpu_layers)
     need = estimate(shape, context, layers)

@@ -16,16 +16,16 @@ import trio
 
 from llm_worker_rbee import __version__
 from llm_worker_rbee.config import Settings, SettingsError, add_setting_flags, die, settings_from
-from llm_worker_rbee.engine.gpu import AskedDevice, NvmlProbe
 from llm_worker_rbee.engine.loading import LoadProgress
-from llm_worker_rbee.engine.memory import available_ram
-from llm_worker_rbee.engine.model_report import ModelFile
-from llm_worker_rbee.engine.model_report import add_arguments as add_inspect_arguments
-from llm_worker_rbee.engine.model_report import run as inspect_model
-from llm_worker_rbee.engine.preflight import StartError, llama_offload_supported, plan_start
 from llm_worker_rbee.hive.vitals import nvml_vram
 from llm_worker_rbee.hive_stub.cli import add_hive_stub_parser, run_hive_stub
 from llm_worker_rbee.http.server import ListenError, first_exception
+from llm_worker_rbee.inspection.gpu import AskedDevice, NvmlProbe
+from llm_worker_rbee.inspection.memory import available_ram
+from llm_worker_rbee.inspection.model_report import ModelFile
+from llm_worker_rbee.inspection.model_report import add_arguments as add_inspect_arguments
+from llm_worker_rbee.inspection.model_report import run as inspect_model
+from llm_worker_rbee.inspection.preflight import StartError, llama_offload_supported, plan_start
 from llm_worker_rbee.logs import configure_logging
 from llm_worker_rbee.pipeline.runner import ThreadStepRunner
 from llm_worker_rbee.prompts import TemplateFileError, read_chat_template
@@ -125,7 +125,7 @@ def serve(settings: Settings) -> int:
             "chat template: %s, in place of the model's own", settings.chat_template_file
         )
     # Imported only now: llama_cpp loads the native library, and CUDA must see the pinned
-    # environment above when it starts (engine/preflight.py:llama_offload_supported).
+    # environment above when it starts (inspection/preflight.py:llama_offload_supported).
     from llm_worker_rbee.engine.llama import LlamaEngine
 
     device = AskedDevice(settings.device, plan.gpu)  # the reports name it as the operator did

@@ -68,7 +68,7 @@ class Settings(BaseModel):
     # A job posted to /v1/jobs (or rbee's two-call /v1/inference) whose stream nobody opens
     # within this many seconds is cancelled and its slot freed.
     job_pickup_timeout: float = Field(default=30.0, gt=0)
-    # None: the model's trained context, bounded by the memory budget (engine/preflight.py
+    # None: the model's trained context, bounded by the memory budget (inspection/preflight.py
     # resolves it before the load; `ctx_tokens` is what a worker without a model file uses).
     ctx_size: int | None = Field(default=None, ge=64, le=1 << 20)
     slots: int = Field(default=4, ge=1, le=256)

@@ -23,9 +23,7 @@ from llm_worker_rbee.actors.scheduler import SlotScheduler
 from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.base import Engine, LoadCancelled, ModelLoadError
-from llm_worker_rbee.engine.gpu import AskedDevice
 from llm_worker_rbee.engine.loading import LoadProgress
-from llm_worker_rbee.engine.model_report import ModelFile
 from llm_worker_rbee.hive.client import HiveClient
 from llm_worker_rbee.hive.connect import hive_client_for, queen_client_for
 from llm_worker_rbee.hive.queen_client import QueenClient
@@ -40,6 +38,8 @@ from llm_worker_rbee.http.status import (
     metrics_snapshot,
     worker_heartbeat_payload,
 )
+from llm_worker_rbee.inspection.gpu import AskedDevice
+from llm_worker_rbee.inspection.model_report import ModelFile
 from llm_worker_rbee.messages.lifecycle import WorkerState
 from llm_worker_rbee.metrics import WorkerMetrics
 from llm_worker_rbee.pipeline.runner import StepRunner

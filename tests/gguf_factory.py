@@ -11,7 +11,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 
 
 def write_model(

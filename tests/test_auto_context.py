@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
-from llm_worker_rbee.engine.gguf_check import read_gguf
-from llm_worker_rbee.engine.memory import ModelShape, estimate
-from llm_worker_rbee.engine.preflight import StartPlan, auto_ctx_size, context_of, plan_start
+from llm_worker_rbee.inspection.bundled import bundled_model_path
+from llm_worker_rbee.inspection.gguf_check import read_gguf
+from llm_worker_rbee.inspection.memory import ModelShape, estimate
+from llm_worker_rbee.inspection.preflight import StartPlan, auto_ctx_size, context_of, plan_start
 from tests.test_gpu_probe import TWO, Offload
 
 MiB = 1 << 20

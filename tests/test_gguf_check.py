@@ -12,10 +12,10 @@ from typing import Any
 import gguf
 import pytest
 
-from llm_worker_rbee.engine import gguf_check
-from llm_worker_rbee.engine.architectures import supported_architectures
-from llm_worker_rbee.engine.bundled import bundled_model_path
-from llm_worker_rbee.engine.gguf_check import ArrayValue, GgufError, check_model, read_gguf
+from llm_worker_rbee.inspection import gguf_check
+from llm_worker_rbee.inspection.architectures import supported_architectures
+from llm_worker_rbee.inspection.bundled import bundled_model_path
+from llm_worker_rbee.inspection.gguf_check import ArrayValue, GgufError, read_gguf, validate_gguf
 from tests.gguf_factory import arch_kv, bundled_prefix, one_tensor, raw_gguf, write_model
 
 ALL = frozenset({"llama", "gemma3", "clip"})
@@ -25,7 +25,7 @@ U32 = gguf.GGUFValueType.UINT32
 
 def refusal(path: Path, supported: frozenset[str] = ALL) -> GgufError:
     with pytest.raises(GgufError) as caught:
-        check_model(path, supported)
+        validate_gguf(path, supported)
     assert "\n" not in str(caught.value)
     assert str(caught.value).startswith(f"model {path} ")
     return caught.value
@@ -350,7 +350,7 @@ def test_architecture_table_is_the_longest_run_of_names(tmp_path: Path) -> None:
 @pytest.mark.behavior("LOAD-005")
 def test_reads_what_the_gguf_package_reads(tmp_path: Path) -> None:
     path = write_model(tmp_path / "model.gguf", n_head_kv=[1, 2], chat_template="{{ x }}")
-    summary = check_model(path, ALL)
+    summary = validate_gguf(path, ALL)
     reference = gguf.GGUFReader(path)
     assert [(t.name, t.offset, t.n_bytes, t.n_elements) for t in summary.tensors] == [
         (t.name, t.data_offset, t.n_bytes, t.n_elements) for t in reference.tensors
@@ -367,7 +367,7 @@ def test_reads_what_the_gguf_package_reads(tmp_path: Path) -> None:
 
 @pytest.mark.behavior("LOAD-005")
 def test_the_bundled_model_passes() -> None:
-    summary = check_model(bundled_model_path())
+    summary = validate_gguf(bundled_model_path())
     assert summary.architecture == "gemma3"
     assert len(summary.tensors) == 236
     assert sum(t.n_elements for t in summary.tensors) == 268_098_176  # llama_model_n_params

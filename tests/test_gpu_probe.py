@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from llm_worker_rbee.config import Settings, settings_from
-from llm_worker_rbee.engine.bundled import bundled_model_path
-from llm_worker_rbee.engine.gpu import (
+from llm_worker_rbee.inspection.bundled import bundled_model_path
+from llm_worker_rbee.inspection.gpu import (
     CUDA_VISIBLE,
     FakeGpuProbe,
     GpuDevice,
@@ -22,7 +22,7 @@ from llm_worker_rbee.engine.gpu import (
     select_device,
     visible_devices,
 )
-from llm_worker_rbee.engine.preflight import StartError, StartPlan, plan_start
+from llm_worker_rbee.inspection.preflight import StartError, StartPlan, plan_start
 
 GiB = 1 << 30
 H100 = GpuDevice(0, "GPU-aaaa1111-0000-0000-0000-000000000000", "NVIDIA H100", 80 * GiB, 79 * GiB)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llm_worker_rbee.cli import main
-from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from tests.gguf_factory import bundled_prefix, write_model
 
 BUNDLED = bundled_model_path()

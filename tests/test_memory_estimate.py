@@ -13,9 +13,10 @@ import pytest
 from llama_cpp import _logger as llama_logger
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
-from llm_worker_rbee.engine.gguf_check import read_gguf
-from llm_worker_rbee.engine.memory import (
+from llm_worker_rbee.engine.ngram import DRAFT_ROWS
+from llm_worker_rbee.inspection.bundled import bundled_model_path
+from llm_worker_rbee.inspection.gguf_check import read_gguf
+from llm_worker_rbee.inspection.memory import (
     CUDA_CONTEXT_BYTES,
     ContextShape,
     MemoryBudgetError,
@@ -25,7 +26,6 @@ from llm_worker_rbee.engine.memory import (
     estimate,
     plan_offload,
 )
-from llm_worker_rbee.engine.ngram import DRAFT_ROWS
 from tests.gguf_factory import write_model
 
 MiB = 1 << 20

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llm_worker_rbee.engine.bundled import BUNDLED_MODEL_ID
-from llm_worker_rbee.engine.model_path import (
+from llm_worker_rbee.inspection.bundled import BUNDLED_MODEL_ID
+from llm_worker_rbee.inspection.model_path import (
     ModelPathError,
     ResolvedModel,
     default_models_dir,

@@ -13,7 +13,7 @@ import pytest
 
 from llm_worker_rbee.cli import main
 from llm_worker_rbee.config import SettingsError, parse_serve_args, settings_from
-from llm_worker_rbee.engine.model_path import (
+from llm_worker_rbee.inspection.model_path import (
     ModelPathError,
     catalog_entry_dir,
     rbee_catalog_dir,

@@ -14,12 +14,12 @@ import trio.testing
 from prometheus_client import CollectorRegistry, Histogram
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.fake import FakeScript
-from llm_worker_rbee.engine.gguf_check import read_gguf
-from llm_worker_rbee.engine.model_report import ModelFile
 from llm_worker_rbee.history import Reading, StatusHistory
 from llm_worker_rbee.http.ui_routes import PAGE_FILES
+from llm_worker_rbee.inspection.bundled import bundled_model_path
+from llm_worker_rbee.inspection.gguf_check import read_gguf
+from llm_worker_rbee.inspection.model_report import ModelFile
 from llm_worker_rbee.metrics import histogram_totals
 from llm_worker_rbee.pipeline.decode import SequenceProgress
 from llm_worker_rbee.testing.inprocess import InProcessWorker, inprocess_worker

@@ -12,8 +12,8 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.sampling import TOKEN_DATA
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.tools import ToolChoice, ToolDef, plan_tools
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -11,8 +11,8 @@ import trio.testing
 
 from llm_worker_rbee.actors.heartbeat import HeartbeatActor
 from llm_worker_rbee.actors.lifecycle import LifecycleActor
-from llm_worker_rbee.engine.gpu import FakeGpuProbe, GpuDevice, NoGpuDriver, NvmlProbe
 from llm_worker_rbee.hive.vitals import Vitals, VramSample, nvml_vram
+from llm_worker_rbee.inspection.gpu import FakeGpuProbe, GpuDevice, NoGpuDriver, NvmlProbe
 
 GIB = 1 << 30
 GPUS = (

@@ -9,10 +9,10 @@ import trio
 import trio.testing
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
-from llm_worker_rbee.engine.gpu import AskedDevice, FakeGpuProbe, GpuChoice, GpuDevice
-from llm_worker_rbee.engine.preflight import plan_start
 from llm_worker_rbee.http.status import advertised_url, heartbeat_payload, ready_payload
+from llm_worker_rbee.inspection.bundled import bundled_model_path
+from llm_worker_rbee.inspection.gpu import AskedDevice, FakeGpuProbe, GpuChoice, GpuDevice
+from llm_worker_rbee.inspection.preflight import plan_start
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 
 GIB = 1 << 30

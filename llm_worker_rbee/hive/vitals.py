@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from llm_worker_rbee.engine.gpu import GpuError, GpuProbe
+from llm_worker_rbee.inspection.gpu import GpuError, GpuProbe
 
 # none: no --hive-url; connecting: nothing answered yet; reachable / unreachable: how the
 # last call went.

@@ -22,7 +22,7 @@ from llm_worker_rbee.http.anthropic_schemas import (
 from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.chat_output import thinking_of
 from llm_worker_rbee.http.chat_turns import (
-    check_model,
+    check_model_name,
     json_response,
     render,
     sampling_fields,
@@ -106,7 +106,7 @@ def register(app: QuartTrio, services: Services) -> None:
     async def count_tokens() -> Response:
         body = await parse_body(CountTokensBody)
         model, _ = services.serving()
-        check_model(services, body.model)
+        check_model_name(services, body.model)
         plan = _plan(services, model, body.tools, None)
         messages = conversation(body.system, body.messages)
         kwargs = _template_kwargs(body.thinking, None)
@@ -143,7 +143,7 @@ def _check(services: Services, body: MessagesBody) -> None:
         raise ApiError(
             400, REFUSED[name], param=name, code="unsupported_parameter", details=details
         )
-    check_model(services, body.model)
+    check_model_name(services, body.model)
     thinking = body.thinking
     if thinking is None or thinking.type != "enabled":
         return

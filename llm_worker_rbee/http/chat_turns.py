@@ -37,7 +37,7 @@ def json_response(payload: dict[str, Any]) -> Response:
     return Response(json.dumps(payload, ensure_ascii=False), content_type="application/json")
 
 
-def check_model(services: Services, name: str | None) -> None:
+def check_model_name(services: Services, name: str | None) -> None:
     """`model` may be the served model's id, its --model-ref or an --alias (INF-024).
 
     Raises:

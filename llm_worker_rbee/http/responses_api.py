@@ -11,7 +11,7 @@ from quart_trio import QuartTrio
 from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.chat_output import thinking_of
 from llm_worker_rbee.http.chat_turns import (
-    check_model,
+    check_model_name,
     json_response,
     render,
     sampling_fields,
@@ -147,7 +147,7 @@ def _check(services: Services, body: ResponsesBody) -> None:
             continue
         if name in REFUSED and _given(value):
             raise bad_request(REFUSED[name], param=name, code="unsupported_parameter")
-    check_model(services, body.model)
+    check_model_name(services, body.model)
     if body.text is not None and body.text.verbosity not in (None, "medium"):
         message = CHAT_REFUSED["verbosity"]
         raise bad_request(message, param="text.verbosity", code="unsupported_parameter")

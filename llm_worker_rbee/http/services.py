@@ -15,12 +15,12 @@ from llm_worker_rbee.actors.model import ModelHandle
 from llm_worker_rbee.actors.scheduler import SchedulerHandle
 from llm_worker_rbee.actors.session import SessionPool
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.gpu import AskedDevice
 from llm_worker_rbee.engine.loading import LoadProgress
-from llm_worker_rbee.engine.model_report import ModelFile
 from llm_worker_rbee.history import StatusHistory
 from llm_worker_rbee.hive.vitals import Vitals
 from llm_worker_rbee.http.errors import ApiError
+from llm_worker_rbee.inspection.gpu import AskedDevice
+from llm_worker_rbee.inspection.model_report import ModelFile
 from llm_worker_rbee.messages.lifecycle import WorkerState
 from llm_worker_rbee.metrics import WorkerMetrics
 

@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from devtools.sdist import templates_folder
-from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.testing.process import WorkerProcess
 from tests.gguf_factory import with_chat_template
 

@@ -17,7 +17,7 @@ import pytest
 import trio
 from llama_cpp import _logger as llama_logger
 
-from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.testing.process import WorkerProcess
 
 pytestmark = pytest.mark.real_model

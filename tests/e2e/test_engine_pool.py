@@ -12,8 +12,8 @@ import llama_cpp
 import pytest
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.llama import LlamaEngine
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from tests.e2e.test_engine_batch import GREEDY, record_decodes, start
 
 pytestmark = pytest.mark.real_model

@@ -21,8 +21,8 @@ import pytest
 import trio
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.llama import EXACT_CHUNK, LlamaEngine
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.testing.process import WorkerProcess
 

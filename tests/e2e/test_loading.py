@@ -16,9 +16,9 @@ import trio
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.base import LoadTimeout
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.llama import LlamaEngine
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.testing.process import WorkerProcess
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llm_worker_rbee.engine.bundled import bundled_model_path
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 
 pytestmark = [pytest.mark.real_model]
 

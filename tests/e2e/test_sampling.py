@@ -12,10 +12,10 @@ import llama_cpp
 import pytest
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.llama import LlamaEngine
 from llm_worker_rbee.engine.sampling import Chains, SeqSampler
 from llm_worker_rbee.grammar import schema_grammar
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprobs
 
 pytestmark = pytest.mark.real_model

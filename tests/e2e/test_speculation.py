@@ -14,9 +14,9 @@ import pytest
 from bench.bursts import counter
 from bench.echo import CODE, WORKLOADS
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.llama import LlamaEngine
 from llm_worker_rbee.grammar import schema_grammar
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprobs
 from llm_worker_rbee.testing.process import WorkerProcess
 

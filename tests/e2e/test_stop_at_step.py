@@ -13,8 +13,8 @@ from llm_worker_rbee.actors.mailbox import OutputMailbox
 from llm_worker_rbee.actors.model import ModelActor, ModelHandle
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.base import SeqOutput
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.llama import LlamaEngine
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import (
     Admit,
     SamplingParams,

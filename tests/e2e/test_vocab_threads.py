@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
 from llm_worker_rbee.engine.llama import LlamaEngine
 from llm_worker_rbee.grammar import json_object_grammar
+from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams
 
 pytestmark = pytest.mark.real_model

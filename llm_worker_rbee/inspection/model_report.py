@@ -20,11 +20,11 @@ from typing import Any
 import gguf
 
 from llm_worker_rbee.config import SettingsError, die, env_of, settings_from
-from llm_worker_rbee.engine.architectures import architecture_problem
-from llm_worker_rbee.engine.gguf_check import GgufError, GgufSummary, read_gguf
-from llm_worker_rbee.engine.memory import ContextShape, ModelShape, estimate
-from llm_worker_rbee.engine.model_path import ModelPathError, resolve_model
-from llm_worker_rbee.engine.preflight import context_of
+from llm_worker_rbee.inspection.architectures import architecture_problem
+from llm_worker_rbee.inspection.gguf_check import GgufError, GgufSummary, read_gguf
+from llm_worker_rbee.inspection.memory import ContextShape, ModelShape, estimate
+from llm_worker_rbee.inspection.model_path import ModelPathError, resolve_model
+from llm_worker_rbee.inspection.preflight import context_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import gguf
 
-from llm_worker_rbee.engine.architectures import architecture_problem
+from llm_worker_rbee.inspection.architectures import architecture_problem
 
 SUPPORTED_VERSIONS = (2, 3)
 """GGUF versions llama.cpp reads (version 1 was dropped; 3 is current)."""
@@ -199,7 +199,7 @@ class _Walker:
         self.pos = pos
 
 
-def check_model(path: Path, supported: Collection[str] | None = None) -> GgufSummary:
+def validate_gguf(path: Path, supported: Collection[str] | None = None) -> GgufSummary:
     """Every check before llama.cpp opens `path`; returns what the file says about itself.
 
     Args:

@@ -37,8 +37,8 @@ from typing import Any, Literal
 
 import gguf
 
-from llm_worker_rbee.engine.gguf_check import ArrayValue, GgufSummary, TensorInfo
-from llm_worker_rbee.engine.gpu import gib
+from llm_worker_rbee.inspection.gguf_check import ArrayValue, GgufSummary, TensorInfo
+from llm_worker_rbee.inspection.gpu import gib
 
 CUDA_CONTEXT_BYTES = 512 << 20
 """The CUDA runtime, cuBLAS handles and kernels of one process (300-500 MiB measured on

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 from llm_worker_rbee.config import DEFAULT_CTX_SIZE, Settings
-from llm_worker_rbee.engine.bundled import bundled_model_path
-from llm_worker_rbee.engine.gguf_check import GgufError, GgufSummary, check_model
-from llm_worker_rbee.engine.gpu import (
+from llm_worker_rbee.engine.ngram import DRAFT_ROWS
+from llm_worker_rbee.inspection.bundled import bundled_model_path
+from llm_worker_rbee.inspection.gguf_check import GgufError, GgufSummary, validate_gguf
+from llm_worker_rbee.inspection.gpu import (
     GpuChoice,
     GpuError,
     GpuProbe,
@@ -25,7 +26,7 @@ from llm_worker_rbee.engine.gpu import (
     gib,
     pinned_environment,
 )
-from llm_worker_rbee.engine.memory import (
+from llm_worker_rbee.inspection.memory import (
     ContextShape,
     MemoryBudgetError,
     MemoryEstimate,
@@ -34,8 +35,7 @@ from llm_worker_rbee.engine.memory import (
     estimate,
     plan_offload,
 )
-from llm_worker_rbee.engine.model_path import ModelPathError, ResolvedModel, resolve_model
-from llm_worker_rbee.engine.ngram import DRAFT_ROWS
+from llm_worker_rbee.inspection.model_path import ModelPathError, ResolvedModel, resolve_model
 
 _CUDA_BUILD_HINT = "reinstall llama-cpp-python with CMAKE_ARGS=-DGGML_CUDA=on"
 # An automatic --ctx-size takes at most this share of the available RAM (the rest is the
@@ -149,7 +149,7 @@ def plan_start(
         model = resolve_model(
             settings.model, settings.model_ref, settings.models_dir, bundled=bundled
         )
-        summary = check_model(model.path, architectures)
+        summary = validate_gguf(model.path, architectures)
         finding = find_gpu(settings.backend, settings.device, probe, environ)
     except (ModelPathError, GgufError, GpuError) as exc:
         raise StartError(str(exc)) from None

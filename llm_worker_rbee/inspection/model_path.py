@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from llm_worker_rbee.engine.bundled import BUNDLED_MODEL_ID, bundled_model_path, cache_dir
+from llm_worker_rbee.inspection.bundled import BUNDLED_MODEL_ID, bundled_model_path, cache_dir
 
 REF_SCHEMES = ("hf:", "file:")
 
