@@ -29,10 +29,10 @@ from llm_worker_rbee.hive.connect import hive_client_for, queen_client_for
 from llm_worker_rbee.hive.queen_client import QueenClient
 from llm_worker_rbee.hive.vitals import VramReader
 from llm_worker_rbee.http.app import create_app
-from llm_worker_rbee.http.page_status import keep_history
 from llm_worker_rbee.http.server import serve_http
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.status import (
+from llm_worker_rbee.http.system.page_status import keep_history
+from llm_worker_rbee.http.system.status import (
     WorkerReports,
     advertised_url,
     metrics_snapshot,

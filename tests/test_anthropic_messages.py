@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.grammar import schema_grammar
-from llm_worker_rbee.http.anthropic_schemas import (
+from llm_worker_rbee.http.anthropic.schemas import (
     AnthropicError,
     MessageObject,
     MessageStreamEvent,

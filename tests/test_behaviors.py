@@ -44,10 +44,10 @@ def test_the_cli_check_passes(capsys: pytest.CaptureFixture[str]) -> None:
 def test_show_prints_current_line_numbers(capsys: pytest.CaptureFixture[str]) -> None:
     assert behaviors_cli.main(["show", "HTTP-001", "Hive"]) == 0
     out = capsys.readouterr().out.splitlines()
-    source = (PACKAGE_DIR / "http" / "system_routes.py").read_text().splitlines()
+    source = (PACKAGE_DIR / "http" / "system" / "routes.py").read_text().splitlines()
     line = next(i for i, text in enumerate(source, 1) if "async def health" in text)
     health = next(row for row in out if row.startswith("| HTTP-001 |"))
-    assert f"llm_worker_rbee/http/system_routes.py:{line} register.health" in health
+    assert f"llm_worker_rbee/http/system/routes.py:{line} register.health" in health
     assert any(row.startswith("| HIVE-001 |") for row in out)
     assert not any(row.startswith("| HTTP-002 |") for row in out)
 
@@ -162,7 +162,7 @@ def test_a_where_that_no_longer_exists_fails_naming_it(tmp_path: Path) -> None:
 def test_where_reaches_handlers_methods_and_tables() -> None:
     sources = Sources(PACKAGE_DIR)
     for ref in (
-        "http.system_routes:register.health",
+        "http.system.routes:register.health",
         "actors.session:SessionPool.cancel",
         "llm_worker_rbee.http.schemas:REFUSED",
         "config:Settings.queue_wait_s",

@@ -11,7 +11,7 @@ import trio.testing
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
-from llm_worker_rbee.http.admin_routes import presented_key
+from llm_worker_rbee.http.system.admin import presented_key
 from llm_worker_rbee.messages.lifecycle import WorkerState
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 

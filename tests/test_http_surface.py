@@ -24,7 +24,7 @@ from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.http.frame_loop import session_frames
-from llm_worker_rbee.http.openai_routes import _Reply
+from llm_worker_rbee.http.openai.routes import _Reply
 from llm_worker_rbee.http.schemas import CompletionBody
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import LOST, SessionBody, next_choice

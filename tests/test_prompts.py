@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from llm_worker_rbee.http import openai_routes
+from llm_worker_rbee.http.openai import routes as openai_routes
 from llm_worker_rbee.messages.inference import TURN_HEADER
 from llm_worker_rbee.prompts import (
     FALLBACK_USER_TURN,

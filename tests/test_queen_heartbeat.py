@@ -27,7 +27,7 @@ from llm_worker_rbee.config import Settings, SettingsError, settings_from
 from llm_worker_rbee.engine.fake import FakeEngine, FakeScript
 from llm_worker_rbee.hive.queen_client import QUEEN_HEARTBEAT_PATH, HttpQueenClient, queen_reply
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.status import rfc3339, worker_heartbeat_payload
+from llm_worker_rbee.http.system.status import rfc3339, worker_heartbeat_payload
 from llm_worker_rbee.messages.hive import HIVE_OK, HiveOutcome, HiveReply
 from llm_worker_rbee.messages.lifecycle import Drain
 from llm_worker_rbee.messages.session import StopReason

@@ -15,7 +15,7 @@ from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.actors.jobs import JobBoard, JobBoardStatistics
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
-from llm_worker_rbee.http.job_routes import end_frames
+from llm_worker_rbee.http.rbee.jobs import end_frames
 from llm_worker_rbee.messages.session import Ended, ErrorInfo, TextDelta
 from llm_worker_rbee.testing.asgi import Exchange, asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessWorker, inprocess_worker

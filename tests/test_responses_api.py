@@ -14,8 +14,8 @@ import trio.testing
 
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.grammar import json_object_grammar, schema_grammar
-from llm_worker_rbee.http.response_store import ResponseStore, StoredResponse
-from llm_worker_rbee.http.responses_api_schemas import ResponseObject, ResponseStreamEvent
+from llm_worker_rbee.http.responses.schemas import ResponseObject, ResponseStreamEvent
+from llm_worker_rbee.http.responses.store import ResponseStore, StoredResponse
 from llm_worker_rbee.testing.asgi import Exchange
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 

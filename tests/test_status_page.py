@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
 from llm_worker_rbee.history import Reading, StatusHistory
-from llm_worker_rbee.http.ui_routes import PAGE_FILES
+from llm_worker_rbee.http.system.ui import PAGE_FILES
 from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.inspection.gguf_check import read_gguf
 from llm_worker_rbee.inspection.model_report import ModelFile

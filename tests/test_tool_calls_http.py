@@ -14,7 +14,7 @@ import trio.testing
 
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.fake import FakeScript
-from llm_worker_rbee.http.responses import ChatCompletion, ChatCompletionChunk
+from llm_worker_rbee.http.response_models import ChatCompletion, ChatCompletionChunk
 from llm_worker_rbee.testing.asgi import Exchange
 from llm_worker_rbee.testing.inprocess import inprocess_worker
 

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.http.status import advertised_url, heartbeat_payload, ready_payload
+from llm_worker_rbee.http.system.status import advertised_url, heartbeat_payload, ready_payload
 from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.inspection.gpu import AskedDevice, FakeGpuProbe, GpuChoice, GpuDevice
 from llm_worker_rbee.inspection.preflight import plan_start

@@ -25,11 +25,13 @@ from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.loading import LoadStage
 from llm_worker_rbee.hive.vitals import HiveStatus
 from llm_worker_rbee.hive_stub.server import HiveStub
-from llm_worker_rbee.http import anthropic_schemas, responses, responses_api_schemas, schemas
-from llm_worker_rbee.http.admin_routes import ShutdownBody
+from llm_worker_rbee.http import response_models, schemas
+from llm_worker_rbee.http.anthropic import schemas as anthropic_schemas
 from llm_worker_rbee.http.app import create_app
+from llm_worker_rbee.http.responses import schemas as responses_api_schemas
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.token_routes import DetokenizeBody, TokenizeBody
+from llm_worker_rbee.http.system.admin import ShutdownBody
+from llm_worker_rbee.http.system.tokens import DetokenizeBody, TokenizeBody
 from llm_worker_rbee.messages.hive import COMMANDS
 from llm_worker_rbee.messages.inference import FinishReason
 from llm_worker_rbee.messages.lifecycle import LifecycleCommand, WorkerState
@@ -140,14 +142,14 @@ def vocabulary_facts() -> list[Fact]:
 
     add("stop reason", "messages.session:StopReason", typing.get_args(StopReason))
     add("engine finish reason", "messages.inference:FinishReason", typing.get_args(FinishReason))
-    finish = responses.ChatChoice.model_fields["finish_reason"].annotation
-    add("OpenAI finish_reason", "http.responses:ChatChoice", _literal_values(finish))
+    finish = response_models.ChatChoice.model_fields["finish_reason"].annotation
+    add("OpenAI finish_reason", "http.response_models:ChatChoice", _literal_values(finish))
     add("worker state", "messages.lifecycle:WorkerState", [s.value for s in WorkerState])
     add("load stage", "engine.loading:LoadStage", [s.value for s in LoadStage])
     add("hive status", "hive.vitals:HiveStatus", typing.get_args(HiveStatus))
     add("hive command", "messages.hive:COMMANDS", COMMANDS)
-    event = responses.InferenceEvent.model_fields["type"].annotation
-    add("rbee event type", "http.responses:InferenceEvent", _literal_values(event))
+    event = response_models.InferenceEvent.model_fields["type"].annotation
+    add("rbee event type", "http.response_models:InferenceEvent", _literal_values(event))
     add("refused OpenAI parameter", "http.schemas:REFUSED", schemas.REFUSED)
     bodies = (
         schemas.ChatCompletionBody,

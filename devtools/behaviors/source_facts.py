@@ -226,8 +226,8 @@ def sse_event_facts(package_dir: Path = PACKAGE_DIR) -> list[Fact]:
 
 
 def payload_facts(package_dir: Path = PACKAGE_DIR) -> list[Fact]:
-    """The fields of the hive payloads (the dicts http/status.py's builders return)."""
-    tree = ast.parse((package_dir / "http/status.py").read_text(encoding="utf-8"))
+    """The fields of the hive payloads (the dicts http/system/status.py's builders return)."""
+    tree = ast.parse((package_dir / "http/system/status.py").read_text(encoding="utf-8"))
     facts: list[Fact] = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name.endswith("_payload"):

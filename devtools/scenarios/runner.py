@@ -32,7 +32,7 @@ from llm_worker_rbee.hive.scripted import (
     captured_log,
 )
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.status import reported_state
+from llm_worker_rbee.http.system.status import reported_state
 from llm_worker_rbee.pipeline.runner import VirtualTimeStepRunner
 from llm_worker_rbee.testing.asgi import ASGIApp, asgi_request
 from llm_worker_rbee.testing.inprocess import InProcessServer

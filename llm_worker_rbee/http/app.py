@@ -14,26 +14,24 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from llm_worker_rbee.http import (
-    admin_routes,
-    anthropic_routes,
-    job_routes,
-    loading_routes,
-    openai_routes,
-    openapi,
-    rbee_routes,
-    responses_api,
-    system_routes,
-    token_routes,
-    ui_routes,
-)
-from llm_worker_rbee.http.admin_routes import require_api_key
+from llm_worker_rbee.http import openapi
+from llm_worker_rbee.http.anthropic import routes as anthropic_routes
 from llm_worker_rbee.http.errors import ApiError, error_body
+from llm_worker_rbee.http.openai import routes as openai_routes
+from llm_worker_rbee.http.rbee import jobs as job_routes
+from llm_worker_rbee.http.rbee import routes as rbee_routes
 from llm_worker_rbee.http.request_context import request_id_of
 from llm_worker_rbee.http.response_end import ResponseEndShield
+from llm_worker_rbee.http.responses import routes as responses_api
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import SessionGuard
-from llm_worker_rbee.http.ui_routes import is_page_path
+from llm_worker_rbee.http.system import admin as admin_routes
+from llm_worker_rbee.http.system import loading as loading_routes
+from llm_worker_rbee.http.system import routes as system_routes
+from llm_worker_rbee.http.system import tokens as token_routes
+from llm_worker_rbee.http.system import ui as ui_routes
+from llm_worker_rbee.http.system.admin import require_api_key
+from llm_worker_rbee.http.system.ui import is_page_path
 from llm_worker_rbee.messages.errors import overloaded
 from llm_worker_rbee.messages.session import Rejected
 

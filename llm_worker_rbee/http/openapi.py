@@ -11,19 +11,19 @@ from pydantic.json_schema import models_json_schema
 from quart_trio import QuartTrio
 
 from llm_worker_rbee import __version__
-from llm_worker_rbee.http import anthropic_schemas as anthropic
-from llm_worker_rbee.http import responses as r
-from llm_worker_rbee.http import responses_api_schemas as resp
-from llm_worker_rbee.http.admin_routes import ShutdownAccepted, ShutdownBody
-from llm_worker_rbee.http.loading_routes import LoadingEvent, Ready
-from llm_worker_rbee.http.page_status import WorkerStatus
+from llm_worker_rbee.http import response_models as r
+from llm_worker_rbee.http.anthropic import schemas as anthropic
+from llm_worker_rbee.http.responses import schemas as resp
 from llm_worker_rbee.http.schemas import (
     ChatCompletionBody,
     CompletionBody,
     InferenceBody,
     OperationBody,
 )
-from llm_worker_rbee.http.token_routes import DetokenizeBody, TokenizeBody
+from llm_worker_rbee.http.system.admin import ShutdownAccepted, ShutdownBody
+from llm_worker_rbee.http.system.loading import LoadingEvent, Ready
+from llm_worker_rbee.http.system.page_status import WorkerStatus
+from llm_worker_rbee.http.system.tokens import DetokenizeBody, TokenizeBody
 
 
 @dataclass(frozen=True)

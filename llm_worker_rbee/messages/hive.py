@@ -1,7 +1,7 @@
 """HeartbeatActor <-> hive: what the worker tells the hive, what it answers, what it commands.
 
 The payloads themselves (ready, heartbeat, gone) are plain JSON objects built by
-`llm_worker_rbee.http.status`; docs/HIVE_PROTOCOL.md lists every field.
+`llm_worker_rbee.http.system.status`; docs/HIVE_PROTOCOL.md lists every field.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Discriminator,
     Field,
     StrictBool,
@@ -165,7 +166,9 @@ class Reasoning(BaseModel):
     status: Literal["in_progress", "completed", "incomplete"]
 
 
-class FunctionCall(BaseModel):
+class FunctionCallItem(BaseModel):
+    model_config = ConfigDict(title="FunctionCall")  # the API's name
+
     type: Literal["function_call"]
     id: str
     call_id: str
@@ -213,7 +216,7 @@ class ResponseObject(BaseModel):
     instructions: str | None
     max_output_tokens: int | None
     model: str
-    output: list[Reasoning | OutputMessage | FunctionCall]
+    output: list[Reasoning | OutputMessage | FunctionCallItem]
     parallel_tool_calls: bool
     previous_response_id: str | None
     store: bool
@@ -255,7 +258,7 @@ class ResponseStreamEvent(BaseModel):
     sequence_number: int
     response: ResponseObject | None = None
     output_index: int | None = None
-    item: Reasoning | OutputMessage | FunctionCall | None = None
+    item: Reasoning | OutputMessage | FunctionCallItem | None = None
     item_id: str | None = None
     content_index: int | None = None
     part: OutputText | None = None

@@ -10,14 +10,14 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.actors.model import ModelHandle
-from llm_worker_rbee.http.anthropic_input import conversation
-from llm_worker_rbee.http.anthropic_output import MessageReply, anthropic_error
-from llm_worker_rbee.http.anthropic_schemas import (
+from llm_worker_rbee.http.anthropic.input import conversation
+from llm_worker_rbee.http.anthropic.output import MessageReply, anthropic_error
+from llm_worker_rbee.http.anthropic.schemas import (
+    AnthropicTool,
     CountTokensBody,
     MessagesBody,
     OutputConfig,
     ThinkingConfig,
-    Tool,
 )
 from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.chat_output import thinking_of
@@ -197,7 +197,7 @@ def _response_format(body: MessagesBody) -> ResponseFormat | None:
 def _plan(
     services: Services,
     model: ModelHandle,
-    tools: list[Tool] | None,
+    tools: list[AnthropicTool] | None,
     choice: dict[str, Any] | None,
 ) -> ToolPlan:
     """The tool plan for Anthropic's `tools` and `tool_choice`.

@@ -23,7 +23,7 @@ from llm_worker_rbee.http.chat_output import (
 )
 from llm_worker_rbee.http.chat_tools import chat_message, tool_plan
 from llm_worker_rbee.http.errors import ApiError, bad_request, ended_error, error_fields
-from llm_worker_rbee.http.logprobs import CompletionLogprobs, chat_logprobs
+from llm_worker_rbee.http.openai.logprobs import CompletionLogprobs, chat_logprobs
 from llm_worker_rbee.http.request_context import deadline_for, job_id_for, log_prompt
 from llm_worker_rbee.http.schemas import (
     ChatCompletionBody,

@@ -16,8 +16,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from llm_worker_rbee.http.errors import ApiError
-from llm_worker_rbee.http.page_status import worker_status
 from llm_worker_rbee.http.services import Services
+from llm_worker_rbee.http.system.page_status import worker_status
 
 PAGE_PATH = "/ui"
 # The files under llm_worker_rbee/ui/ the page is made of, and their media types.

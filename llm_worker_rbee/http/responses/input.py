@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any, TypeVar
 
 from llm_worker_rbee.http.errors import ApiError, bad_request
-from llm_worker_rbee.http.responses_api_schemas import FunctionTool, InputItem, InputPart
+from llm_worker_rbee.http.responses.schemas import FunctionTool, InputItem, InputPart
 from llm_worker_rbee.prompts import ChatMessage
 from llm_worker_rbee.tools import ToolCall, ToolChoice, ToolDef
 

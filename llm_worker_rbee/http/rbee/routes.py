@@ -15,7 +15,7 @@ from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.http.body import parse_body
 from llm_worker_rbee.http.errors import ApiError, info_body
 from llm_worker_rbee.http.frame_loop import session_frames, sse_response
-from llm_worker_rbee.http.job_routes import native_request, post_inference_job
+from llm_worker_rbee.http.rbee.jobs import native_request, post_inference_job
 from llm_worker_rbee.http.schemas import InferenceBody
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import open_session

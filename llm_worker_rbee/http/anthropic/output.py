@@ -12,7 +12,7 @@ from typing import Any
 from quart import Response
 
 from llm_worker_rbee.actors.choice_stream import ChoiceStream
-from llm_worker_rbee.http.anthropic_schemas import MessagesBody
+from llm_worker_rbee.http.anthropic.schemas import MessagesBody
 from llm_worker_rbee.http.chat_turns import TurnOutput, json_response
 from llm_worker_rbee.http.errors import ended_error
 from llm_worker_rbee.http.frame_loop import read_to_end, session_frames

@@ -14,8 +14,8 @@ from llm_worker_rbee.actors.choice_stream import ChoiceStream
 from llm_worker_rbee.http.chat_turns import TurnOutput, json_response
 from llm_worker_rbee.http.errors import ended_error
 from llm_worker_rbee.http.frame_loop import read_to_end, session_frames
-from llm_worker_rbee.http.response_store import ResponseStore, StoredResponse
-from llm_worker_rbee.http.responses_api_schemas import ResponsesBody
+from llm_worker_rbee.http.responses.schemas import ResponsesBody
+from llm_worker_rbee.http.responses.store import ResponseStore, StoredResponse
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import sse_data
 from llm_worker_rbee.http.translate import DEFAULTS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorDetail(BaseModel):
@@ -52,7 +52,9 @@ class Completion(BaseModel):
     usage: Usage | None = None
 
 
-class FunctionCall(BaseModel):
+class ToolCallFunction(BaseModel):
+    model_config = ConfigDict(title="FunctionCall")  # the API's name
+
     name: str
     # A JSON text.
     arguments: str
@@ -61,7 +63,7 @@ class FunctionCall(BaseModel):
 class ToolCall(BaseModel):
     id: str
     type: Literal["function"]
-    function: FunctionCall
+    function: ToolCallFunction
 
 
 class AssistantMessage(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from llm_worker_rbee.http.anthropic_schemas import ContentBlock, InputMessage, SystemBlock
+from llm_worker_rbee.http.anthropic.schemas import ContentBlock, InputMessage, SystemBlock
 from llm_worker_rbee.http.errors import bad_request
 from llm_worker_rbee.prompts import ChatMessage
 from llm_worker_rbee.tools import ToolCall

@@ -19,10 +19,10 @@ from llm_worker_rbee.http.chat_turns import (
     turn_request,
 )
 from llm_worker_rbee.http.errors import ApiError, bad_request
-from llm_worker_rbee.http.response_store import ResponseStore, StoredResponse
-from llm_worker_rbee.http.responses_api_schemas import ResponsesBody, TextFormat
-from llm_worker_rbee.http.responses_input import function_tools, input_messages, tool_choice
-from llm_worker_rbee.http.responses_output import ResponseReply
+from llm_worker_rbee.http.responses.input import function_tools, input_messages, tool_choice
+from llm_worker_rbee.http.responses.output import ResponseReply
+from llm_worker_rbee.http.responses.schemas import ResponsesBody, TextFormat
+from llm_worker_rbee.http.responses.store import ResponseStore, StoredResponse
 from llm_worker_rbee.http.schemas import REFUSED as CHAT_REFUSED
 from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services

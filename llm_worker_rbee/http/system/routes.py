@@ -10,7 +10,7 @@ from quart_trio import QuartTrio
 
 from llm_worker_rbee.http.errors import ApiError
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.status import heartbeat_payload, worker_info_payload
+from llm_worker_rbee.http.system.status import heartbeat_payload, worker_info_payload
 from llm_worker_rbee.messages.lifecycle import WorkerState
 
 

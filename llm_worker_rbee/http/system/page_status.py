@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from llm_worker_rbee import __version__
 from llm_worker_rbee.history import Reading, Sample
 from llm_worker_rbee.http.services import Services
-from llm_worker_rbee.http.status import reported_state
+from llm_worker_rbee.http.system.status import reported_state
 from llm_worker_rbee.metrics import histogram_totals
 
 HISTORY_INTERVAL_S = 1.0

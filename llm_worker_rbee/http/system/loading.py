@@ -12,7 +12,7 @@ from quart_trio import QuartTrio
 
 from llm_worker_rbee.engine.loading import LoadProgress, LoadSnapshot, LoadStage
 from llm_worker_rbee.http.errors import error_body
-from llm_worker_rbee.http.responses import ErrorDetail
+from llm_worker_rbee.http.response_models import ErrorDetail
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sse import PING, SSE_HEADERS, sse_data
 from llm_worker_rbee.messages.lifecycle import WorkerState

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from llm_worker_rbee.http.schema_bases import (
     DropsUnknown,
@@ -50,8 +50,10 @@ class SystemBlock(DropsUnknown):
     text: StrictStr
 
 
-class Tool(DropsUnknown):
+class AnthropicTool(DropsUnknown):
     """A client tool: `name`, `description`, `input_schema`; server tools are refused."""
+
+    model_config = ConfigDict(title="Tool")  # the API's name; the class's tells it apart
 
     name: StrictStr
     description: StrictStr | None = None
@@ -85,7 +87,7 @@ class ThinkingConfig(DropsUnknown):
 
 # The fields MessagesBody and CountTokensBody share.
 MessageList = Annotated[list[InputMessage], Field(min_length=1, max_length=4096)]
-ToolList = Annotated[list[Tool], Field(max_length=128)]
+ToolList = Annotated[list[AnthropicTool], Field(max_length=128)]
 
 
 class MessagesBody(KeepsUnknown):
