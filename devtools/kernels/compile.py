@@ -94,7 +94,7 @@ def ensure(build: KernelBuild) -> Built:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"kernels-{build.name}-") as scratch:
         work = Path(scratch)
-        source = _unpack(_download(work), work)
+        source = _unpack(download_sdist(work), work)
         _compile(source, work / "build", build)
         seconds = time.monotonic() - started
         _keep(work / "build" / "bin", folder_of(build), {**_stamp(build), "seconds": seconds})
@@ -107,8 +107,9 @@ def _run(step: str, command: list[str]) -> None:
         raise CompileError(f"{step} failed (command above)")
 
 
-def _download(work: Path) -> Path:
-    """The sdist of the installed version, through pip (and so pip's cache)."""
+def download_sdist(work: Path) -> Path:
+    """The sdist of the installed version, through pip (and so pip's cache), in `work`/sdist
+    (devtools/llama_tool_tests reads llama.cpp's tests and templates from it too)."""
     spec = f"llama-cpp-python=={llama_cpp_version()}"
     pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
     _run("download", [*pip, "--no-binary", ":all:", spec, "-d", str(work / "sdist")])
