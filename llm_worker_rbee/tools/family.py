@@ -9,6 +9,20 @@ model was trained to write a call:
   `<|python_tag|>` (Llama 3.1, 3.2, 3.3).
 - MISTRAL: `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]` (Mistral 7B v0.3,
   Mistral Nemo, Mistral Small).
+
+More formats, told as llama.cpp's common/chat.cpp tells them (`_marked_family`; the
+syntax of each in tools/syntax.py, docs/API.md "Tool-call formats"):
+
+- DEEPSEEK_R1: `<|tool calls begin|><|tool call begin|>function<|tool sep|>NAME` then
+  the arguments in a ```json block (DeepSeek R1 and its distills; the bars are full-width,
+  the spaces U+2581: `r1_marker`).
+- FUNCTIONARY_V3_2: `>>>NAME` then the arguments; `>>>all` then text.
+- FUNCTIONARY_V3_1: `<function=NAME>{...}</function>` (Functionary on Llama 3.1).
+- COMMAND_R7B: `<|START_ACTION|>[{"tool_call_id": ..., "tool_name": ..., "parameters": ...}]`.
+- FIREFUNCTION_V2: ` functools[{"name": ..., "arguments": ...}]`.
+- GRANITE: `<|tool_call|>[{"name": ..., "arguments": ...}]` (Granite 3).
+- KIMI_K2: `<|tool_calls_section_begin|><|tool_call_begin|>functions.NAME:0` then
+  `<|tool_call_argument_begin|>` and the arguments.
 """
 
 from __future__ import annotations
@@ -26,6 +40,18 @@ class ToolFamily(enum.Enum):
     HERMES = "hermes"
     LLAMA3 = "llama3"
     MISTRAL = "mistral"
+    DEEPSEEK_R1 = "deepseek_r1"
+    FUNCTIONARY_V3_2 = "functionary_v3_2"
+    FUNCTIONARY_V3_1 = "functionary_v3_1"
+    COMMAND_R7B = "command_r7b"
+    FIREFUNCTION_V2 = "firefunction_v2"
+    GRANITE = "granite"
+    KIMI_K2 = "kimi_k2"
+
+
+def r1_marker(words: str) -> str:
+    """DeepSeek R1's marker of `words`, in full-width bars with U+2581 for spaces."""
+    return "<\uff5c" + words.replace(" ", "\u2581") + "\uff5c>"
 
 
 class ToolsUnsupported(Exception):
@@ -33,7 +59,18 @@ class ToolsUnsupported(Exception):
 
 
 KNOWN_FORMATS = (
-    "Hermes/Qwen <tool_call> JSON, Llama 3.x JSON (name and parameters), Mistral [TOOL_CALLS]"
+    "Hermes/Qwen <tool_call> JSON, Llama 3.x JSON (name and parameters), Mistral [TOOL_CALLS], "
+    "DeepSeek R1, Functionary v3.1 and v3.2, Command R7B, FireFunction v2, Granite 3, Kimi K2"
+)
+# Markers only one family's templates write, checked in this order (the first found wins).
+_MARKERS: tuple[tuple[ToolFamily, tuple[str, ...]], ...] = (
+    (ToolFamily.DEEPSEEK_R1, (r1_marker("tool calls begin"),)),
+    (ToolFamily.FUNCTIONARY_V3_2, (">>>all", ">>>${recipient}")),
+    (ToolFamily.FUNCTIONARY_V3_1, ("<function=", "<|start_header_id|>")),
+    (ToolFamily.COMMAND_R7B, ("<|START_ACTION|>", "<|START_RESPONSE|>")),
+    (ToolFamily.FIREFUNCTION_V2, ("functools[",)),
+    (ToolFamily.GRANITE, ("<|tool_call|>",)),
+    (ToolFamily.KIMI_K2, ("<|tool_calls_section_begin|>", "<|tool_call_begin|>")),
 )
 _MISTRAL_ID = re.compile(r"[A-Za-z0-9]{9}")
 
@@ -56,6 +93,9 @@ def detect_family(template: str | None) -> ToolFamily:
             "this model's chat template never renders tools, so the model was not trained "
             'to call them; tool_choice "none" gives a plain answer'
         )
+    marked = _marked_family(template)
+    if marked is not None:
+        return marked
     if "<tool_call>" in template:
         return ToolFamily.HERMES
     if "[TOOL_CALLS]" in template:
@@ -68,6 +108,14 @@ def detect_family(template: str | None) -> ToolFamily:
         "this model's chat template writes tool calls in a format this worker does not "
         f'parse (it parses: {KNOWN_FORMATS}); tool_choice "none" gives a plain answer'
     )
+
+
+def _marked_family(template: str) -> ToolFamily | None:
+    """The family whose own markers are all in `template`, if any."""
+    for family, markers in _MARKERS:
+        if all(marker in template for marker in markers):
+            return family
+    return None
 
 
 def template_call_id(call_id: str, family: ToolFamily | None) -> str:
