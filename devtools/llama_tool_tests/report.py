@@ -25,6 +25,10 @@ def reason(record: dict[str, Any]) -> str:
     if error:
         return f"HTTP {error.get('status')}: {str(body)[:80]}"
     message = str(record.get("message", "")).splitlines()[0] if record.get("message") else ""
+    if "timed out" in message or "Timeout" in message:
+        return "timed out: the answer took longer than the test waits, on this CPU"
+    if "Unterminated string" in message:
+        return "answer: its arguments cut by max_tokens (a string the model never ended)"
     if record.get("where") == "utils.py":
         return f"shape (harness check): {message[:90]}"
     return f"answer: {message[:90]}"
