@@ -24,6 +24,7 @@ PUBLISHED = [
     ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B", ToolFamily.DEEPSEEK_R1),
     ("deepseek-ai-DeepSeek-R1-Distill-Llama-8B", ToolFamily.DEEPSEEK_R1),
     ("llama-cpp-deepseek-r1", ToolFamily.DEEPSEEK_R1),
+    ("deepseek-ai-DeepSeek-V3.1", ToolFamily.DEEPSEEK_V3_1),
     ("meetkai-functionary-medium-v3.2", ToolFamily.FUNCTIONARY_V3_2),
     ("meetkai-functionary-medium-v3.1", ToolFamily.FUNCTIONARY_V3_1),
     ("CohereForAI-c4ai-command-r7b-12-2024-tool_use", ToolFamily.COMMAND_R7B),
@@ -47,6 +48,13 @@ ANSWERS: dict[ToolFamily, tuple[str, str, list[tuple[str, str]]]] = {
         f"function{R1('tool sep')}test\n```json\n{OK}\n```{R1('tool call end')}"
         f"{R1('tool calls end')}",
         "Let me look.",
+        [("get_weather", PARIS), ("test", OK)],
+    ),
+    ToolFamily.DEEPSEEK_V3_1: (
+        f"{R1('tool calls begin')}{R1('tool call begin')}get_weather{R1('tool sep')}{PARIS}"
+        f"{R1('tool call end')}{R1('tool call begin')}test{R1('tool sep')}{OK}"
+        f"{R1('tool call end')}{R1('tool calls end')}",
+        "",
         [("get_weather", PARIS), ("test", OK)],
     ),
     # The prompt ends with `>>>`: the answer starts with the recipient.

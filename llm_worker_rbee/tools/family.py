@@ -16,6 +16,7 @@ syntax of each in tools/syntax.py, docs/API.md "Tool-call formats"):
 - DEEPSEEK_R1: `<|tool calls begin|><|tool call begin|>function<|tool sep|>NAME` then
   the arguments in a ```json block (DeepSeek R1 and its distills; the bars are full-width,
   the spaces U+2581: `r1_marker`).
+- DEEPSEEK_V3_1: the same markers, `<|tool call begin|>NAME<|tool sep|>{...}<|tool call end|>`.
 - FUNCTIONARY_V3_2: `>>>NAME` then the arguments; `>>>all` then text.
 - FUNCTIONARY_V3_1: `<function=NAME>{...}</function>` (Functionary on Llama 3.1).
 - COMMAND_R7B: `<|START_ACTION|>[{"tool_call_id": ..., "tool_name": ..., "parameters": ...}]`.
@@ -41,6 +42,7 @@ class ToolFamily(enum.Enum):
     LLAMA3 = "llama3"
     MISTRAL = "mistral"
     DEEPSEEK_R1 = "deepseek_r1"
+    DEEPSEEK_V3_1 = "deepseek_v3_1"
     FUNCTIONARY_V3_2 = "functionary_v3_2"
     FUNCTIONARY_V3_1 = "functionary_v3_1"
     COMMAND_R7B = "command_r7b"
@@ -60,10 +62,13 @@ class ToolsUnsupported(Exception):
 
 KNOWN_FORMATS = (
     "Hermes/Qwen <tool_call> JSON, Llama 3.x JSON (name and parameters), Mistral [TOOL_CALLS], "
-    "DeepSeek R1, Functionary v3.1 and v3.2, Command R7B, FireFunction v2, Granite 3, Kimi K2"
+    "DeepSeek R1 and V3.1, Functionary v3.1 and v3.2, Command R7B, FireFunction v2, Granite 3, "
+    "Kimi K2"
 )
 # Markers only one family's templates write, checked in this order (the first found wins).
 _MARKERS: tuple[tuple[ToolFamily, tuple[str, ...]], ...] = (
+    # V3.1 writes the arguments right after the name and the separator; R1 in a JSON block.
+    (ToolFamily.DEEPSEEK_V3_1, (r1_marker("tool sep") + "' + tool['function']['arguments']",)),
     (ToolFamily.DEEPSEEK_R1, (r1_marker("tool calls begin"),)),
     (ToolFamily.FUNCTIONARY_V3_2, (">>>all", ">>>${recipient}")),
     (ToolFamily.FUNCTIONARY_V3_1, ("<function=", "<|start_header_id|>")),

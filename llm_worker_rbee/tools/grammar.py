@@ -26,6 +26,10 @@ _NAMED: dict[ToolFamily, tuple[tuple[str, str], tuple[str, str, str]]] = {
         ),
         (r1_marker("tool calls begin"), "\n", r1_marker("tool calls end")),
     ),
+    ToolFamily.DEEPSEEK_V3_1: (
+        (f"{r1_marker('tool call begin')}NAME{r1_marker('tool sep')}", r1_marker("tool call end")),
+        (r1_marker("tool calls begin"), "", r1_marker("tool calls end")),
+    ),
     # The prompt ends with `>>>`.
     ToolFamily.FUNCTIONARY_V3_2: (("NAME\n", ""), ("", "\n>>>", "")),
     ToolFamily.FUNCTIONARY_V3_1: (("<function=NAME>", "</function>"), ("", "", "")),

@@ -52,6 +52,7 @@ _R1_HEAD = re.compile(
     rf"\s*{_R1_CALL}\s*(?:function)?\s*{r1_marker('tool sep')}\s*(?P<name>[^\n<]+?)\s*\n"
     r"\s*```(?:json)?[ \t]*\n"
 )
+_V3_1_HEAD = re.compile(rf"\s*{_R1_CALL}\s*(?P<name>[^<\s]+)\s*{r1_marker('tool sep')}")
 _KIMI_HEAD = re.compile(
     r"\s*<\|tool_call_begin\|>\s*(?:functions\.)?(?P<name>[^:<\s]+)(?::\d+)?\s*"
     r"<\|tool_call_argument_begin\|>"
@@ -75,6 +76,16 @@ OPENERS: dict[ToolFamily, tuple[Opener, ...]] = {
             r1_marker("tool calls end"),
             head=_R1_HEAD,
             call_end=("```", r1_marker("tool call end")),
+            call_start=_R1_CALL,
+        ),
+    ),
+    ToolFamily.DEEPSEEK_V3_1: (
+        Opener(
+            r1_marker("tool calls begin"),
+            "sequence",
+            r1_marker("tool calls end"),
+            head=_V3_1_HEAD,
+            call_end=(r1_marker("tool call end"),),
             call_start=_R1_CALL,
         ),
     ),
