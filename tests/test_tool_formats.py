@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 
 from devtools.llama_tool_tests.source import template_text
+from llm_worker_rbee.prompts import ChatMessage, render_chat
 from llm_worker_rbee.tools import (
+    ToolCall,
     ToolCallParser,
     ToolChoice,
     ToolDef,
@@ -159,3 +161,26 @@ def test_a_forced_call_s_grammar_writes_the_family_s_markers(family: ToolFamily)
     text = ANSWERS[family][0]
     for marker in (R1("tool calls begin"), "<function=", "<|START_ACTION|>", "functools["):
         assert (marker in root) == (marker in text)
+
+
+@pytest.mark.behavior("HTTP-093")
+@pytest.mark.parametrize(
+    ("name", "written"),
+    [
+        # `'\n' + arguments`: the arguments added to text are their JSON text.
+        ("meetkai-functionary-medium-v3.2", '>>>calculate\n{"expression": "2 + 2"}<|eot_id|>'),
+        # `tools | map(attribute='function') | tojson`; the arguments with `tojson`.
+        ("llama-cpp-deepseek-r1", 'calculate\n```json\n{"expression": "2 + 2"}\n```'),
+    ],
+)
+def test_past_calls_render_where_templates_add_arguments_to_text(name: str, written: str) -> None:
+    calculate = ToolDef("calculate", None, {"type": "object", "properties": {}})
+    history = [
+        ChatMessage("user", "2 + 2?"),
+        ChatMessage(
+            "assistant", "", tool_calls=(ToolCall("c1", "calculate", '{"expression": "2 + 2"}'),)
+        ),
+        ChatMessage("tool", "4", tool_call_id="c1"),
+    ]
+    prompt = render_chat(history, template_text(name), bos="<s>", eos="</s>", tools=(calculate,))
+    assert written in prompt.text

@@ -132,6 +132,21 @@ def template_call_id(call_id: str, family: ToolFamily | None) -> str:
     return hashlib.sha256(call_id.encode()).hexdigest()[:9]
 
 
+class TemplateArguments(dict[str, Any]):
+    """A past call's arguments as templates get them: an object, for `tojson`; a template
+    that adds them to text (Functionary v3.2, DeepSeek R1 Distill Llama: `'\\n' + arguments`)
+    or prints them gets their JSON text."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, ensure_ascii=False)
+
+    def __add__(self, other: object) -> Any:
+        return str(self) + other if isinstance(other, str) else NotImplemented
+
+    def __radd__(self, other: object) -> Any:
+        return other + str(self) if isinstance(other, str) else NotImplemented
+
+
 def template_call(call: ToolCall, family: ToolFamily | None) -> dict[str, Any]:
     """A past call as templates expect it: OpenAI's shape with the arguments as an object
     (templates write them with `tojson`; a JSON text would be quoted twice)."""
@@ -141,7 +156,7 @@ def template_call(call: ToolCall, family: ToolFamily | None) -> dict[str, Any]:
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
-        arguments = parsed
+        arguments = TemplateArguments(parsed)
     return {
         "id": template_call_id(call.id, family),
         "type": "function",
