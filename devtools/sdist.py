@@ -1,9 +1,11 @@
 """The installed llama-cpp-python's own sdist, through pip (and so pip's cache): the kernel
-builds compile it (devtools/kernels), and the tests read llama.cpp's copies of published
-chat templates from it (its vendor/llama.cpp/models/templates)."""
+builds compile it (devtools/kernels), the tests read llama.cpp's copies of published chat
+templates from it (its vendor/llama.cpp/models/templates), and devtools/llama_tool_tests
+runs llama.cpp's tool-call tests from it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +14,9 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-TEMPLATES = "vendor/llama.cpp/models/templates/"
+VENDOR = "vendor/llama.cpp/"
+# What llama_cpp_tree takes from the sdist's vendor/llama.cpp/.
+PARTS = ("tools/server/tests/", "models/templates/", "common/")
 
 
 class SdistError(Exception):
@@ -50,28 +54,48 @@ def unpack(sdist: Path, work: Path) -> Path:
     return tops[0]
 
 
+def llama_cpp_tree() -> Path:
+    """A folder standing for the installed version's llama.cpp source root, holding only
+    PARTS (its server tests, published chat templates and chat code, in their layout: the
+    tests name templates as ../../../models/templates/), unpacked into the venv on first use
+    (`<venv>/llama-cpp-python-<version>-source`)."""
+    root = Path(sys.prefix) / f"llama-cpp-python-{llama_cpp_version()}-source"
+    if (root / "models" / "templates").is_dir():
+        return root
+    # Written beside its place, then renamed: a reader never sees half a folder.
+    partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="llama-cpp-source-") as scratch,
+        tarfile.open(download(Path(scratch))) as archive,
+    ):
+        for member in archive.getmembers():
+            _, _, inside = member.name.partition("/")
+            relative = inside.removeprefix(VENDOR)
+            if relative == inside or not member.isfile() or not relative.startswith(PARTS):
+                continue
+            if ".." in Path(relative).parts:
+                continue
+            source = archive.extractfile(member)
+            assert source is not None
+            target = partial / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read())
+    try:
+        os.rename(partial, root)
+    except OSError:  # another process put it there first
+        shutil.rmtree(partial, ignore_errors=True)
+    return root
+
+
 def templates_folder() -> Path:
-    """llama.cpp's published chat templates (`Qwen-Qwen3-0.6B.jinja`, ...) of the installed
-    version, kept in the venv after the first download (`<venv>/sdist-templates/<version>`)."""
-    folder = Path(sys.prefix) / "sdist-templates" / llama_cpp_version()
-    if folder.is_dir():
-        return folder
-    with tempfile.TemporaryDirectory(prefix="sdist-templates-") as scratch:
-        work = Path(scratch)
-        with tarfile.open(download(work)) as archive:
-            members = [m for m in archive.getmembers() if TEMPLATES in m.name and m.isfile()]
-            if not members:
-                raise SdistError(f"the sdist has no {TEMPLATES}")
-            _extract(archive, work / "src", members)
-        found = next((work / "src").glob(f"*/{TEMPLATES}"))
-        # Copied beside its place, then renamed: a reader never sees half a folder.
-        partial = folder.parent / f".{folder.name}.{Path(scratch).name}"
-        shutil.copytree(found, partial)
-        try:
-            partial.rename(folder)
-        except OSError:  # another process put it there first
-            shutil.rmtree(partial)
-    return folder
+    """llama.cpp's published chat templates (`Qwen-Qwen3-0.6B.jinja`, ...)."""
+    return llama_cpp_tree() / "models" / "templates"
+
+
+def template_text(name: str) -> str:
+    """The published template `models/templates/<name>.jinja`."""
+    return (templates_folder() / f"{name}.jinja").read_text()
 
 
 def _extract(archive: tarfile.TarFile, into: Path, members: list[tarfile.TarInfo]) -> None:

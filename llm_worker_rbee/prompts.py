@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -164,7 +165,10 @@ def _tojson(
     sort_keys: bool = False,
 ) -> str:
     """Hugging Face's `tojson`: keys in order, no HTML escaping (Jinja's own sorts keys
-    and writes `<` as `\\u003c`, which is not what the model was trained on)."""
+    and writes `<` as `\\u003c`, which is not what the model was trained on). A generator
+    (`tools | map(attribute='function')`) is written as the list it yields."""
+    if isinstance(value, types.GeneratorType):
+        value = list(value)
     return json.dumps(
         value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
     )

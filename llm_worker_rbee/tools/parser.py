@@ -15,9 +15,14 @@ it is dropped; ended by the model, it was text (`a <`).
 The whole answer is the same events folded (`parse_tool_calls`), so a streamed answer and
 a whole one always agree.
 
+Each family's syntax is data (tools/syntax.py): JSON call objects (alone, in an array, or
+closed by a marker) and calls that name the function outside JSON (a head matched by a
+pattern, the arguments' object, end markup), each the same machine's steps.
+
 One piece (over 400 lines): `ToolCallParser` is one state machine (content, head,
-arguments, tail, closer, between) whose steps hand one buffer to each other; the JSON
-scanning it needs (`json_end`, `_ValueStream`) is small and used nowhere else.
+arguments, tail, closer, between, call end, calls) whose steps hand one buffer to each
+other; the JSON scanning it needs (`json_end`, `_ValueStream`) is small and used nowhere
+else.
 """
 
 from __future__ import annotations
@@ -30,6 +35,19 @@ from typing import Literal
 
 from llm_worker_rbee.tools.family import ToolFamily
 from llm_worker_rbee.tools.spec import ToolCall, new_call_id
+from llm_worker_rbee.tools.syntax import (
+    ARGUMENT_KEYS,
+    JSON_HEAD,
+    NAME_KEYS,
+    OPENERS,
+    PROMPT_TAIL,
+    Opener,
+)
+
+# The first key of a call object as the families write it (OpenAI-style `type` first, too).
+_FIRST_KEYS = ("name", "type")
+# A head not matched within this many characters is no call's.
+_HEAD_LIMIT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,39 +71,7 @@ class ArgumentsDelta:
 ToolEvent = ContentDelta | CallStarted | ArgumentsDelta
 
 
-@dataclass(frozen=True, slots=True)
-class _Opener:
-    text: str
-    # A block of calls: one object, then `closer` (Hermes), or a JSON array of objects.
-    shape: Literal["object", "array"]
-    closer: str = ""
-    # Only where the answer starts (after whitespace), or after a call.
-    at_start: bool = False
-
-
-_OPENERS: dict[ToolFamily, tuple[_Opener, ...]] = {
-    ToolFamily.HERMES: (_Opener("<tool_call>", "object", "</tool_call>"),),
-    ToolFamily.LLAMA3: (
-        _Opener("<|python_tag|>", "object", at_start=True),
-        _Opener("{", "object", at_start=True),
-    ),
-    ToolFamily.MISTRAL: (
-        _Opener("[TOOL_CALLS]", "array"),
-        # A real Mistral model's [TOOL_CALLS] is a control token, which decodes to nothing.
-        _Opener("[", "array", at_start=True),
-    ),
-}
-
-# The start of a call object up to its arguments' value: `{"name": "f", "arguments": `.
-_HEAD = re.compile(
-    r'\s*\{\s*(?:"type"\s*:\s*"function"\s*,\s*)?"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*'
-    r'"(?:arguments|parameters)"\s*:\s*'
-)
-_ARGUMENT_KEYS = ("arguments", "parameters")
-# The first key of a call object as the families write it (OpenAI-style `type` first, too).
-_FIRST_KEYS = ("name", "type")
-
-_State = Literal["content", "head", "args", "tail", "closer", "between"]
+_State = Literal["content", "head", "args", "tail", "closer", "between", "call_end", "calls"]
 
 
 def json_end(text: str, start: int = 0) -> int | None:
@@ -172,12 +158,12 @@ class ToolCallParser:
         parallel: bool = True,
         new_id: Callable[[], str] = new_call_id,
     ) -> None:
-        self._openers = _OPENERS[family]
+        self._openers = OPENERS[family]
         self._parallel = parallel
         self._new_id = new_id
-        self._buf = ""
+        self._buf = PROMPT_TAIL.get(family, "")
         self._state: _State = "content"
-        self._opener: _Opener | None = None
+        self._opener: Opener | None = None
         # Text of the current block since its opener, released as content if no call comes.
         self._raw = ""
         self._block_calls = 0
@@ -186,6 +172,7 @@ class ToolCallParser:
         self._value = _ValueStream()
         self._string_args = False
         self._depth = 0
+        self._ends: tuple[str, ...] = ()
         self._array_open = False
         self._muting = False
         self._after_call = False
@@ -260,11 +247,15 @@ class ToolCallParser:
             return self._step_tail()
         if self._state == "closer":
             return self._step_closer()
+        if self._state == "call_end":
+            return self._step_call_end()
+        if self._state == "calls":
+            return self._step_calls()
         return self._step_between(events, final=final)
 
     def _step_content(self, events: list[ToolEvent], *, final: bool) -> bool:
         buf = self._buf
-        best: tuple[int, _Opener] | None = None
+        best: tuple[int, Opener] | None = None
         for opener in self._openers:
             if opener.at_start:
                 if not self._at_start:
@@ -288,7 +279,8 @@ class ToolCallParser:
                 return False
             self._content(events, buf[:at])
             self._buf = buf[at + len(opener.text) :]
-            self._open(opener)
+            if opener.shape != "drop":
+                self._open(opener)
             return True
         # At the end, a partial opener is text unless the output was cut there.
         keep = 0 if final and not self._cut else self._undecided(buf)
@@ -311,7 +303,7 @@ class ToolCallParser:
                     break
         return keep
 
-    def _open(self, opener: _Opener) -> None:
+    def _open(self, opener: Opener) -> None:
         self._opener = opener
         # An opener that is itself the value's first character (`{`, `[`) stays in the text.
         if opener.text in ("{", "["):
@@ -321,6 +313,8 @@ class ToolCallParser:
             self._raw = opener.text
         self._block_calls = 0
         self._state = "between" if opener.shape == "array" else "head"
+        if opener.shape == "sequence":
+            self._state = "calls"
         self._array_open = False
 
     def _step_between(self, events: list[ToolEvent], *, final: bool) -> bool:
@@ -355,12 +349,15 @@ class ToolCallParser:
         stripped = buf.lstrip()
         if not stripped:
             return False
+        assert self._opener is not None
+        if self._opener.head is not None:
+            return self._step_named_head(events, self._opener.head, final=final)
         if stripped[0] != "{" or (len(stripped) > 1 and stripped[1:].lstrip()[:1] not in ('"', "")):
             return self._not_a_call(events)
-        match = _HEAD.match(buf)
+        match = JSON_HEAD.match(buf)
         if match is not None:
             try:
-                name = json.loads(f'"{match.group(1)}"')
+                name = json.loads(f'"{match.group("name")}"')
             except ValueError:
                 return self._not_a_call(events)
             self._raw += match.group(0)
@@ -378,12 +375,13 @@ class ToolCallParser:
             value = json.loads(buf[start:end])
         except ValueError:
             return self._not_a_call(events)
-        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        name = next((value[k] for k in NAME_KEYS if k in value), None)
+        if not isinstance(value, dict) or not isinstance(name, str):
             return self._not_a_call(events)
-        arguments: object = next((value[k] for k in _ARGUMENT_KEYS if k in value), {})
+        arguments: object = next((value[k] for k in ARGUMENT_KEYS if k in value), {})
         self._raw += buf[:end]
         self._buf = buf[end:]
-        self._start_call(events, value["name"])
+        self._start_call(events, name)
         text = arguments if isinstance(arguments, str) else json.dumps(arguments)
         self._arguments_delta(events, text)
         self._end_call()
@@ -408,18 +406,78 @@ class ToolCallParser:
             except ValueError:
                 self._arguments_delta(events, buf[:end])
             self._buf = buf[end:]
-            self._state = "tail"
-            self._depth = 1
+            self._after_arguments()
             return True
         taken, done = self._value.take(buf)
         if taken:
             self._arguments_delta(events, buf[:taken])
         self._buf = buf[taken:]
         if done:
-            self._state = "tail"
-            self._depth = 1
+            self._after_arguments()
             return True
         return False
+
+    def _after_arguments(self) -> None:
+        """A JSON call object's rest is skipped to its `}`; a named call's end markup next."""
+        assert self._opener is not None
+        self._state = "tail" if self._opener.head is None else "call_end"
+        self._depth = 1
+        self._ends = self._opener.call_end
+
+    def _step_named_head(
+        self, events: list[ToolEvent], head: re.Pattern[str], *, final: bool
+    ) -> bool:
+        """A call that names its function outside JSON (`<function=NAME>`, `>>>NAME\n`)."""
+        match = head.match(self._buf)
+        if match is None:
+            if (not final or self._cut) and len(self._buf) < _HEAD_LIMIT:
+                return False  # still arriving (or cut on its way: dropped)
+            return self._not_a_call(events)
+        self._raw += match.group(0)
+        self._buf = self._buf[match.end() :]
+        self._start_call(events, match.group("name").strip())
+        self._value = _ValueStream()
+        self._string_args = False
+        self._state = "args"
+        return True
+
+    def _step_call_end(self) -> bool:
+        """The markup after a named call's arguments (DeepSeek R1's ``` and end marker), each part
+        optional, possibly still arriving."""
+        while self._ends:
+            stripped = self._buf.lstrip()
+            if not stripped:
+                self._buf = ""
+                return False
+            part = self._ends[0]
+            if stripped.startswith(part):
+                self._buf = stripped[len(part) :]
+            elif part.startswith(stripped):
+                self._buf = stripped
+                return False
+            self._ends = self._ends[1:]
+        self._end_call()
+        return True
+
+    def _step_calls(self) -> bool:
+        """In a sequence of calls: the next call's start, or the block's closer."""
+        assert self._opener is not None
+        stripped = self._buf.lstrip()
+        if not stripped:
+            self._buf = ""
+            return False
+        closer, start = self._opener.closer, self._opener.call_start
+        if stripped.startswith(start):
+            self._buf = stripped
+            self._state = "head"
+            return True
+        if stripped.startswith(closer):
+            self._buf = stripped[len(closer) :]
+        elif closer.startswith(stripped) or start.startswith(stripped):
+            self._buf = stripped
+            return False
+        self._to_content()
+        return True
 
     def _step_tail(self) -> bool:
         """Skips the rest of the call object (e.g. Mistral's `"id"`) up to its `}`."""
@@ -451,6 +509,8 @@ class ToolCallParser:
         assert self._opener is not None
         if self._opener.shape == "array":
             self._state = "between"
+        elif self._opener.shape == "sequence":
+            self._state = "calls"
         elif self._opener.closer:
             self._state = "closer"
         else:
