@@ -14,15 +14,15 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from llm_worker_rbee.messages.inference import TURN_HEADER
-from llm_worker_rbee.tools.family import (
+from llm_worker_rbee.tool_calls.family import (
     ToolFamily,
     ToolsUnsupported,
     detect_family,
     template_call,
     template_call_id,
 )
-from llm_worker_rbee.tools.generic import GenericTools, result_turn
-from llm_worker_rbee.tools.spec import ToolCall, ToolDef
+from llm_worker_rbee.tool_calls.generic import GenericTools, result_turn
+from llm_worker_rbee.tool_calls.spec import ToolCall, ToolDef
 
 # Base models (like the bundled Gemma 3 270M) carry no chat template. They then get a plain
 # transcript, and the next turn marker becomes a stop so the model does not write the

@@ -16,8 +16,8 @@ import pytest
 from llm_worker_rbee.engine.vocab import LlamaVocab
 from llm_worker_rbee.grammar import json_object_grammar, schema_grammar
 from llm_worker_rbee.json_gbnf import JSON_CHAR, gbnf_literal, json_pattern
-from llm_worker_rbee.tools import ToolChoice, ToolDef, ToolFamily, tool_grammar
-from llm_worker_rbee.tools.generic import generic_grammar
+from llm_worker_rbee.tool_calls import ToolChoice, ToolDef, ToolFamily, tool_grammar
+from llm_worker_rbee.tool_calls.generic import generic_grammar
 from tests.test_tool_grammar import accepts, vocab
 
 __all__ = ["vocab"]  # the fixture, shared with test_tool_grammar

@@ -9,7 +9,7 @@ import pytest
 
 from devtools.sdist import template_text
 from llm_worker_rbee.prompts import ChatMessage, render_chat
-from llm_worker_rbee.tools import (
+from llm_worker_rbee.tool_calls import (
     ToolCall,
     ToolCallParser,
     ToolChoice,
@@ -19,7 +19,7 @@ from llm_worker_rbee.tools import (
     parse_tool_calls,
     tool_grammar,
 )
-from llm_worker_rbee.tools.family import r1_marker as R1
+from llm_worker_rbee.tool_calls.family import r1_marker as R1
 
 # Published templates and the family llama.cpp's common/chat.cpp gives their format.
 PUBLISHED = [

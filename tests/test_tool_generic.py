@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llm_worker_rbee.prompts import ChatMessage, render_chat
-from llm_worker_rbee.tools import (
+from llm_worker_rbee.tool_calls import (
     ArgumentsDelta,
     CallStarted,
     ContentDelta,
@@ -24,7 +24,7 @@ from llm_worker_rbee.tools import (
     ToolsUnsupported,
     plan_tools,
 )
-from llm_worker_rbee.tools.generic_parser import GenericCallParser
+from llm_worker_rbee.tool_calls.generic_parser import GenericCallParser
 from tests.test_tool_grammar import accepts, vocab  # noqa: F401 (vocab: a fixture)
 
 GEMMA = (Path(__file__).parent / "templates" / "gemma3.jinja").read_text()

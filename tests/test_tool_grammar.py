@@ -14,7 +14,7 @@ import pytest
 
 from llm_worker_rbee.engine.sampling import TOKEN_DATA
 from llm_worker_rbee.inspection.bundled import bundled_model_path
-from llm_worker_rbee.tools import ToolChoice, ToolDef, plan_tools
+from llm_worker_rbee.tool_calls import ToolChoice, ToolDef, plan_tools
 
 TEMPLATES = Path(__file__).parent / "templates"
 WEATHER = ToolDef(

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from llm_worker_rbee.tools import (
+from llm_worker_rbee.tool_calls import (
     ArgumentsDelta,
     CallStarted,
     ContentDelta,

@@ -11,7 +11,7 @@ import gguf
 import pytest
 
 from llm_worker_rbee.prompts import ChatMessage, render_chat
-from llm_worker_rbee.tools import (
+from llm_worker_rbee.tool_calls import (
     ToolCall,
     ToolChoice,
     ToolChoiceError,

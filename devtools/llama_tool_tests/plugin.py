@@ -23,7 +23,7 @@ import pytest
 
 from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.testing.process import WorkerProcess
-from llm_worker_rbee.tools.family import ToolsUnsupported, detect_family
+from llm_worker_rbee.tool_calls.family import ToolsUnsupported, detect_family
 
 # The HF repos the slow tests load, as the published template each model has (under
 # models/templates/); the bundled weights stand in for every model.

@@ -11,7 +11,7 @@ from llm_worker_rbee.http.chat_tools import delta_of, message_calls
 from llm_worker_rbee.http.schemas import ChatCompletionBody
 from llm_worker_rbee.messages.inference import Thinking
 from llm_worker_rbee.reasoning import ReasoningFormat, ReasoningSplitter, starts_in_reasoning
-from llm_worker_rbee.tools import NO_TOOLS, ToolCall, ToolPlan
+from llm_worker_rbee.tool_calls import NO_TOOLS, ToolCall, ToolPlan
 
 
 def thinking_of(reasoning_format: ReasoningFormat, prompt: str) -> Thinking:

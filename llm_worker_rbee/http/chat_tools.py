@@ -10,7 +10,7 @@ from llm_worker_rbee.grammar import GrammarError
 from llm_worker_rbee.http.errors import bad_request
 from llm_worker_rbee.http.schemas import ChatCompletionBody, Message
 from llm_worker_rbee.prompts import ChatMessage
-from llm_worker_rbee.tools import (
+from llm_worker_rbee.tool_calls import (
     ArgumentsDelta,
     CallStarted,
     ContentDelta,

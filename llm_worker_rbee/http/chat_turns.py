@@ -20,7 +20,7 @@ from llm_worker_rbee.http.translate import build_request
 from llm_worker_rbee.messages.inference import Thinking
 from llm_worker_rbee.messages.session import Ended, InferenceRequest
 from llm_worker_rbee.prompts import ChatMessage, ChatPrompt, TemplateError, render_chat
-from llm_worker_rbee.tools import (
+from llm_worker_rbee.tool_calls import (
     NO_TOOLS,
     ContentDelta,
     ToolChoice,

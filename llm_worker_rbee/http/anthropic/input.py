@@ -9,7 +9,7 @@ import json
 from llm_worker_rbee.http.anthropic.schemas import ContentBlock, InputMessage, SystemBlock
 from llm_worker_rbee.http.errors import bad_request
 from llm_worker_rbee.prompts import ChatMessage
-from llm_worker_rbee.tools import ToolCall
+from llm_worker_rbee.tool_calls import ToolCall
 
 
 def conversation(

@@ -21,7 +21,7 @@ from llm_worker_rbee.http.sse import sse_data
 from llm_worker_rbee.messages.inference import Thinking
 from llm_worker_rbee.messages.session import Ended, ErrorInfo, InferenceRequest, TextDelta
 from llm_worker_rbee.reasoning import ReasoningSplitter
-from llm_worker_rbee.tools import (
+from llm_worker_rbee.tool_calls import (
     ArgumentsDelta,
     CallStarted,
     ContentDelta,

@@ -34,7 +34,7 @@ from llm_worker_rbee.http.schemas import JsonSchemaFormat, ResponseFormat
 from llm_worker_rbee.http.services import Services
 from llm_worker_rbee.http.sessions import answer
 from llm_worker_rbee.messages.inference import Thinking
-from llm_worker_rbee.tools import ToolChoice, ToolDef, ToolPlan
+from llm_worker_rbee.tool_calls import ToolChoice, ToolDef, ToolPlan
 
 PATH = "/v1/messages"
 # Messages API fields this worker does not implement: 400 naming the field.

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from llm_worker_rbee.http.errors import ApiError, bad_request
 from llm_worker_rbee.http.responses.schemas import FunctionTool, InputItem, InputPart
 from llm_worker_rbee.prompts import ChatMessage
-from llm_worker_rbee.tools import ToolCall, ToolChoice, ToolDef
+from llm_worker_rbee.tool_calls import ToolCall, ToolChoice, ToolDef
 
 # Content parts an input message may carry, as text.
 TEXT_PARTS = frozenset({"input_text", "output_text"})

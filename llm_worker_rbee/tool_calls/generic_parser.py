@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from llm_worker_rbee.tools.parser import ArgumentsDelta, CallStarted, ContentDelta, ToolEvent
-from llm_worker_rbee.tools.spec import ToolCall, new_call_id
+from llm_worker_rbee.tool_calls.parser import ArgumentsDelta, CallStarted, ContentDelta, ToolEvent
+from llm_worker_rbee.tool_calls.spec import ToolCall, new_call_id
 
 RESPONSE_KEY = "response"
 CALL_KEYS = ("tool_call", "tool_calls")

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_worker_rbee.grammar import rules_grammar
-from llm_worker_rbee.tools.family import ToolFamily
-from llm_worker_rbee.tools.grammar import call_schema
-from llm_worker_rbee.tools.spec import ToolCall, ToolChoice, ToolDef
+from llm_worker_rbee.tool_calls.family import ToolFamily
+from llm_worker_rbee.tool_calls.grammar import call_schema
+from llm_worker_rbee.tool_calls.spec import ToolCall, ToolChoice, ToolDef
 
 
 @dataclass(frozen=True, slots=True)

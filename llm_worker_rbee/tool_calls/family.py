@@ -14,7 +14,7 @@ model was trained to write a call:
   (tools.generic; --tool-fallback).
 
 More formats, told as llama.cpp's common/chat.cpp tells them (`_marked_family`; the
-syntax of each in tools/syntax.py, docs/API.md "Tool-call formats"):
+syntax of each in tool_calls/syntax.py, docs/API.md "Tool-call formats"):
 
 - DEEPSEEK_R1: `<|tool calls begin|><|tool call begin|>function<|tool sep|>NAME` then
   the arguments in a ```json block (DeepSeek R1 and its distills; the bars are full-width,
@@ -37,7 +37,7 @@ import json
 import re
 from typing import Any
 
-from llm_worker_rbee.tools.spec import ToolCall
+from llm_worker_rbee.tool_calls.spec import ToolCall
 
 
 class ToolFamily(enum.Enum):

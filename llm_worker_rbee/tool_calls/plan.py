@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from llm_worker_rbee.tools.family import ToolFamily, ToolsUnsupported, detect_family
-from llm_worker_rbee.tools.generic import GenericTools, generic_grammar
-from llm_worker_rbee.tools.generic_parser import GenericCallParser
-from llm_worker_rbee.tools.grammar import tool_grammar
-from llm_worker_rbee.tools.parser import ToolCallParser
-from llm_worker_rbee.tools.spec import ToolChoice, ToolDef, new_call_id
+from llm_worker_rbee.tool_calls.family import ToolFamily, ToolsUnsupported, detect_family
+from llm_worker_rbee.tool_calls.generic import GenericTools, generic_grammar
+from llm_worker_rbee.tool_calls.generic_parser import GenericCallParser
+from llm_worker_rbee.tool_calls.grammar import tool_grammar
+from llm_worker_rbee.tool_calls.parser import ToolCallParser
+from llm_worker_rbee.tool_calls.spec import ToolChoice, ToolDef, new_call_id
 
 
 class ToolChoiceError(ValueError):

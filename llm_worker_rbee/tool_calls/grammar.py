@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from llm_worker_rbee.grammar import rules_grammar
-from llm_worker_rbee.tools.family import ToolFamily, r1_marker
-from llm_worker_rbee.tools.spec import ToolChoice, ToolDef
+from llm_worker_rbee.tool_calls.family import ToolFamily, r1_marker
+from llm_worker_rbee.tool_calls.spec import ToolChoice, ToolDef
 
 # The families that write the name outside JSON: a call is the text before the arguments
 # (NAME stands for the name), the arguments' object, the text after; then the text the block

@@ -15,7 +15,7 @@ it is dropped; ended by the model, it was text (`a <`).
 The whole answer is the same events folded (`parse_tool_calls`), so a streamed answer and
 a whole one always agree.
 
-Each family's syntax is data (tools/syntax.py): JSON call objects (alone, in an array, or
+Each family's syntax is data (tool_calls/syntax.py): JSON call objects (alone, in an array, or
 closed by a marker) and calls that name the function outside JSON (a head matched by a
 pattern, the arguments' object, end markup), each the same machine's steps.
 
@@ -33,9 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from llm_worker_rbee.tools.family import ToolFamily
-from llm_worker_rbee.tools.spec import ToolCall, new_call_id
-from llm_worker_rbee.tools.syntax import (
+from llm_worker_rbee.tool_calls.family import ToolFamily
+from llm_worker_rbee.tool_calls.spec import ToolCall, new_call_id
+from llm_worker_rbee.tool_calls.syntax import (
     ARGUMENT_KEYS,
     JSON_HEAD,
     NAME_KEYS,

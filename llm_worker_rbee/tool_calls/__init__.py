@@ -18,15 +18,15 @@
   `plan.parser()`, with the same events (tools.generic, tools.generic_parser).
 """
 
-from llm_worker_rbee.tools.family import (
+from llm_worker_rbee.tool_calls.family import (
     ToolFamily,
     ToolsUnsupported,
     detect_family,
     template_call,
     template_call_id,
 )
-from llm_worker_rbee.tools.grammar import call_schema, tool_grammar
-from llm_worker_rbee.tools.parser import (
+from llm_worker_rbee.tool_calls.grammar import call_schema, tool_grammar
+from llm_worker_rbee.tool_calls.parser import (
     ArgumentsDelta,
     CallStarted,
     ContentDelta,
@@ -34,8 +34,8 @@ from llm_worker_rbee.tools.parser import (
     ToolEvent,
     parse_tool_calls,
 )
-from llm_worker_rbee.tools.plan import NO_TOOLS, ToolChoiceError, ToolPlan, plan_tools
-from llm_worker_rbee.tools.spec import ToolCall, ToolChoice, ToolDef, new_call_id
+from llm_worker_rbee.tool_calls.plan import NO_TOOLS, ToolChoiceError, ToolPlan, plan_tools
+from llm_worker_rbee.tool_calls.spec import ToolCall, ToolChoice, ToolDef, new_call_id
 
 __all__ = [
     "NO_TOOLS",

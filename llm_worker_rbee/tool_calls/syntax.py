@@ -1,4 +1,4 @@
-"""How each family's calls look in the output, for the parser (tools/parser.py).
+"""How each family's calls look in the output, for the parser (tool_calls/parser.py).
 
 A family's output is content with blocks of calls in it. A block starts at an `Opener`; its
 calls are JSON objects (`{"name": ..., "arguments": {...}}`: one, a JSON array of them, or
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from llm_worker_rbee.tools.family import ToolFamily, r1_marker
+from llm_worker_rbee.tool_calls.family import ToolFamily, r1_marker
 
 # object: one call, then `closer` if any; array: a JSON array of calls; sequence: calls,
 # each from `call_start`, until `closer`; drop: no call, a marker left out of the content.
