@@ -26,6 +26,7 @@ from llm_worker_rbee.tool_calls import (
 )
 from llm_worker_rbee.tool_calls.generic_parser import GenericCallParser
 from tests.test_tool_grammar import accepts, vocab  # noqa: F401 (vocab: a fixture)
+from tests.test_tool_parser import fold
 
 GEMMA = (Path(__file__).parent / "templates" / "gemma3.jinja").read_text()
 QWEN = (Path(__file__).parent / "templates" / "qwen2.5.jinja").read_text()
@@ -45,17 +46,7 @@ def fed(
     parser = GenericCallParser(parallel=parallel, new_id=lambda: f"call_{next(counter)}")
     events = [e for piece in pieces for e in parser.feed(piece)]
     events += parser.finish(cut=cut)
-    content = ""
-    calls: dict[int, list[str]] = {}
-    for event in events:
-        if isinstance(event, ContentDelta):
-            content += event.text
-        elif isinstance(event, CallStarted):
-            assert event.index == len(calls)
-            calls[event.index] = [event.id, event.name, ""]
-        else:
-            calls[event.index][2] += event.text
-    folded = [(c[0], c[1], c[2]) for c in calls.values()]
+    content, folded = fold(events)
     assert content == parser.content
     assert folded == [(c.id, c.name, c.arguments) for c in parser.tool_calls()]
     return content, folded, events
