@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import trio
 
@@ -77,33 +77,36 @@ class ChoiceBox:
         self._abandoned = True
         self.mailbox.wake()
 
-    def ready(self) -> bool:
-        """`next` would return an event."""
-        if self._done:
-            return False
-        if self._control:
-            return True
-        pending = self.mailbox.peek()
-        if self._started and pending is not None and _shows(pending):
-            return True
-        return self._final is not None
-
-    def next(self) -> SessionEvent | None:
-        """Reader side: the next event, or None when there is none yet."""
+    def _due(self) -> Literal["control", "text", "final"] | None:
+        """What `next` reads now, if anything: one rule for `ready` and `next`."""
         if self._done:
             return None
         if self._control:
+            return "control"
+        pending = self.mailbox.peek()
+        if self._started and pending is not None and _shows(pending):
+            return "text"
+        return None if self._final is None else "final"
+
+    def ready(self) -> bool:
+        """`next` would return an event."""
+        return self._due() is not None
+
+    def next(self) -> SessionEvent | None:
+        """Reader side: the next event, or None when there is none yet."""
+        due = self._due()
+        if due == "control":
             event = self._control.popleft()
             self._started = self._started or isinstance(event, Started)
             return event
-        pending = self.mailbox.peek()
-        if self._started and pending is not None and _shows(pending):
-            self.mailbox.take()
-            delta = TextDelta(pending.text, pending.tokens, pending.logprobs)
+        if due == "text":
+            output = self.mailbox.take()
+            assert output is not None
+            delta = TextDelta(output.text, output.tokens, output.logprobs)
             self.trace(f"http:{self.job_id}", delta)
             return delta
-        if self._final is None:
-            self._done = self._abandoned
+        if due is None:
+            self._done = self._done or self._abandoned
             return None
         self.mailbox.take()  # tokens without text of their own: nothing to show
         self._done = True
