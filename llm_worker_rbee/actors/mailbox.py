@@ -91,9 +91,3 @@ class OutputMailbox:
         self._pending = None
         self._lot.unpark_all()
         self._end_lot.unpark_all()
-
-    def __enter__(self) -> OutputMailbox:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
