@@ -92,9 +92,10 @@ class Settings(BaseModel):
     # The exact mode: per-slot KV streams and prompts decoded alone, so a request's tokens
     # do not depend on its company (docs/PERFORMANCE.md). Off: one KV pool, mixed batches.
     batch_invariant: bool = False
-    # N-gram drafts verified in the fast mode's step (engine/ngram.py); the exact mode never
-    # drafts.
-    speculation: Literal["ngram", "off"] = "ngram"
+    # N-gram drafts verified in the fast mode's step (engine/ngram.py): from the request's
+    # own text and the worker's memory of earlier outputs (ngram), from its own text only
+    # (prompt), or none. The exact mode never drafts.
+    speculation: Literal["ngram", "prompt", "off"] = "ngram"
     # Secrets come from the environment only (a flag would show in `ps`): see SECRET_ENV.
     api_key: SecretStr | None = None
     hive_token: SecretStr | None = None
@@ -201,7 +202,7 @@ class Settings(BaseModel):
     @property
     def drafting(self) -> bool:
         """N-gram drafts in the step: asked for, and the fast mode (the exact never drafts)."""
-        return self.speculation == "ngram" and not self.batch_invariant
+        return self.speculation != "off" and not self.batch_invariant
 
     @property
     def queue_wait_s(self) -> float | None:
@@ -265,7 +266,11 @@ FLAGS: tuple[_Flag, ...] = (
         "the same answer alone or in company: per-slot KV, prompts decoded alone (slower)",
         switch=True,
     ),
-    _Flag("speculation", "ngram or off: draft tokens by prompt lookup (default ngram)"),
+    _Flag(
+        "speculation",
+        "ngram, prompt or off: draft tokens from the request's text and earlier outputs, "
+        "from its text only, or not (default ngram)",
+    ),
 )
 
 

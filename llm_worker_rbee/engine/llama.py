@@ -48,9 +48,17 @@ from llm_worker_rbee.engine.base import (
     ModelLoadError,
     SeqOutput,
 )
+from llm_worker_rbee.engine.draft_plan import StepCosts, plan
 from llm_worker_rbee.engine.kernels import describe as describe_build
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
-from llm_worker_rbee.engine.ngram import DRAFT_ROWS, MAX_DRAFT, NgramDrafter
+from llm_worker_rbee.engine.ngram import (
+    DRAFT_ROWS,
+    MAX_DRAFT,
+    MEMORY_ENTRIES,
+    NgramDrafter,
+    NgramMemory,
+    Proposal,
+)
 from llm_worker_rbee.engine.prompt_cache import GrownPrefix, SlotCaches, common_prefix
 from llm_worker_rbee.engine.sampling import SeqSampler, Wake, build_chains
 from llm_worker_rbee.engine.vocab import LlamaVocab
@@ -99,7 +107,7 @@ class _Seq:
     aligned: int = 0
     last: int | None = None  # sampled in the previous step, decoded in the next
     broken: bool = False  # a decode failed with it in the batch: its cells are unknown
-    # Fast mode with speculation: drafts by prompt lookup over its prompt and output.
+    # Fast mode with speculation: its prompt and output, and the drafts they propose.
     drafter: NgramDrafter | None = None
 
     @property
@@ -141,6 +149,7 @@ class LlamaEngine:
         *,
         batch_invariant: bool = False,
         speculation: bool = False,
+        draft_memory: bool = False,
     ) -> None:
         self._model = model
         self._ctx = ctx
@@ -152,6 +161,9 @@ class LlamaEngine:
         # N-gram drafts in the fast mode's step; never in the exact mode, whose promise is a
         # step shaped the same alone or in company (drafts add rows as the text repeats).
         self._speculation = speculation and not batch_invariant
+        # What the model wrote after each context, for every sequence's drafts (ngram.py).
+        self._ngram_memory = NgramMemory(MEMORY_ENTRIES if draft_memory else 0)
+        self._step_costs = StepCosts()  # what a decode costs by its rows (draft_plan.py)
         self.drafted = 0  # draft tokens decoded, and those the model's own sampling kept
         self.accepted = 0
         self._chunk = min(EXACT_CHUNK, n_batch)
@@ -279,6 +291,7 @@ class LlamaEngine:
                 settings.batch_size,
                 batch_invariant=settings.batch_invariant,
                 speculation=settings.drafting,
+                draft_memory=settings.speculation == "ngram",
             )
         except BaseException:
             llama_cpp.llama_free(ctx)
@@ -417,7 +430,11 @@ class LlamaEngine:
             cached=reuse,
             order=self._admitted,
             aligned=reuse,
-            drafter=NgramDrafter(prompt, drafts) if self._speculation and drafts > 0 else None,
+            drafter=(
+                NgramDrafter(prompt, self._ngram_memory, drafts)
+                if self._speculation and drafts > 0
+                else None
+            ),
         )
         self._publish()
         return reuse
@@ -477,7 +494,8 @@ class LlamaEngine:
         for seq_id, seq in streams:
             assert seq.last is not None
             pos = len(seq.tokens)
-            for offset, token in enumerate((seq.last, *drafts.get(seq_id, ()))):
+            draft = drafts.get(seq_id, Proposal())
+            for offset, token in enumerate((seq.last, *draft.tokens)):
                 batch.add(token, pos + offset, seq_id, True)
             fed.append((seq, (seq.last,)))
         budget = self._n_batch - batch.raw.n_tokens
@@ -495,27 +513,38 @@ class LlamaEngine:
         self._make_room(batch.raw.n_tokens)
         return self._decode(fed, drafts)
 
-    def _drafts(self, streams: list[tuple[int, _Seq]]) -> dict[int, list[int]]:
-        """Each stream's n-gram draft for this step, within what the step can afford.
+    def _drafts(self, streams: list[tuple[int, _Seq]]) -> dict[int, Proposal]:
+        """Each stream's n-gram draft for this step: the ones that pay, as long as pays
+        (draft_plan.py), within what the step can afford.
 
         None while a prompt is waiting for its chunks: a step with a chunk is already
         compute-bound, and a draft row would take a prompt token's place. Otherwise the
         streams share DRAFT_ROWS rows, and drafts only use cells that neither a sequence nor
-        a slot's prompt cache holds (speculation never evicts a cache). A stream's own
-        length adapts to how much of its drafts the model kept (NgramDrafter.accepted).
+        a slot's prompt cache holds (speculation never evicts a cache).
         """
         if not self._speculation or not streams or any(s.prefilling for s in self._seqs.values()):
             return {}
         room = min(self.cells_free() - len(streams), self._n_batch - len(streams), DRAFT_ROWS)
-        share = room // len(streams)
-        drafts: dict[int, list[int]] = {}
-        for seq_id, seq in streams:
-            if seq.drafter is None or share <= 0:
-                continue
-            limit = min(share, self._info.seq_capacity - len(seq.tokens) - 2)
-            draft = seq.drafter.draft(limit)
-            if draft:
-                drafts[seq_id] = draft
+        if room <= 0:
+            return {}
+        proposals: list[Proposal] = []
+        for _, seq in streams:
+            limit = min(room, self._info.seq_capacity - len(seq.tokens) - 2)
+            proposals.append(seq.drafter.propose(limit) if seq.drafter is not None else Proposal())
+        lengths = plan(
+            self._step_costs,
+            [
+                seq.drafter.chances(proposal) if seq.drafter is not None else []
+                for (_, seq), proposal in zip(streams, proposals, strict=True)
+            ],
+            room,
+        )
+        drafts: dict[int, Proposal] = {}
+        for (seq_id, seq), proposal, length in zip(streams, proposals, lengths, strict=True):
+            if seq.drafter is not None:
+                seq.drafter.planned(proposal, length)
+            if length:
+                drafts[seq_id] = proposal.head(length)
         return drafts
 
     def cells_free(self) -> int:
@@ -605,7 +634,7 @@ class LlamaEngine:
             self._held.pop(seq_id, None)
 
     def _decode(
-        self, fed: list[tuple[_Seq, Sequence[int]]], drafts: dict[int, list[int]] | None = None
+        self, fed: list[tuple[_Seq, Sequence[int]]], drafts: dict[int, Proposal] | None = None
     ) -> list[SeqOutput]:
         """Decodes the batch as filled for `fed` (and each stream's `drafts` after its
         token), then samples where logits were asked for.
@@ -620,7 +649,10 @@ class LlamaEngine:
         batch = self._batch
         if batch.raw.n_tokens == 0:
             return []
+        started = time.perf_counter()
         status = llama_cpp.llama_decode(self._ctx, batch.raw)
+        if status == 0 and len(batch.outputs) == batch.raw.n_tokens:  # no prompt chunk in it
+            self._step_costs.observe(batch.raw.n_tokens, time.perf_counter() - started)
         if status != 0:
             for seq, _ in fed:
                 seq.broken = True
@@ -632,10 +664,10 @@ class LlamaEngine:
             rows.setdefault(seq_id, []).append(index)
         outputs: list[SeqOutput] = []
         for seq_id, indices in rows.items():
-            outputs += self._sample_run(seq_id, indices, (drafts or {}).get(seq_id, []))
+            outputs += self._sample_run(seq_id, indices, (drafts or {}).get(seq_id, Proposal()))
         return outputs
 
-    def _sample_run(self, seq_id: int, indices: list[int], draft: list[int]) -> list[SeqOutput]:
+    def _sample_run(self, seq_id: int, indices: list[int], draft: Proposal) -> list[SeqOutput]:
         """Samples a sequence's rows in order while they follow its draft (see _decode)."""
         seq = self._seqs[seq_id]
         outputs: list[SeqOutput] = []
@@ -646,8 +678,8 @@ class LlamaEngine:
             outputs.append(SeqOutput(seq_id, token, piece, eog, logprobs))
             seq.last = token
             if seq.drafter is not None:
-                seq.drafter.extend((token,))
-            if eog or row >= len(draft) or token != draft[row]:
+                seq.drafter.sampled(token)
+            if eog or row >= len(draft) or token != draft.tokens[row]:
                 break
             seq.tokens.append(token)  # the draft's row decoded it: its cell is kept
         if draft:
@@ -655,7 +687,7 @@ class LlamaEngine:
             self.drafted += len(draft)
             self.accepted += kept
             assert seq.drafter is not None
-            seq.drafter.accepted(len(draft), kept)
+            seq.drafter.verified(draft, kept)
             if kept < len(draft):  # the rest of the draft's cells hold tokens not kept
                 llama_cpp.llama_memory_seq_rm(self._memory, seq_id, len(seq.tokens), -1)
         return outputs

@@ -1,67 +1,217 @@
-"""Draft tokens by prompt lookup: the tokens that followed the latest earlier occurrence of
-a sequence's last few tokens, in its own prompt or output (vLLM's n-gram proposer,
-llama-server's `ngram-simple`). Text that repeats its prompt (code edits, quotes, JSON that
-echoes keys) gets drafts that the target model then accepts several at a time.
+"""Draft tokens by n-grams: what is predicted to come next in a sequence, from its own prompt
+and output (prompt lookup: vLLM's n-gram proposer, llama-server's `ngram-simple`) and from
+what the model wrote before after the same context (the worker's memory of outputs, as
+llama-server's `ngram-mod` and SGLang's n-gram cache keep one across requests). Text that
+repeats its prompt (code edits, quotes, JSON that echoes keys) or an earlier answer
+(a retry, a regeneration, n choices of one prompt) gets drafts that the target model then
+accepts several at a time. Which drafts a step verifies, and how long, is
+engine/draft_plan.py's choice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
 
-# N-gram lengths tried, longest first: a longer match is a better predictor; a 1-gram
-# matches almost anywhere and would mostly propose drafts that fail.
+# N-gram lengths looked up in a sequence's own text, longest first: a longer match is a
+# better predictor; a 1-gram matches almost anywhere and would mostly propose drafts that
+# fail.
 SIZES = (3, 2)
-# Draft length bounds, and where a sequence starts: one a step costs a row of the batch.
-MIN_DRAFT = 1
-MAX_DRAFT = 16
-FIRST_DRAFT = 4
-# Draft rows one fast-mode step may add in all, shared by its streams. Each is a row of
-# logits over the whole vocabulary (262k for Gemma 3: the output layer is most of a small
-# model's work), so past a handful of rows drafts cost what they save.
-DRAFT_ROWS = 16
+# The tokens before an output token that key it in the memory: long enough that two texts
+# rarely share a key and go on differently (llama-server's ngram-mod hashes 24 into a table
+# that collides; these keys are exact).
+MEMORY_KEY = 16
+# Keys the memory holds at most (about 100 bytes each); past it the oldest quarter goes.
+MEMORY_ENTRIES = 1 << 18
+# A draft's length at most, and draft rows one fast-mode step may add in all: each is a row
+# of logits over the whole vocabulary reserved at the load (262k for Gemma 3: 1 MiB, and as
+# much again in the compute buffer). Past 32 rows a CPU step gains little per row
+# (docs/PERFORMANCE.md, "What a draft costs").
+MAX_DRAFT = 32
+DRAFT_ROWS = 32
+# The acceptance estimates: a token's chance of being kept given the ones before it were,
+# counted over drafted and shadowed proposals with older ones fading (DECAY a token). The
+# worker's start from PRIOR_HITS kept of PRIOR_HITS + PRIOR_MISSES; a new sequence's start
+# at the worker's, weighing as much as that prior.
+DECAY = 0.95
+PRIOR_HITS = 3.0
+PRIOR_MISSES = 1.0
+# Where a proposed token came from: each has its own estimate (the memory's long keys
+# predict better than a 3-token match in the own text).
+MEMORY, OWN = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """Tokens predicted to come next, and where each came from (MEMORY or OWN)."""
+
+    tokens: list[int] = field(default_factory=list)
+    sources: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def head(self, n: int) -> Proposal:
+        return Proposal(self.tokens[:n], self.sources[:n])
+
+
+class Acceptance:
+    """How often proposed tokens from one source were kept, older outcomes fading."""
+
+    def __init__(self, p: float = PRIOR_HITS / (PRIOR_HITS + PRIOR_MISSES)) -> None:
+        weight = PRIOR_HITS + PRIOR_MISSES
+        self._hits = p * weight
+        self._misses = (1 - p) * weight
+
+    @property
+    def p(self) -> float:
+        return self._hits / (self._hits + self._misses)
+
+    def observe(self, hit: bool) -> None:
+        self._hits = self._hits * DECAY + hit
+        self._misses = self._misses * DECAY + (not hit)
+
+
+class NgramMemory:
+    """The worker's memory of outputs: for the MEMORY_KEY tokens before each generated token
+    (prompt tokens included), that token, the latest writer winning, `entries` at most (0:
+    none kept, `--speculation prompt`). Prompts are not kept: where a prompt and an earlier
+    output share a context, the output is what the model writes there. It also holds the
+    worker's acceptance by source, which a new sequence's estimates start from."""
+
+    def __init__(self, entries: int = MEMORY_ENTRIES) -> None:
+        self._next: dict[int, int] = {}
+        self._entries = entries
+        self.acceptance = (Acceptance(), Acceptance())  # by source: MEMORY, OWN
+
+    def __len__(self) -> int:
+        return len(self._next)
+
+    def remember(self, context: Sequence[int], token: int) -> None:
+        """Keeps `token` as what follows the last MEMORY_KEY tokens of `context`."""
+        if len(context) < MEMORY_KEY or not self._entries:
+            return
+        table = self._next
+        table[hash(tuple(context[-MEMORY_KEY:]))] = token
+        if len(table) > self._entries:  # dicts keep insertion order: the oldest go
+            for key in list(islice(table, self._entries // 4)):
+                del table[key]
+
+    def recall(self, context: Sequence[int]) -> int | None:
+        if len(context) < MEMORY_KEY or not self._next:
+            return None
+        return self._next.get(hash(tuple(context[-MEMORY_KEY:])))
 
 
 class NgramDrafter:
     """A sequence's tokens so far and, for each n-gram of them, where its latest occurrence
-    that has a follower ended; proposes drafts in O(1) a step and adapts their length to
-    how many of its drafts the model accepted."""
+    that has a follower ended; proposes what comes next, and estimates how likely each
+    proposed token is to be kept from how the earlier proposals from its source fared."""
 
-    def __init__(self, tokens: Iterable[int], max_draft: int = MAX_DRAFT) -> None:
+    def __init__(
+        self,
+        prompt: Iterable[int],
+        memory: NgramMemory,
+        max_draft: int = MAX_DRAFT,
+    ) -> None:
         self._tokens: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}
-        self._max = max_draft
-        self.length = min(FIRST_DRAFT, max_draft)
-        self.extend(tokens)
+        self._memory = memory
+        self.max_draft = max_draft
+        self._acceptance = tuple(Acceptance(worker.p) for worker in memory.acceptance)
+        # The latest proposal not drafted (its tokens and their sources), checked against
+        # the tokens that come instead: a sequence whose drafts stopped paying keeps
+        # learning whether they would again.
+        self._shadow: list[tuple[int, int]] = []
+        for token in prompt:
+            self._index_next(token)
 
-    def extend(self, tokens: Iterable[int]) -> None:
+    def chances(self, proposal: Proposal) -> list[float]:
+        """The chance that each token of `proposal` is kept: its source's estimate times
+        the chance of the token before it."""
+        p = [a.p for a in self._acceptance]
+        chance, worths = 1.0, []
+        for source in proposal.sources:
+            chance *= p[source]
+            worths.append(chance)
+        return worths
+
+    def _index_next(self, token: int) -> None:
         history, index = self._tokens, self._index
-        for token in tokens:
-            end = len(history)
-            for n in SIZES:
-                if end >= n:  # the n-gram ending here is followed by `token`, at `end`
-                    index[tuple(history[end - n : end])] = end
-            history.append(token)
-
-    def draft(self, limit: int) -> list[int]:
-        """Up to min(`limit`, the current length) tokens that followed the latest earlier
-        occurrence of the longest matching tail; [] when nothing matches."""
-        limit = min(limit, self.length)
-        history = self._tokens
-        if limit <= 0:
-            return []
+        end = len(history)
         for n in SIZES:
-            if len(history) > n:
-                start = self._index.get(tuple(history[-n:]))
-                if start is not None:
-                    return history[start : start + limit]
-        return []
+            if end >= n:  # the n-gram ending here is followed by `token`, at `end`
+                index[tuple(history[end - n : end])] = end
+        history.append(token)
 
-    def accepted(self, drafted: int, kept: int) -> None:
-        """Adapts the next draft's length: doubled after a draft kept whole, else what was
-        kept plus one (a sequence that stopped echoing drafts one token)."""
-        if drafted == 0:
-            return
-        if kept == drafted:
-            self.length = min(self._max, max(self.length, drafted) * 2)
-        else:
-            self.length = max(MIN_DRAFT, min(self._max, kept + 1))
+    def _observe(self, source: int, hit: bool) -> None:
+        self._acceptance[source].observe(hit)
+        self._memory.acceptance[source].observe(hit)
+
+    def sampled(self, token: int) -> None:
+        """Takes the sequence's next token: indexed, remembered, and checked against a
+        shadowed proposal."""
+        self._memory.remember(self._tokens, token)
+        if self._shadow:
+            predicted, source = self._shadow[0]
+            self._observe(source, predicted == token)
+            if predicted == token:
+                del self._shadow[0]
+            else:
+                self._shadow.clear()
+        self._index_next(token)
+
+    def propose(self, limit: int) -> Proposal:
+        """Up to `limit` tokens predicted to follow, and where each came from: the memory's
+        token for the MEMORY_KEY tokens before it, else the continuation of the latest
+        earlier occurrence in the sequence's own text of the longest matching tail; none
+        when nothing matches."""
+        history, memory = self._tokens, self._memory
+        limit = min(limit, self.max_draft)
+        window = history[-max(MEMORY_KEY, SIZES[0]) :]  # the last tokens, then the proposal's
+        tokens: list[int] = []
+        sources: list[int] = []
+        copy = -1  # where in `history` the own-text continuation goes on, -1 none
+        while len(tokens) < limit:
+            token = memory.recall(window)
+            source = MEMORY
+            if token is None:
+                if not 0 <= copy < len(history):
+                    copy = self._lookup(window)
+                    if copy < 0:
+                        break
+                token, source = history[copy], OWN
+                copy += 1
+            elif 0 <= copy < len(history) and history[copy] == token:
+                copy += 1
+            else:
+                copy = -1
+            tokens.append(token)
+            sources.append(source)
+            window.append(token)
+        return Proposal(tokens, sources)
+
+    def _lookup(self, window: Sequence[int]) -> int:
+        """Where the longest tail of `window` was last followed in the own text, or -1."""
+        for n in SIZES:
+            if len(window) >= n:
+                end = self._index.get(tuple(window[-n:]))
+                if end is not None:
+                    return end
+        return -1
+
+    def planned(self, proposal: Proposal, drafted: int) -> None:
+        """What the step made of `proposal`: `drafted` of its tokens verified; none, and it
+        is checked against the tokens that come instead (unless one is being checked)."""
+        if drafted:
+            self._shadow = []
+        elif not self._shadow:
+            self._shadow = list(zip(proposal.tokens, proposal.sources, strict=True))
+
+    def verified(self, draft: Proposal, kept: int) -> None:
+        """`draft` was verified and its first `kept` tokens kept."""
+        for source in draft.sources[:kept]:
+            self._observe(source, True)
+        if kept < len(draft):
+            self._observe(draft.sources[kept], False)

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from llm_worker_rbee.engine.ngram import MAX_DRAFT
 from llm_worker_rbee.http.schema_bases import DropsUnknown, DropsUnknownByAlias, KeepsUnknown
 
 # StrictFloat takes ints too (1 == 1.0) but never bools or numeric strings; unlike a union,
@@ -100,7 +101,7 @@ class SamplingFields(KeepsUnknown):
     grammar: StrictStr | None = None
     json_schema: dict[str, Any] | None = None
     # llama-server's: the longest n-gram draft verified per step for this request (0: none).
-    speculative_n_max: Annotated[StrictInt, Field(ge=0, le=16)] | None = Field(
+    speculative_n_max: Annotated[StrictInt, Field(ge=0, le=MAX_DRAFT)] | None = Field(
         default=None, alias="speculative.n_max"
     )
 
