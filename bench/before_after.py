@@ -5,8 +5,10 @@ DIR is a checkout of the older revision (`git worktree add /tmp/before REV`); it
 `bench/pipeline.py` serves its own package on the scripted fake engine, so each side runs
 exactly its code. Each round measures both sides, the order reversed every other round:
 
-- **pipeline**: 64 streams of 512 tokens at once, zero step latency (bench/pipeline.py):
-  streamed tokens/s the Python side carries when the engine is never the bottleneck;
+- **pipeline**: 64 streams of `--tokens` (default 4096) tokens at once, zero step latency
+  (bench/pipeline.py): streamed tokens/s the Python side carries when the engine is never
+  the bottleneck (bench/pipeline.py's own 512 tokens a stream last about half a second
+  here, too short to tell a few percent from the machine's noise);
 - **event-loop CPU per token**: one stream of 300 tokens at a time, a step every 5 ms as a
   real engine spaces them (bench/wakeups.py): what each token costs the event-loop thread,
   which on 2 cores is taken from llama.cpp's threads.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -30,11 +33,11 @@ from bench.wakeups import cpu_per_token
 SPACING_S = 0.005
 
 
-def _measure(tree: Path | None) -> tuple[float, float]:
+def _measure(tree: Path | None, tokens: int) -> tuple[float, float]:
     """(pipeline tokens/s, event-loop µs per token at SPACING_S) for one side."""
-    served = start_fake_worker(tree=tree)
+    served = start_fake_worker(tokens=tokens, tree=tree)
     try:
-        pipeline = trio.run(run_pipeline, served.url)
+        pipeline = trio.run(partial(run_pipeline, served.url, tokens=tokens))
     finally:
         served.stop()
     served = start_fake_worker(slots=4, tokens=SPACED_TOKENS, step_seconds=SPACING_S, tree=tree)
@@ -50,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.before_after", description=__doc__)
     parser.add_argument("--before", type=Path, required=True, help="the older checkout")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=4096, help="a pipeline stream's")
     args = parser.parse_args(argv)
     sides: dict[str, tuple[Path | None, list[tuple[float, float]]]] = {
         "before": (args.before.resolve(), []),
@@ -59,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         order = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
         for name in order:
             tree, results = sides[name]
-            results.append(_measure(tree))
+            results.append(_measure(tree, args.tokens))
             tps, cpu = results[-1]
             print(f"round {round_ + 1} {name}: {tps:,.0f} tokens/s, {cpu:.0f} µs/token", flush=True)
     print(f"\n| side | pipeline tokens/s, median of {args.rounds} | event-loop CPU per token |")

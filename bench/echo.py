@@ -126,24 +126,34 @@ def main() -> None:
                 served = llama_server(args.llama_server, args.threads, spec_type)
                 servers.append(served)
                 contenders[served.name] = (served.url, {})
-        for url, extra in contenders.values():
-            for workload in workloads:  # each prompt once in a slot's cache, as in every round
+
+        def warm(url: str, extra: dict[str, object]) -> None:
+            # Each prompt once in a slot's cache and in n-gram memories, as in every round.
+            for workload in workloads:
                 run(url, workload, 1, extra)
-        failed: dict[str, str] = {}  # a contender that failed a request runs no more
+
+        for url, extra in contenders.values():
+            warm(url, extra)
+        # A contender that failed a request at some number of streams runs no more at that
+        # number; a llama-server that died is started again (and warmed) for the rest.
+        failed: dict[tuple[str, int], str] = {}
         for round_index in range(args.rounds):
             names = list(contenders) if round_index % 2 == 0 else list(reversed(contenders))
-            for workload in workloads:
-                for streams in levels:
-                    for name in (n for n in names if n not in failed):
+            # Fewest streams first: llama-server's ngram-mod has aborted at 8 streams, and
+            # its fewer-stream cells of the round are measured before that.
+            for streams in levels:
+                for workload in workloads:
+                    for name in (n for n in names if (n, streams) not in failed):
                         url, extra = contenders[name]
                         try:
                             rate = run(url, workload, streams, extra)
                         except httpx.HTTPError as exc:
-                            failed[name] = f"{workload}, {streams} streams: {exc!r}"
-                            print(f"{name} FAILED at {failed[name]}", flush=True)
+                            failed[(name, streams)] = f"{workload}, {streams} streams: {exc!r}"
+                            print(f"{name} FAILED at {failed[(name, streams)]}", flush=True)
                             for served in servers:  # a server that died says why
                                 if served.name == name:
                                     print("".join(served.lines[-8:]), flush=True)
+                                    warm(served.restart().url, {})
                             continue
                         rates.setdefault((name, workload, streams), []).append(rate)
                         print(f"{workload} {streams} {name}: {rate:.1f} tokens/s", flush=True)
@@ -167,7 +177,7 @@ def main() -> None:
             print(f"| {workload} | {streams} | " + " | ".join(cells) + " |")
     print(f"\nworker: drafted {drafted:.0f}, accepted {accepted:.0f}", end=" ")
     print(f"({accepted / max(drafted, 1):.0%})")
-    for name, where in failed.items():
+    for (name, _), where in failed.items():
         print(f"{name} failed at {where}")
 
 

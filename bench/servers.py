@@ -54,6 +54,12 @@ class Served:
             raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.lines[-30:]))
         return self
 
+    def restart(self) -> Served:
+        """The same command again (after it died), on the same port."""
+        self.stop()
+        self._started = threading.Event()
+        return self.start()
+
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
