@@ -514,8 +514,9 @@ class LlamaEngine:
         return self._decode(fed, drafts)
 
     def _drafts(self, streams: list[tuple[int, _Seq]]) -> dict[int, Proposal]:
-        """Each stream's n-gram draft for this step: the ones that pay, as long as pays
-        (draft_plan.py), within what the step can afford.
+        """Each stream's n-gram draft for this step: the proposals' first tokens that give
+        the step the most expected tokens per second (draft_plan.py), none where no draft
+        pays, within what the step can afford.
 
         None while a prompt is waiting for its chunks: a step with a chunk is already
         compute-bound, and a draft row would take a prompt token's place. Otherwise the

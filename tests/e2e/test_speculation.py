@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Literal
 
 import httpx
 import jsonschema
@@ -12,9 +13,11 @@ import llama_cpp
 import pytest
 
 from bench.bursts import counter
+from bench.common import PROMPTS
 from bench.echo import CODE, WORKLOADS
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.llama import LlamaEngine
+from llm_worker_rbee.engine.ngram import MEMORY, Proposal
 from llm_worker_rbee.grammar import schema_grammar
 from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprobs
@@ -138,3 +141,32 @@ def test_greedy_text_with_and_without_drafts_agrees_up_to_a_near_tie(workload: s
         assert abs(a.chosen.logprob - b.chosen.logprob) < 0.5
         rival = next((t for t in a.top if t.token == b.chosen.token), None)
         assert rival is None or a.chosen.logprob - rival.logprob < 0.5
+
+
+@pytest.mark.behavior("INF-068")
+@pytest.mark.parametrize("speculation", ["ngram", "prompt"])
+def test_a_repeated_request_is_proposed_the_first_ones_output_unless_prompt_only(
+    speculation: Literal["ngram", "prompt"],
+) -> None:
+    """The worker's memory of outputs: a second request with the same prompt, in another
+    slot, is proposed what the first one generated, from its first token on (free text, so
+    its own prompt has nothing to copy); `--speculation prompt` remembers nothing."""
+    settings = Settings(backend="cpu", ctx_size=2048, slots=2, threads=1, speculation=speculation)
+    engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
+    try:
+        prompt = engine.tokenize(PROMPTS[0], add_special=True)
+        greedy = SamplingParams(temperature=0, ignore_eos=True)
+        first = [
+            out.chosen.token for out in _greedy(engine, prompt, replace(greedy, logprobs=0), 24)
+        ]
+        engine.admit(1, prompt, greedy)
+        drafter = engine._seqs[1].drafter
+        assert drafter is not None
+        proposal = drafter.propose(16)
+        engine.cancel(1)
+    finally:
+        engine.close()
+    if speculation == "ngram":
+        assert proposal == Proposal(first[:16], [MEMORY] * 16)
+    else:
+        assert MEMORY not in proposal.sources
