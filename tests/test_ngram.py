@@ -14,6 +14,7 @@ from llm_worker_rbee.engine.ngram import (
     NgramDrafter,
     NgramMemory,
     Proposal,
+    kind,
 )
 
 PRIOR = PRIOR_HITS / (PRIOR_HITS + PRIOR_MISSES)
@@ -94,30 +95,42 @@ def test_acceptance_follows_drafts_kept_and_proposals_checked_while_not_drafting
     memory = NgramMemory()
     seq = drafter([], memory)
     own = Proposal([1] * 8, [OWN] * 8)
+
+    def last(proposal: Proposal = own) -> float:
+        """The chance of a proposal's last token: every estimate it depends on moves it."""
+        return seq.chances(proposal)[-1]
+
+    # A first token and a later one from the same source, and other sources, start alike.
     assert seq.chances(Proposal([1, 1], [OWN, MEMORY])) == pytest.approx([PRIOR, PRIOR**2])
     seq.verified(own, kept=8)
-    high = seq.chances(own)[0]
-    assert high > PRIOR
-    assert seq.chances(Proposal([1], [MEMORY])) == pytest.approx([PRIOR])  # its own estimate
+    high = last()
+    assert high > PRIOR**8
+    assert last(Proposal([1], [MEMORY])) == pytest.approx(PRIOR)  # its own estimates
     seq.verified(own, kept=0)
-    assert seq.chances(own)[0] < high
+    assert last() < high
+    # The first token and the ones after it have estimates of their own: a miss at the
+    # first lowers the first's, not the later ones'.
+    first, later = seq.chances(own)[0], seq.chances(own)[1] / seq.chances(own)[0]
+    assert later > first
     # Not drafted: the proposal is checked token by token against what is sampled.
-    before = seq.chances(own)[0]
+    before = last()
     seq.planned(Proposal([4, 5, 6], [OWN] * 3), drafted=0)
     seq.sampled(4)
     seq.sampled(5)
-    middle = seq.chances(own)[0]
+    middle = last()
     assert middle > before
     seq.sampled(9)  # the proposal said 6: a miss, and the shadow ends
-    after_miss = seq.chances(own)[0]
+    after_miss = last()
     assert after_miss < middle
     seq.sampled(6)  # nothing is shadowed now: no change
-    assert seq.chances(own)[0] == after_miss
+    assert last() == after_miss
     # A drafted plan drops the shadow: its verification counts instead.
     seq.planned(Proposal([1, 2], [OWN] * 2), drafted=0)
     seq.planned(Proposal([1, 2], [OWN] * 2), drafted=2)
     seq.sampled(3)
-    assert seq.chances(own)[0] == after_miss
+    assert last() == after_miss
     # The worker's estimates moved with the sequence's, and a new sequence starts there.
-    assert drafter([], memory).chances(own)[0] == pytest.approx(memory.acceptance[OWN].p)
-    assert memory.acceptance[OWN].p != pytest.approx(PRIOR)
+    assert last(Proposal([1], [OWN])) != pytest.approx(PRIOR)
+    first_p, later_p = (memory.acceptance[kind(OWN, position)].p for position in (0, 1))
+    fresh = drafter([], memory).chances(Proposal([1, 1], [OWN, OWN]))
+    assert fresh == pytest.approx([first_p, first_p * later_p])

@@ -37,9 +37,17 @@ DRAFT_ROWS = 32
 DECAY = 0.95
 PRIOR_HITS = 3.0
 PRIOR_MISSES = 1.0
-# Where a proposed token came from: each has its own estimate (the memory's long keys
-# predict better than a 3-token match in the own text).
+# Where a proposed token came from: each has its own estimates (the memory's long keys
+# predict better than a 3-token match in the own text), one for a proposal's first token
+# and one for the tokens after it: a text being copied goes on being copied (kept runs are
+# long), so a token after a kept one is likelier kept than a proposal's first.
 MEMORY, OWN = 0, 1
+KINDS = 4
+
+
+def kind(source: int, position: int) -> int:
+    """Which estimate a proposed token at `position` (0: the first) from `source` has."""
+    return 2 * source + (position > 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,7 @@ class NgramMemory:
     def __init__(self, entries: int = MEMORY_ENTRIES) -> None:
         self._next: dict[int, int] = {}
         self._entries = entries
-        self.acceptance = (Acceptance(), Acceptance())  # by source: MEMORY, OWN
+        self.acceptance = tuple(Acceptance() for _ in range(KINDS))  # by kind()
 
     def __len__(self) -> int:
         return len(self._next)
@@ -120,7 +128,7 @@ class NgramDrafter:
         self._memory = memory
         self.max_draft = max_draft
         self._acceptance = tuple(Acceptance(worker.p) for worker in memory.acceptance)
-        # The latest proposal not drafted (its tokens and their sources), checked against
+        # The latest proposal not drafted (its tokens and their kinds), checked against
         # the tokens that come instead: a sequence whose drafts stopped paying keeps
         # learning whether they would again.
         self._shadow: list[tuple[int, int]] = []
@@ -128,12 +136,12 @@ class NgramDrafter:
             self._index_next(token)
 
     def chances(self, proposal: Proposal) -> list[float]:
-        """The chance that each token of `proposal` is kept: its source's estimate times
-        the chance of the token before it."""
+        """The chance that each token of `proposal` is kept: its kind's estimate times the
+        chance of the token before it."""
         p = [a.p for a in self._acceptance]
         chance, worths = 1.0, []
-        for source in proposal.sources:
-            chance *= p[source]
+        for position, source in enumerate(proposal.sources):
+            chance *= p[kind(source, position)]
             worths.append(chance)
         return worths
 
@@ -145,17 +153,17 @@ class NgramDrafter:
                 index[tuple(history[end - n : end])] = end
         history.append(token)
 
-    def _observe(self, source: int, hit: bool) -> None:
-        self._acceptance[source].observe(hit)
-        self._memory.acceptance[source].observe(hit)
+    def _observe(self, kind: int, hit: bool) -> None:
+        self._acceptance[kind].observe(hit)
+        self._memory.acceptance[kind].observe(hit)
 
     def sampled(self, token: int) -> None:
         """Takes the sequence's next token: indexed, remembered, and checked against a
         shadowed proposal."""
         self._memory.remember(self._tokens, token)
         if self._shadow:
-            predicted, source = self._shadow[0]
-            self._observe(source, predicted == token)
+            predicted, shadowed = self._shadow[0]
+            self._observe(shadowed, predicted == token)
             if predicted == token:
                 del self._shadow[0]
             else:
@@ -207,11 +215,16 @@ class NgramDrafter:
         if drafted:
             self._shadow = []
         elif not self._shadow:
-            self._shadow = list(zip(proposal.tokens, proposal.sources, strict=True))
+            self._shadow = [
+                (token, kind(source, position))
+                for position, (token, source) in enumerate(
+                    zip(proposal.tokens, proposal.sources, strict=True)
+                )
+            ]
 
     def verified(self, draft: Proposal, kept: int) -> None:
         """`draft` was verified and its first `kept` tokens kept."""
-        for source in draft.sources[:kept]:
-            self._observe(source, True)
+        for position, source in enumerate(draft.sources[:kept]):
+            self._observe(kind(source, position), True)
         if kept < len(draft):
-            self._observe(draft.sources[kept], False)
+            self._observe(kind(draft.sources[kept], kept), False)

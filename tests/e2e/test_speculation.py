@@ -149,16 +149,19 @@ def test_a_repeated_request_is_proposed_the_first_ones_output_unless_prompt_only
     speculation: Literal["ngram", "prompt"],
 ) -> None:
     """The worker's memory of outputs: a second request with the same prompt, in another
-    slot, is proposed what the first one generated, from its first token on (free text, so
-    its own prompt has nothing to copy); `--speculation prompt` remembers nothing."""
+    slot, is proposed what the first one generated, from its first token on (its own prompt
+    has none of it to copy); `--speculation prompt` remembers nothing. A grammar
+    holds the first answer to words that never repeat, so no 16 tokens of it occur twice
+    (the memory keeps the latest writer's word for a context, which a loop would change)."""
     settings = Settings(backend="cpu", ctx_size=2048, slots=2, threads=1, speculation=speculation)
     engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
+    counted = "one two three four five six seven eight nine ten eleven twelve thirteen"
+    grammar = f'root ::= " {counted} fourteen fifteen sixteen seventeen eighteen nineteen"'
     try:
         prompt = engine.tokenize(PROMPTS[0], add_special=True)
-        greedy = SamplingParams(temperature=0, ignore_eos=True)
-        first = [
-            out.chosen.token for out in _greedy(engine, prompt, replace(greedy, logprobs=0), 24)
-        ]
+        greedy = SamplingParams(temperature=0, logprobs=0, grammar=grammar)
+        first = [out.chosen.token for out in _greedy(engine, prompt, greedy, 40)]
+        assert len(first) >= 16
         engine.admit(1, prompt, greedy)
         drafter = engine._seqs[1].drafter
         assert drafter is not None
