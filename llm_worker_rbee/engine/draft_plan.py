@@ -6,13 +6,13 @@ the output layer (262k x 640 for Gemma 3) as a vector; with two rows llama.cpp t
 matrix kernels, and on a 2-core AVX-512 EPYC the second row doubles the step (11.5 ms, then
 24.9), while each row after that adds about 2 ms and eight rows cost less than six
 (docs/PERFORMANCE.md). On a GPU rows are nearly free. So the costs are measured, not
-assumed: every decode step without a prompt chunk times itself by its rows, and a row
-count not yet seen is taken optimistically (its lower measured neighbour's cost) so it is
-tried once.
+assumed: every decode step without a prompt chunk times itself by its rows. A row count
+above every one timed is priced as the largest timed one (optimistic, so it is tried once),
+one between two timed ones on the line between them.
 
 Given each stream's proposal and each proposed token's chance of being kept
-(NgramDrafter.worth: the product of its own and every earlier token's chance once the ones
-before it were kept), a draft's expected tokens are 1 plus the sum of its tokens' chances.
+(NgramDrafter.chances: its own chance once the tokens before it were kept, times theirs),
+a draft's expected tokens are 1 plus the sum of its tokens' chances.
 The step's expected tokens per second over R draft rows is (streams + the R largest
 chances) / cost(streams + R), and the plan takes the R that maximizes it, R = 0 included:
 drafts that do not pay are not made.
@@ -42,9 +42,9 @@ class StepCosts:
         self.seconds[rows] = seconds if old is None else old + WEIGHT * (seconds - old)
 
     def cost(self, rows: int) -> float | None:
-        """The cost of `rows`: measured, else between its measured neighbours, else its
-        lower neighbour's (optimistic, so it gets tried); None when nothing is measured
-        at or below it."""
+        """The cost of `rows`: measured; between two measured counts, on the line between
+        them; above every measured count, the largest one's (optimistic, so it gets tried);
+        None when nothing is measured at or below it."""
         if rows in self.seconds:
             return self.seconds[rows]
         known = sorted(self.seconds)

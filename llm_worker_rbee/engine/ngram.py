@@ -1,10 +1,9 @@
 """Draft tokens by n-grams: what is predicted to come next in a sequence, from its own prompt
 and output (prompt lookup: vLLM's n-gram proposer, llama-server's `ngram-simple`) and from
 what the model wrote before after the same context (the worker's memory of outputs, as
-llama-server's `ngram-mod` and SGLang's n-gram cache keep one across requests). Text that
-repeats its prompt (code edits, quotes, JSON that echoes keys) or an earlier answer
-(a retry, a regeneration, n choices of one prompt) gets drafts that the target model then
-accepts several at a time. Which drafts a step verifies, and how long, is
+llama-server's `ngram-mod` keeps one across requests). Text that repeats its prompt (code
+edits, quotes, JSON that echoes keys) or an earlier answer (a retry, a regeneration, n
+choices of one prompt) gets drafts that the target model then accepts several at a time. Which drafts a step verifies, and how long, is
 engine/draft_plan.py's choice.
 """
 
@@ -27,7 +26,7 @@ MEMORY_ENTRIES = 1 << 18
 # A draft's length at most, and draft rows one fast-mode step may add in all: each is a row
 # of logits over the whole vocabulary reserved at the load (262k for Gemma 3: 1 MiB, and as
 # much again in the compute buffer). Past 32 rows a CPU step gains little per row
-# (docs/PERFORMANCE.md, "What a draft costs").
+# (docs/PERFORMANCE.md, "Drafts that pay").
 MAX_DRAFT = 32
 DRAFT_ROWS = 32
 # The acceptance estimates: a token's chance of being kept given the ones before it were,
