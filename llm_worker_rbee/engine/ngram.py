@@ -3,8 +3,8 @@ and output (prompt lookup: vLLM's n-gram proposer, llama-server's `ngram-simple`
 what the model wrote before after the same context (the worker's memory of outputs, as
 llama-server's `ngram-mod` keeps one across requests). Text that repeats its prompt (code
 edits, quotes, JSON that echoes keys) or an earlier answer (a retry, a regeneration, n
-choices of one prompt) gets drafts that the target model then accepts several at a time. Which drafts a step verifies, and how long, is
-engine/draft_plan.py's choice.
+choices of one prompt) gets drafts that the target model then accepts several at a time.
+Which drafts a step verifies, and how long, is engine/draft_plan.py's choice.
 """
 
 from __future__ import annotations
