@@ -92,9 +92,8 @@ class Settings(BaseModel):
     # The exact mode: per-slot KV streams and prompts decoded alone, so a request's tokens
     # do not depend on its company (docs/PERFORMANCE.md). Off: one KV pool, mixed batches.
     batch_invariant: bool = False
-    # N-gram drafts verified in the fast mode's step (engine/ngram.py): from the request's
-    # own text and the worker's memory of earlier outputs (ngram), from its own text only
-    # (prompt), or none. The exact mode never drafts.
+    # N-gram drafts in the fast mode's step (engine/ngram.py): from the request's text and
+    # the worker's memory of outputs (ngram), its text only (prompt), or none (off).
     speculation: Literal["ngram", "prompt", "off"] = "ngram"
     # Secrets come from the environment only (a flag would show in `ps`): see SECRET_ENV.
     api_key: SecretStr | None = None
@@ -266,11 +265,7 @@ FLAGS: tuple[_Flag, ...] = (
         "the same answer alone or in company: per-slot KV, prompts decoded alone (slower)",
         switch=True,
     ),
-    _Flag(
-        "speculation",
-        "ngram, prompt or off: draft tokens from the request's text and earlier outputs, "
-        "from its text only, or not (default ngram)",
-    ),
+    _Flag("speculation", "ngram, prompt or off: n-gram drafts from text and past outputs"),
 )
 
 

@@ -46,9 +46,9 @@ def test_text_report_of_the_bundled_model(capsys: pytest.CaptureFixture[str]) ->
         "chat template   no",
         "memory for      --ctx-size 4096 --slots 4 --batch-size 512 (KV cache f16)",
         # One KV pool (serve's default mode): its masks span all 4096 cells.
-        "  on the CPU    RAM 353.66 MiB: weights 235.16 MiB, KV cache 72.00 MiB, compute 46.50 MiB",
-        "  on a GPU      VRAM 845.66 MiB: weights 235.16 MiB, KV cache 72.00 MiB, "
-        "compute 26.50 MiB, CUDA 512.00 MiB; RAM 191.25 MiB",
+        "  on the CPU    RAM 379.34 MiB: weights 235.16 MiB, KV cache 72.00 MiB, compute 72.18 MiB",
+        "  on a GPU      VRAM 855.34 MiB: weights 235.16 MiB, KV cache 72.00 MiB, "
+        "compute 36.18 MiB, CUDA 512.00 MiB; RAM 207.25 MiB",
     ]
 
 

@@ -30,7 +30,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # average 3); the tests here decode few tokens at a time, where a second thread gains little.
 # `make test` runs two test processes (pytest-xdist), each with its own session workers, so
 # two one-thread workers decode at a time, one per core.
-WORKER_ARGS = ["--slots", "2", "--ctx-size", "2048", "--threads", "1", "--alias", "my-alias"]
+# No n-gram drafts: which a step takes depends on the worker's memory of outputs, its
+# acceptance estimates and the step costs it timed, none of which a test can bring back to
+# the same state, and a draft changes its step's shape (docs/API.md, "Same request, same
+# text"). tests/e2e/test_speculation.py starts workers of its own with them.
+WORKER_ARGS = [
+    *("--slots", "2", "--ctx-size", "2048", "--threads", "1", "--alias", "my-alias"),
+    *("--speculation", "off"),
+]
 # The exact mode (a KV stream per slot), four slots so that four requests share each step,
 # and a queue of twelve: a burst of 24 overflows it (test_client_edges).
 EXACT_ARGS = [
