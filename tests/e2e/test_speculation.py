@@ -4,6 +4,7 @@ kept on text that repeats its prompt, and what a mode promises still holds with 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Literal
 
@@ -30,6 +31,14 @@ SCHEMA = {
     "properties": {"code": {"type": "string", "maxLength": 400}},
     "required": ["code"],
 }
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[WorkerProcess]:
+    """A fast-mode worker with the default speculation (the shared one runs without it)."""
+    process = WorkerProcess(["--slots", "2", "--ctx-size", "2048", "--threads", "1"]).start()
+    yield process
+    process.stop()
 
 
 @pytest.mark.behavior("INF-068")
