@@ -5,10 +5,12 @@ What a draft costs is not one number. On a CPU a step with one row of logits mul
 the output layer (262k x 640 for Gemma 3) as a vector; with two rows llama.cpp takes its
 matrix kernels, and on a 2-core AVX-512 EPYC the second row doubles the step (11.5 ms, then
 24.9), while each row after that adds about 2 ms and eight rows cost less than six
-(docs/PERFORMANCE.md). On a GPU rows are nearly free. So the costs are measured, not
-assumed: every decode step without a prompt chunk times itself by its rows. A row count
-above every one timed is priced as the largest timed one (optimistic, so it is tried once),
-one between two timed ones on the line between them.
+(docs/PERFORMANCE.md); 33 rows cost 118 ms, 32 rows 94. On a GPU rows are nearly free. So
+the costs are measured, not assumed: the load's warm-up times each row count of TOTALS a
+step may have (LlamaEngine.warm_up, the faster of two decodes), and every decode step
+without a prompt chunk moves its count's cost. A step totals one of TOTALS or every
+proposed token; a count above every one timed is priced as the largest timed one
+(optimistic, so it is tried once), one between two timed ones on the line between them.
 
 Given each stream's proposal and each proposed token's chance of being kept
 (NgramDrafter.chances: its own chance once the tokens before it were kept, times theirs),
@@ -23,8 +25,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-# Row counts a step may total (besides all its streams' proposals): the cost of each is
-# learned, so there are few of them.
+# Row counts a step with drafts may total (besides all its streams' proposals): the cost of
+# each is learned, so there are few of them, and the warm-up times each.
 TOTALS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 # How much one new timing moves a row count's cost.
 WEIGHT = 0.2

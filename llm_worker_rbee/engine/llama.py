@@ -48,7 +48,7 @@ from llm_worker_rbee.engine.base import (
     ModelLoadError,
     SeqOutput,
 )
-from llm_worker_rbee.engine.draft_plan import StepCosts, plan
+from llm_worker_rbee.engine.draft_plan import TOTALS, StepCosts, plan
 from llm_worker_rbee.engine.kernels import describe as describe_build
 from llm_worker_rbee.engine.loading import LoadProgress, LoadStage
 from llm_worker_rbee.engine.ngram import (
@@ -301,8 +301,8 @@ class LlamaEngine:
         """One decode of a BOS token in slot 0, so the first request does not pay for
         llama.cpp's first decode (graph and buffer set-up); then a step of one token in every
         slot, twice, the second timed: what a step costs with every slot busy, which the
-        scheduler turns queued work into a wait with before any request has run. The cells
-        are dropped after.
+        scheduler turns queued work into a wait with before any request has run; with drafts,
+        what each row count costs (_time_rows). The cells are dropped after.
 
         Returns:
             The timed step's seconds.
@@ -313,22 +313,43 @@ class LlamaEngine:
         """
         bos = llama_cpp.llama_vocab_bos(self._vocab)
         token = bos if bos >= 0 else 0
+        every_slot = [(seq, 0) for seq in range(self._info.n_slots)]
+        self._warm_decode(token, [(0, 0)])
+        self._warm_decode(token, every_slot)
+        step_s = self._warm_decode(token, every_slot)
+        if self._speculation:
+            self._time_rows(token)
+        return step_s
+
+    def _time_rows(self, token: int) -> None:
+        """Times a decode of each row count a step with drafts may total (draft_plan.TOTALS,
+        every row's logits asked for, a stream's token and its longest draft to a slot), the
+        faster of two: the first prices what the plan has not tried yet, and a VM's noise
+        only ever adds time."""
+        most = min(self._info.n_slots + DRAFT_ROWS, self._n_batch, self._info.n_ctx)
+        per_seq = 1 + MAX_DRAFT  # the rows a sequence may have (n_outputs_max_per_seq)
+        for rows in (t for t in TOTALS if t <= most):
+            cells = [divmod(row, per_seq) for row in range(rows)]
+            timings = (self._warm_decode(token, cells) for _ in range(2))
+            self._step_costs.observe(rows, min(timings))
+
+    def _warm_decode(self, token: int, cells: list[tuple[int, int]]) -> float:
+        """Decodes `token` at each (sequence, position) of `cells`, logits for every row, and
+        drops the cells; returns the decode's seconds."""
         batch = self._batch
-        rows = [[0], list(range(self._info.n_slots)), list(range(self._info.n_slots))]
-        started = 0.0
+        batch.clear()
+        for seq, pos in cells:
+            batch.add(token, pos, seq, True)
         try:
-            for seqs in rows:
-                batch.clear()
-                for seq in seqs:
-                    batch.add(token, 0, seq, True)
-                started = time.perf_counter()
-                status = llama_cpp.llama_decode(self._ctx, batch.raw)
-                llama_cpp.llama_memory_seq_rm(self._memory, -1, -1, -1)
-                if status != 0:
-                    raise ModelLoadError(f"the warm-up decode failed: {decode_error(status)}")
-            return time.perf_counter() - started
+            started = time.perf_counter()
+            status = llama_cpp.llama_decode(self._ctx, batch.raw)
+            seconds = time.perf_counter() - started
+            llama_cpp.llama_memory_seq_rm(self._memory, -1, -1, -1)
         finally:
             batch.clear()
+        if status != 0:
+            raise ModelLoadError(f"the warm-up decode failed: {decode_error(status)}")
+        return seconds
 
     @property
     def info(self) -> ModelInfo:
