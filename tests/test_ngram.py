@@ -6,18 +6,18 @@ from __future__ import annotations
 import pytest
 
 from llm_worker_rbee.engine.ngram import (
-    MEMORY,
+    MATCHES,
+    MEMORY_FIRST,
     MEMORY_KEY,
-    OWN,
-    PRIOR_HITS,
-    PRIOR_MISSES,
+    MEMORY_LATER,
+    PRIORS,
     NgramDrafter,
     NgramMemory,
     Proposal,
-    kind,
+    own_kind,
 )
 
-PRIOR = PRIOR_HITS / (PRIOR_HITS + PRIOR_MISSES)
+SHORT, LONG = own_kind(0), own_kind(MATCHES[-1])  # a chance match, a copy under way
 
 
 def drafter(prompt: list[int], memory: NgramMemory | None = None, **kw: int) -> NgramDrafter:
@@ -31,8 +31,10 @@ def tokens(drafter: NgramDrafter, limit: int) -> list[int]:
 @pytest.mark.behavior("INF-068")
 def test_the_proposal_is_what_followed_the_latest_earlier_occurrence_of_the_tail() -> None:
     seq = drafter([1, 2, 3, 4, 5, 6, 9, 2, 3, 7, 8, 1, 2, 3])
-    # The tail (1, 2, 3) occurred at the start, followed by 4, 5, 6, 9, 2, 3, 7 ...
-    assert seq.propose(5) == Proposal([4, 5, 6, 9, 2], [OWN] * 5)
+    # The tail (1, 2, 3) occurred at the start, followed by 4, 5, 6, 9, 2, 3, 7 ...; its
+    # match is those 3 tokens, and each token copied after it matches one more.
+    kinds = [own_kind(match) for match in range(3, 8)]
+    assert seq.propose(5) == Proposal([4, 5, 6, 9, 2], kinds)
     seq.sampled(4)
     # (2, 3, 4) occurred once, followed by 5, 6 ...
     assert tokens(seq, 2) == [5, 6]
@@ -58,7 +60,8 @@ def test_the_memory_drafts_what_an_earlier_sequence_wrote_after_the_same_context
         first.sampled(token)
     # A new sequence with the same prompt gets the whole output; one with another prompt
     # gets nothing (only what follows the same MEMORY_KEY tokens is recalled).
-    assert drafter(prompt, memory).propose(8) == Proposal(output, [MEMORY] * len(output))
+    kinds = [MEMORY_FIRST] + [MEMORY_LATER] * (len(output) - 1)
+    assert drafter(prompt, memory).propose(8) == Proposal(output, kinds)
     assert tokens(drafter([1, *prompt[1:]], memory), 8) == []
     # Prompts are not kept; `--speculation prompt`'s memory keeps nothing.
     assert len(memory) == len(output)
@@ -76,7 +79,7 @@ def test_the_memory_wins_over_the_own_text() -> None:
     # This sequence's own text continued `context` with 6, 7, 8; after the memory's 5 the
     # own text has nothing (its tail, ending in 5, never occurred).
     own = [*context, 6, 7, 8, 1, *context]
-    assert drafter(own, memory).propose(3) == Proposal([5], [MEMORY])
+    assert drafter(own, memory).propose(3) == Proposal([5], [MEMORY_FIRST])
     assert tokens(drafter(own), 3) == [6, 7, 8]  # without the memory's word
 
 
@@ -91,30 +94,49 @@ def test_the_memory_forgets_its_oldest_quarter_when_full() -> None:
 
 
 @pytest.mark.behavior("INF-068")
+def test_a_copy_under_way_is_told_from_a_chance_match_and_followed_past_other_passages() -> None:
+    passage = list(range(10, 40))
+    # 20 tokens of the passage copied: each proposed token's match is long.
+    seq = drafter([*passage, 1, 2, *passage[:20]])
+    assert seq.propose(4) == Proposal(passage[20:24], [LONG] * 4)
+    # (1, 2) was once followed by 5 by chance: a short match.
+    assert drafter([1, 2, 5, 6, 1, 2]).propose(1) == Proposal([5], [own_kind(2)])
+    # Another passage holds the copy's tail (33, 34, 35) later than the passage and goes on
+    # otherwise (99): the latest occurrence, but the sequence has been following the
+    # passage, whose match is longer.
+    other = [7, 33, 34, 35, 99]
+    followed = drafter([*passage, *other, 10], NgramMemory(entries=0))
+    for token in passage[1:26]:
+        followed.sampled(token)
+    assert followed.propose(1) == Proposal([36], [LONG])
+    cold = drafter([*passage, *other, *passage[:26]], NgramMemory(entries=0))
+    assert cold.propose(1) == Proposal([99], [own_kind(3)])
+
+
+@pytest.mark.behavior("INF-068")
 def test_acceptance_follows_drafts_kept_and_proposals_checked_while_not_drafting() -> None:
     memory = NgramMemory()
     seq = drafter([], memory)
-    own = Proposal([1] * 8, [OWN] * 8)
+    copy = Proposal([1] * 8, [LONG] * 8)
 
-    def last(proposal: Proposal = own) -> float:
+    def last(proposal: Proposal = copy) -> float:
         """The chance of a proposal's last token: every estimate it depends on moves it."""
         return seq.chances(proposal)[-1]
 
-    # A first token and a later one from the same source, and other sources, start alike.
-    assert seq.chances(Proposal([1, 1], [OWN, MEMORY])) == pytest.approx([PRIOR, PRIOR**2])
-    seq.verified(own, kept=8)
+    # Each kind starts from its prior: a chance match's below a copy's under way.
+    short, long, later = PRIORS[SHORT], PRIORS[LONG], PRIORS[MEMORY_LATER]
+    assert short < long
+    mixed = Proposal([1, 1, 1], [SHORT, LONG, MEMORY_LATER])
+    assert seq.chances(mixed) == pytest.approx([short, short * long, short * long * later])
+    seq.verified(copy, kept=8)
     high = last()
-    assert high > PRIOR**8
-    assert last(Proposal([1], [MEMORY])) == pytest.approx(PRIOR)  # its own estimates
-    seq.verified(own, kept=0)
+    assert high > long**8
+    assert last(Proposal([1], [MEMORY_FIRST])) == pytest.approx(PRIORS[MEMORY_FIRST])
+    seq.verified(copy, kept=0)
     assert last() < high
-    # The first token and the ones after it have estimates of their own: a miss at the
-    # first lowers the first's, not the later ones'.
-    first, later = seq.chances(own)[0], seq.chances(own)[1] / seq.chances(own)[0]
-    assert later > first
     # Not drafted: the proposal is checked token by token against what is sampled.
     before = last()
-    seq.planned(Proposal([4, 5, 6], [OWN] * 3), drafted=0)
+    seq.planned(Proposal([4, 5, 6], [LONG] * 3), drafted=0)
     seq.sampled(4)
     seq.sampled(5)
     middle = last()
@@ -125,12 +147,12 @@ def test_acceptance_follows_drafts_kept_and_proposals_checked_while_not_drafting
     seq.sampled(6)  # nothing is shadowed now: no change
     assert last() == after_miss
     # A drafted plan drops the shadow: its verification counts instead.
-    seq.planned(Proposal([1, 2], [OWN] * 2), drafted=0)
-    seq.planned(Proposal([1, 2], [OWN] * 2), drafted=2)
+    seq.planned(Proposal([1, 2], [LONG] * 2), drafted=0)
+    seq.planned(Proposal([1, 2], [LONG] * 2), drafted=2)
     seq.sampled(3)
     assert last() == after_miss
     # The worker's estimates moved with the sequence's, and a new sequence starts there.
-    assert last(Proposal([1], [OWN])) != pytest.approx(PRIOR)
-    first_p, later_p = (memory.acceptance[kind(OWN, position)].p for position in (0, 1))
-    fresh = drafter([], memory).chances(Proposal([1, 1], [OWN, OWN]))
-    assert fresh == pytest.approx([first_p, first_p * later_p])
+    moved = memory.acceptance[LONG].p
+    assert moved != pytest.approx(long)
+    fresh = drafter([], memory).chances(Proposal([1, 1], [LONG, SHORT]))
+    assert fresh == pytest.approx([moved, moved * short])

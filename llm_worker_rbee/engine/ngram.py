@@ -9,6 +9,7 @@ Which drafts a step verifies, and how long, is engine/draft_plan.py's choice.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -31,45 +32,46 @@ MAX_DRAFT = 32
 DRAFT_ROWS = 32
 # The acceptance estimates: a token's chance of being kept given the ones before it were,
 # counted over drafted and shadowed proposals with older ones fading (DECAY a token). The
-# worker's start from PRIOR_HITS kept of PRIOR_HITS + PRIOR_MISSES; a new sequence's start
-# at the worker's, weighing as much as that prior.
+# worker's start from its kind's prior, weighing PRIOR_WEIGHT outcomes; a new sequence's
+# at the worker's, weighing as much.
 DECAY = 0.95
-PRIOR_HITS = 3.0
-PRIOR_MISSES = 1.0
-# Where a proposed token came from: each has its own estimates (the memory's long keys
-# predict better than a 3-token match in the own text), one for a proposal's first token
-# and one for the tokens after it: a text being copied goes on being copied (kept runs are
-# long), so a token after a kept one is likelier kept than a proposal's first.
-MEMORY, OWN = 0, 1
-KINDS = 4
+PRIOR_WEIGHT = 4.0
+# Which estimate a proposed token's chance is (its kind): from the memory, a proposal's
+# first token or a later one (a text being copied goes on being copied); from the own text,
+# by its match, how many tokens before it agree with the ones before the place it is copied
+# from, at least each of MATCHES (2 or 3 tokens often agree by chance; after 16 a copy is
+# under way, and it goes on until the text changes, as llama-server's ngram-simple, which
+# waits for 12, counts on).
+MEMORY_FIRST, MEMORY_LATER = 0, 1
+MATCHES = (0, 4, 8, 16)
+PRIORS = (0.75, 0.75, 0.5, 0.7, 0.85, 0.9)  # by kind: the memory's two, then MATCHES'
 
 
-def kind(source: int, position: int) -> int:
-    """Which estimate a proposed token at `position` (0: the first) from `source` has."""
-    return 2 * source + (position > 0)
+def own_kind(match: int) -> int:
+    """The kind of an own-text token whose `match` tokens before it agree with its source's."""
+    return 2 + bisect_right(MATCHES, match) - 1
 
 
 @dataclass(frozen=True, slots=True)
 class Proposal:
-    """Tokens predicted to come next, and where each came from (MEMORY or OWN)."""
+    """Tokens predicted to come next, and the kind of each (where it came from)."""
 
     tokens: list[int] = field(default_factory=list)
-    sources: list[int] = field(default_factory=list)
+    kinds: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def head(self, n: int) -> Proposal:
-        return Proposal(self.tokens[:n], self.sources[:n])
+        return Proposal(self.tokens[:n], self.kinds[:n])
 
 
 class Acceptance:
-    """How often proposed tokens from one source were kept, older outcomes fading."""
+    """How often proposed tokens of one kind were kept, older outcomes fading."""
 
-    def __init__(self, p: float = PRIOR_HITS / (PRIOR_HITS + PRIOR_MISSES)) -> None:
-        weight = PRIOR_HITS + PRIOR_MISSES
-        self._hits = p * weight
-        self._misses = (1 - p) * weight
+    def __init__(self, p: float) -> None:
+        self._hits = p * PRIOR_WEIGHT
+        self._misses = (1 - p) * PRIOR_WEIGHT
 
     @property
     def p(self) -> float:
@@ -85,12 +87,12 @@ class NgramMemory:
     (prompt tokens included), that token, the latest writer winning, `entries` at most (0:
     none kept, `--speculation prompt`). Prompts are not kept: where a prompt and an earlier
     output share a context, the output is what the model writes there. It also holds the
-    worker's acceptance by source, which a new sequence's estimates start from."""
+    worker's acceptance by kind, which a new sequence's estimates start from."""
 
     def __init__(self, entries: int = MEMORY_ENTRIES) -> None:
         self._next: dict[int, int] = {}
         self._entries = entries
-        self.acceptance = tuple(Acceptance() for _ in range(KINDS))  # by kind()
+        self.acceptance = tuple(Acceptance(p) for p in PRIORS)  # by kind
 
     def __len__(self) -> int:
         return len(self._next)
@@ -114,7 +116,7 @@ class NgramMemory:
 class NgramDrafter:
     """A sequence's tokens so far and, for each n-gram of them, where its latest occurrence
     that has a follower ended; proposes what comes next, and estimates how likely each
-    proposed token is to be kept from how the earlier proposals from its source fared."""
+    proposed token is to be kept from how the earlier proposals of its kind fared."""
 
     def __init__(
         self,
@@ -131,6 +133,11 @@ class NgramDrafter:
         # the tokens that come instead: a sequence whose drafts stopped paying keeps
         # learning whether they would again.
         self._shadow: list[tuple[int, int]] = []
+        # Where in the own text the sequence's tokens have been following an earlier passage
+        # (-1: nowhere): the latest occurrence of a tail is often another passage than the
+        # one being copied (JSON repeats `",\n  "` everywhere); the one followed has the
+        # longer match.
+        self._cursor = -1
         for token in prompt:
             self._index_next(token)
 
@@ -139,8 +146,8 @@ class NgramDrafter:
         chance of the token before it."""
         p = [a.p for a in self._acceptance]
         chance, worths = 1.0, []
-        for position, source in enumerate(proposal.sources):
-            chance *= p[kind(source, position)]
+        for kind in proposal.kinds:
+            chance *= p[kind]
             worths.append(chance)
         return worths
 
@@ -157,9 +164,10 @@ class NgramDrafter:
         self._memory.acceptance[kind].observe(hit)
 
     def sampled(self, token: int) -> None:
-        """Takes the sequence's next token: indexed, remembered, and checked against a
-        shadowed proposal."""
-        self._memory.remember(self._tokens, token)
+        """Takes the sequence's next token: indexed, remembered, followed in the own text,
+        and checked against a shadowed proposal."""
+        history = self._tokens
+        self._memory.remember(history, token)
         if self._shadow:
             predicted, shadowed = self._shadow[0]
             self._observe(shadowed, predicted == token)
@@ -167,37 +175,46 @@ class NgramDrafter:
                 del self._shadow[0]
             else:
                 self._shadow.clear()
+        following = 0 <= self._cursor < len(history) and history[self._cursor] == token
         self._index_next(token)
+        self._cursor = self._cursor + 1 if following else self._lookup(history)
 
     def propose(self, limit: int) -> Proposal:
-        """Up to `limit` tokens predicted to follow, and where each came from: the memory's
-        token for the MEMORY_KEY tokens before it, else the continuation of the latest
-        earlier occurrence in the sequence's own text of the longest matching tail; none
-        when nothing matches."""
+        """Up to `limit` tokens predicted to follow, and their kinds: the memory's token for
+        the MEMORY_KEY tokens before it, else the continuation of the latest earlier
+        occurrence in the sequence's own text of the longest matching tail, or of the passage
+        being followed where its match is as long; none when nothing matches."""
         history, memory = self._tokens, self._memory
         limit = min(limit, self.max_draft)
-        window = history[-max(MEMORY_KEY, SIZES[0]) :]  # the last tokens, then the proposal's
+        window = history[-max(MEMORY_KEY, MATCHES[-1], SIZES[0]) :]  # then the proposal's
         tokens: list[int] = []
-        sources: list[int] = []
+        kinds: list[int] = []
         copy = -1  # where in `history` the own-text continuation goes on, -1 none
+        match = 0  # how many tokens before `copy` agree with the end of `window`
         while len(tokens) < limit:
             token = memory.recall(window)
-            source = MEMORY
             if token is None:
                 if not 0 <= copy < len(history):
                     copy = self._lookup(window)
                     if copy < 0:
                         break
-                token, source = history[copy], OWN
-                copy += 1
-            elif 0 <= copy < len(history) and history[copy] == token:
-                copy += 1
+                    match = self._match(window, copy)
+                    if not tokens and 0 <= self._cursor != copy:  # the passage followed
+                        followed = self._match(window, self._cursor)
+                        if followed >= match:
+                            copy, match = self._cursor, followed
+                token, kind = history[copy], own_kind(match)
+                copy, match = copy + 1, match + 1
             else:
-                copy = -1
+                kind = MEMORY_LATER if tokens else MEMORY_FIRST
+                if 0 <= copy < len(history) and history[copy] == token:
+                    copy, match = copy + 1, match + 1
+                else:
+                    copy = -1
             tokens.append(token)
-            sources.append(source)
+            kinds.append(kind)
             window.append(token)
-        return Proposal(tokens, sources)
+        return Proposal(tokens, kinds)
 
     def _lookup(self, window: Sequence[int]) -> int:
         """Where the longest tail of `window` was last followed in the own text, or -1."""
@@ -208,22 +225,25 @@ class NgramDrafter:
                     return end
         return -1
 
+    def _match(self, window: Sequence[int], end: int) -> int:
+        """How many tokens before `end` in the own text agree with the end of `window`, up
+        to the last of MATCHES."""
+        history, most, n = self._tokens, min(MATCHES[-1], end, len(window)), 0
+        while n < most and history[end - 1 - n] == window[-1 - n]:
+            n += 1
+        return n
+
     def planned(self, proposal: Proposal, drafted: int) -> None:
         """What the step made of `proposal`: `drafted` of its tokens verified; none, and it
         is checked against the tokens that come instead (unless one is being checked)."""
         if drafted:
             self._shadow = []
         elif not self._shadow:
-            self._shadow = [
-                (token, kind(source, position))
-                for position, (token, source) in enumerate(
-                    zip(proposal.tokens, proposal.sources, strict=True)
-                )
-            ]
+            self._shadow = list(zip(proposal.tokens, proposal.kinds, strict=True))
 
     def verified(self, draft: Proposal, kept: int) -> None:
         """`draft` was verified and its first `kept` tokens kept."""
-        for position, source in enumerate(draft.sources[:kept]):
-            self._observe(kind(source, position), True)
+        for kind in draft.kinds[:kept]:
+            self._observe(kind, True)
         if kept < len(draft):
-            self._observe(kind(draft.sources[kept], kept), False)
+            self._observe(draft.kinds[kept], False)

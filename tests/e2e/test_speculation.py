@@ -17,8 +17,9 @@ from bench.bursts import counter
 from bench.common import PROMPTS
 from bench.echo import CODE, WORKLOADS
 from llm_worker_rbee.config import Settings
+from llm_worker_rbee.engine.draft_plan import TOTALS
 from llm_worker_rbee.engine.llama import LlamaEngine
-from llm_worker_rbee.engine.ngram import MEMORY, Proposal
+from llm_worker_rbee.engine.ngram import DRAFT_ROWS, MEMORY_FIRST, MEMORY_LATER, Proposal
 from llm_worker_rbee.grammar import schema_grammar
 from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams, TokenLogprobs
@@ -81,14 +82,17 @@ def test_after_every_step_the_kv_cells_hold_exactly_the_kept_tokens() -> None:
     behind (a stale one would sit in the sequence's attention from then on)."""
     settings = Settings(backend="cpu", ctx_size=2048, slots=1, threads=1)
     engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
+    memory = llama_cpp.llama_get_memory(engine._ctx)
     try:
+        # The warm-up timed each row count a step with drafts may total, and left no cell.
+        assert sorted(engine._step_costs.seconds) == [t for t in TOTALS if t <= 1 + DRAFT_ROWS]
+        assert llama_cpp.llama_memory_seq_pos_max(memory, 0) == -1
         prompt = engine.tokenize(WORKLOADS["quote"], add_special=True)
         engine.admit(0, prompt, SamplingParams(temperature=0, ignore_eos=True))
         sampled = 0
         while sampled < 120:
             sampled += len(engine.step())
             kept = len(engine._seqs[0].tokens)  # decoded: the prompt and kept tokens
-            memory = llama_cpp.llama_get_memory(engine._ctx)
             assert llama_cpp.llama_memory_seq_pos_max(memory, 0) == kept - 1
         # Some drafts were kept and some rejected, so both paths ran.
         assert 0 < engine.accepted < engine.drafted
@@ -179,6 +183,6 @@ def test_a_repeated_request_is_proposed_the_first_ones_output_unless_prompt_only
     finally:
         engine.close()
     if speculation == "ngram":
-        assert proposal == Proposal(first[:16], [MEMORY] * 16)
+        assert proposal == Proposal(first[:16], [MEMORY_FIRST] + [MEMORY_LATER] * 15)
     else:
-        assert MEMORY not in proposal.sources
+        assert not {MEMORY_FIRST, MEMORY_LATER} & set(proposal.kinds)
