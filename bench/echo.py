@@ -7,8 +7,10 @@ the same greedy completions (temperature 0, 160 tokens, end of text ignored) wit
 speculation off (`"speculative.n_max": 0`) and on (the worker's default), alternating which
 goes first each round. Workloads: `echo` (a short Python file, then "Copy:"), `quote` (a
 passage, then "Quote:"), `json` (a JSON object, then "The same object with one more key:")
-and `free` (the bench's ordinary prompts). It prints the median tokens/s of each, and the
-drafted and accepted counts from `/metrics`.
+and `free` (the bench's ordinary prompts). It prints the median tokens/s of each, the
+drafted and accepted counts from `/metrics`, and for 1 stream what each contender wrote: how
+many distinct texts, and how much of them repeats what came before (a near-tie gone another
+way writes another text, and a text that repeats less drafts less).
 
 `--llama-server PATH` adds llama.cpp's server (`--no-repack`, the same slots, context and
 threads) plain and with each of `--spec-types` (default `ngram-simple,ngram-mod`), each in a
@@ -71,19 +73,49 @@ def prompts(workload: str, streams: int) -> list[str]:
     return [WORKLOADS[workload]] * streams
 
 
-def run(url: str, workload: str, streams: int, extra: dict[str, object]) -> float:
-    """Tokens/s of `streams` concurrent greedy completions of TOKENS tokens."""
+def run(url: str, workload: str, streams: int, extra: dict[str, object]) -> tuple[float, str]:
+    """Tokens/s of `streams` concurrent greedy completions of TOKENS tokens, and the first
+    one's text."""
 
-    def one(prompt: str) -> int:
+    def one(prompt: str) -> tuple[int, str]:
         body = {"prompt": prompt, "max_tokens": TOKENS, "temperature": 0, "ignore_eos": True}
         reply = httpx.post(f"{url}/v1/completions", json={**body, **extra}, timeout=600)
         reply.raise_for_status()
-        return int(reply.json()["usage"]["completion_tokens"])
+        answer = reply.json()
+        return int(answer["usage"]["completion_tokens"]), str(answer["choices"][0]["text"])
 
     start = time.perf_counter()
     with ThreadPoolExecutor(streams) as pool:
-        tokens = sum(pool.map(one, prompts(workload, streams)))
-    return tokens / (time.perf_counter() - start)
+        done = list(pool.map(one, prompts(workload, streams)))
+    return sum(tokens for tokens, _ in done) / (time.perf_counter() - start), done[0][1]
+
+
+def copied(text: str, prompt: str) -> float:
+    """The share of `text`'s characters that its prompt and the text before them already had
+    after the same 16 characters: how much of the answer a drafter can copy (the model's
+    text decides it, not the server's speed: a near-tie gone another way writes another)."""
+    whole, start = prompt + text, len(prompt)
+    hits = sum(whole[i - 16 : i + 1] in whole[:i] for i in range(start, len(whole)))
+    return hits / max(len(text), 1)
+
+
+def print_texts(texts: dict[tuple[str, str], list[str]], names: list[str]) -> None:
+    """What each contender wrote for each copying workload: how many distinct texts, and the
+    median share of them a drafter could copy (`copied`)."""
+    workloads = [w for w in WORKLOADS if any((n, w) in texts for n in names)]
+    if not workloads:
+        return
+    print("\n1 stream, what each contender wrote: distinct texts, and the share of an")
+    print("answer's characters that followed the same 16 characters before (median)")
+    print("\n| workload | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for workload in workloads:
+        cells = []
+        for name in names:
+            wrote = texts.get((name, workload), [])
+            runs = [copied(text, WORKLOADS[workload]) for text in wrote]
+            cells.append(f"{len(set(wrote))}, {statistics.median(runs):.0%}" if runs else "-")
+        print(f"| {workload} | " + " | ".join(cells) + " |")
 
 
 def llama_server(binary: str, threads: int, spec_type: str | None) -> Served:
@@ -120,6 +152,7 @@ def main() -> None:
         "worker ngram": (worker.url, {}),
     }
     rates: dict[tuple[str, str, int], list[float]] = {}
+    texts: dict[tuple[str, str], list[str]] = {}  # the 1-stream runs'
     try:
         if args.llama_server:
             for spec_type in (None, *args.spec_types.split(",")):
@@ -146,7 +179,7 @@ def main() -> None:
                     for name in (n for n in names if (n, streams) not in failed):
                         url, extra = contenders[name]
                         try:
-                            rate = run(url, workload, streams, extra)
+                            rate, text = run(url, workload, streams, extra)
                         except httpx.HTTPError as exc:
                             failed[(name, streams)] = f"{workload}, {streams} streams: {exc!r}"
                             print(f"{name} FAILED at {failed[(name, streams)]}", flush=True)
@@ -156,6 +189,8 @@ def main() -> None:
                                     warm(served.restart().url, {})
                             continue
                         rates.setdefault((name, workload, streams), []).append(rate)
+                        if streams == 1:
+                            texts.setdefault((name, workload), []).append(text)
                         print(f"{workload} {streams} {name}: {rate:.1f} tokens/s", flush=True)
             print(f"round {round_index + 1} done", flush=True)
         drafted = counter(worker.url, "llm_worker:spec_decode_num_draft_tokens_total")
@@ -175,6 +210,7 @@ def main() -> None:
                 for n in names
             ]  # fmt: skip
             print(f"| {workload} | {streams} | " + " | ".join(cells) + " |")
+    print_texts(texts, names)
     print(f"\nworker: drafted {drafted:.0f}, accepted {accepted:.0f}", end=" ")
     print(f"({accepted / max(drafted, 1):.0%})")
     for (name, _), where in failed.items():

@@ -5,7 +5,8 @@ once to a server started fresh, so no n-gram memory (the worker's, llama-server'
 `python -m bench.first_sight [--rounds 3] --llama-server PATH` starts, in each round and in
 alternating order, the worker (its defaults: `--speculation ngram`) and llama-server plain
 and with each of `--spec-types`, sends each workload once (1 stream, greedy, 160 tokens,
-end of text ignored; the prompt's own decode included), and stops it. Medians of tokens/s.
+end of text ignored; the prompt's own decode included), and stops it. Medians of tokens/s,
+and what each wrote (bench/echo.py's `print_texts`).
 bench/echo.py measures the same workloads sent again and again, where such a memory has
 the text from the round before.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bench.echo import llama_server, run
+from bench.echo import llama_server, print_texts, run
 from bench.servers import Served
 from llm_worker_rbee.testing.process import WorkerProcess
 
@@ -31,6 +32,7 @@ def main() -> None:
     workloads = args.workloads.split(",")
     names = ["worker", *(f"llama-server {t}" for t in ("plain", *args.spec_types.split(",")))]
     rates: dict[tuple[str, str], list[float]] = {}
+    texts: dict[tuple[str, str], list[str]] = {}
     for round_index in range(args.rounds):
         for name in names if round_index % 2 == 0 else reversed(names):
             if name == "worker":
@@ -46,8 +48,9 @@ def main() -> None:
                 url, stop = served.url, served.stop
             try:
                 for workload in workloads:
-                    rate = run(url, workload, 1, {})
+                    rate, text = run(url, workload, 1, {})
                     rates.setdefault((name, workload), []).append(rate)
+                    texts.setdefault((name, workload), []).append(text)
                     print(f"{workload} {name}: {rate:.1f} tokens/s", flush=True)
             finally:
                 stop()
@@ -57,6 +60,7 @@ def main() -> None:
     for workload in workloads:
         cells = [f"{statistics.median(rates[(n, workload)]):.1f}" for n in names]
         print(f"| {workload} | " + " | ".join(cells) + " |")
+    print_texts(texts, names)
 
 
 if __name__ == "__main__":
