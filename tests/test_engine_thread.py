@@ -114,3 +114,25 @@ def test_abandon_drops_only_the_sequence_it_names() -> None:
     loop.apply(Abandon(second))
     assert not loop.busy
     assert not engine.has_work()
+
+
+@pytest.mark.behavior("HTTP-062")
+def test_the_snapshot_lists_the_running_sequences_in_slot_order() -> None:
+    """Admitted in any order, the status snapshot lists them by slot, with their progress;
+    a sequence dropped leaves the others in order."""
+    engine = FakeEngine(FakeScript(reply=REPLY, step_latency=0.0, n_slots=3))
+    loop = DecodeLoop(engine)
+    for seq_id in (2, 0, 1):
+        loop.apply(
+            Admit(seq_id, f"job{seq_id}", (1, 70 + seq_id), SamplingParams(), 8, OutputMailbox())
+        )
+    loop.step()
+    listed = loop.statistics().sequences
+    assert [(s.seq_id, s.job_id, s.prompt_tokens) for s in listed] == [
+        (0, "job0", 2),
+        (1, "job1", 2),
+        (2, "job2", 2),
+    ]
+    loop.apply(Cancel(1))
+    loop.step()
+    assert [s.seq_id for s in loop.statistics().sequences] == [0, 2]

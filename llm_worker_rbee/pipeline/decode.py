@@ -92,8 +92,7 @@ class DecodeLoop:
         self._engine = engine
         self._memory = MemoryPressure(clock)
         self._pace = TokenPace(clock, engine.info.step_s)
-        self._active: dict[int, _Active] = {}
-        self._in_slot_order: list[_Active] = []  # `_active`'s values, sorted when it changes
+        self._active: dict[int, _Active] = {}  # in slot order (sorted on admit), for _refresh
         self._steps = 0
         self._tokens_generated = 0
         self._prompt_tokens = 0
@@ -162,7 +161,7 @@ class DecodeLoop:
             command.seq_id, command.stop, command.sampling.min_tokens, command.thinking
         )
         self._active[command.seq_id] = _Active(command, limit, text, cached=cached)
-        self._in_slot_order = [a for _, a in sorted(self._active.items())]
+        self._active = dict(sorted(self._active.items()))
 
     def _route(self, output: SeqOutput, out: list[Delivery]) -> None:
         active = self._active.get(output.seq_id)
@@ -204,11 +203,10 @@ class DecodeLoop:
 
     def _drop(self, seq_id: int) -> None:
         if self._active.pop(seq_id, None) is not None:
-            self._in_slot_order = [a for a in self._in_slot_order if a.admit.seq_id != seq_id]
             self._engine.cancel(seq_id)
 
     def _refresh(self) -> None:
-        sequences = tuple([a.progress for a in self._in_slot_order])
+        sequences = tuple([a.progress for a in self._active.values()])
         self._snapshot = ModelStatistics(
             active_sequences=len(self._active),
             steps=self._steps,
