@@ -118,6 +118,11 @@ def print_texts(texts: dict[tuple[str, str], list[str]], names: list[str]) -> No
         print(f"| {workload} | " + " | ".join(cells) + " |")
 
 
+def worker_args(threads: int) -> list[str]:
+    """The worker's flags, as llama_server's: 8 slots, an 8192-token context."""
+    return ["--slots", "8", "--ctx-size", "8192", "--threads", str(threads)]
+
+
 def llama_server(binary: str, threads: int, spec_type: str | None) -> Served:
     port = free_port()
     command = [
@@ -143,9 +148,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(s) for s in args.streams.split(",")]
     workloads = args.workloads.split(",")
-    worker = WorkerProcess(
-        ["--slots", "8", "--ctx-size", "8192", "--threads", str(args.threads)]
-    ).start()
+    worker = WorkerProcess(worker_args(args.threads)).start()
     servers: list[Served] = []
     contenders: dict[str, tuple[str, dict[str, object]]] = {
         "worker off": (worker.url, {"speculative.n_max": 0}),

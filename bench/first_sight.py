@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bench.echo import llama_server, print_texts, run
+from bench.echo import llama_server, print_texts, run, worker_args
 from bench.servers import Served
 from llm_worker_rbee.testing.process import WorkerProcess
 
@@ -36,9 +36,7 @@ def main() -> None:
     for round_index in range(args.rounds):
         for name in names if round_index % 2 == 0 else reversed(names):
             if name == "worker":
-                worker = WorkerProcess(
-                    ["--slots", "8", "--ctx-size", "8192", "--threads", str(args.threads)]
-                ).start()
+                worker = WorkerProcess(worker_args(args.threads)).start()
                 url, stop = worker.url, worker.stop
             else:
                 spec_type = name.removeprefix("llama-server ")
