@@ -593,8 +593,9 @@ class LlamaEngine:
         llama.cpp's CPU kernels pick their path by the shape of a batch (one row or many,
         prompts of equal length or not), so a batch mixing streams and prompts would make a
         sequence's tokens depend on who shares its step. Apart, a stream's token is decoded
-        as it would be alone, and a prompt chunk, whose boundaries depend only on positions
-        (EXACT_CHUNK), as it would be cold (see docs/PERFORMANCE.md).
+        as it would be in any company (a lone stream with a stand-in beside it), and a
+        prompt chunk, whose boundaries depend only on positions (EXACT_CHUNK), as it would
+        be cold (see docs/PERFORMANCE.md).
         """
         batch = self._batch
         batch.clear()
@@ -614,6 +615,11 @@ class LlamaEngine:
             elif (filler := self._filler(seq_id)) is not None:
                 batch.add(0, filler, seq_id, False)
                 fillers.append((seq_id, filler))
+        if len(running) == 1 and not fillers:
+            ((seq_id, (seq, _)),) = running.items()
+            if (pos := self._beside_lone(seq)) is not None:
+                batch.add(0, pos, seq_id, False)
+                fillers.append((seq_id, pos))
         try:
             outputs = self._decode(fed)
         finally:
@@ -648,8 +654,20 @@ class LlamaEngine:
         pos = int(llama_cpp.llama_memory_seq_pos_max(self._memory, seq_id)) + 1
         return pos if pos < self._info.seq_capacity else None
 
+    def _beside_lone(self, seq: _Seq) -> int | None:
+        """Where a stream decoded alone takes a stand-in: its own next position (causally
+        masked from its row, dropped after), or None if its stream has no cell there (never:
+        a sequence does not decode its last token, so that cell is always free).
+
+        Never a lone row: over 512 cells of cache and with more than one thread, llama.cpp's
+        flash attention splits a lone row's cache into one part per thread and sums the
+        parts (its split-KV path), where rows in company are summed whole; the stand-in keeps
+        the row on their path, for a second row's cost (docs/PERFORMANCE.md)."""
+        pos = len(seq.tokens) + 1
+        return pos if pos < self._info.seq_capacity else None
+
     def _unfill(self, seq_id: int, pos: int) -> None:
-        """Drops a stand-in's cell; the slot's cached prompt before it stays."""
+        """Drops a stand-in's cell; the slot's cached prompt (or its stream) before it stays."""
         if not llama_cpp.llama_memory_seq_rm(self._memory, seq_id, pos, -1):
             log.warning("slot %d: could not drop a stand-in token; its cache is cleared", seq_id)
             llama_cpp.llama_memory_seq_rm(self._memory, seq_id, -1, -1)

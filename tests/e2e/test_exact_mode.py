@@ -198,3 +198,49 @@ async def test_a_second_turn_is_the_same_alone_beside_streams_or_joining_prefill
                 nursery.start_soon(run, "joining", prompt, 24)
     assert results["beside"] == alone
     assert results["joining"] == alone
+
+
+@pytest.fixture(scope="module")
+def threaded_engine() -> Iterator[LlamaEngine]:
+    """The exact mode with two threads: llama.cpp splits one lone row's attention over long
+    contexts between its threads (see LlamaEngine._beside_lone), which one thread never does."""
+    settings = Settings(
+        backend="cpu", ctx_size=2048, slots=2, batch_size=512, threads=2, batch_invariant=True
+    )
+    engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
+    yield engine
+    engine.close()
+
+
+def generate(engine: LlamaEngine, runs: dict[int, tuple[list[int], int]]) -> dict[int, list[Any]]:
+    """Runs each slot's (prompt, tokens) at once, greedy with the sampled token's logprob;
+    returns each slot's (token, logprob) in order."""
+    sampling = SamplingParams(temperature=0, logprobs=0, ignore_eos=True)
+    for seq_id, (prompt, _) in runs.items():
+        engine.admit(seq_id, prompt, sampling)
+    out: dict[int, list[Any]] = {seq_id: [] for seq_id in runs}
+    while any(len(out[seq_id]) < tokens for seq_id, (_, tokens) in runs.items()):
+        for output in engine.step():
+            out[output.seq_id].append((output.token, output.logprobs))
+            if len(out[output.seq_id]) == runs[output.seq_id][1]:
+                engine.cancel(output.seq_id)
+    return out
+
+
+@pytest.mark.compares_texts
+@pytest.mark.behavior("INF-026")
+def test_a_long_context_stream_is_the_same_alone_or_beside_another(
+    threaded_engine: LlamaEngine,
+) -> None:
+    """Promise: exact mode, a request's tokens and logprobs do not depend on who shares its
+    steps (docs/API.md, "Same request, same text"), past 256 cells of context and with more
+    than one thread: there llama.cpp decodes a lone row's attention in per-thread parts of
+    the cache (its split-KV path) and rows in company whole, unless the lone row has a
+    stand-in beside it."""
+    engine = threaded_engine
+    prompt = engine.tokenize(f"{FIRST_TURN} {FIRST_TURN}", add_special=True)
+    assert len(prompt) > 256
+    companion = engine.tokenize("Ship 0 sails to", add_special=True)
+    alone = generate(engine, {1: (prompt, 24)})[1]
+    beside = generate(engine, {0: (companion, 40), 1: (prompt, 24)})[1]
+    assert beside == alone
