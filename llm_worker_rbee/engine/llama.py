@@ -28,10 +28,12 @@ the others' private state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -81,6 +83,29 @@ DECODE_OUT_OF_MEMORY = {1: "no KV cells free for the batch", -2: "an allocation 
 # most 63 cached prompt tokens for about 7 % more prefill compute than 512-token chunks
 # (docs/PERFORMANCE.md, "What the exact mode costs").
 EXACT_CHUNK = 64
+# ggml's switch for its tiled K-quant matrix multiply (ggml-cpu/tiled/tiled.cpp), which the
+# exact mode turns off.
+TILED_MATMUL = "GGML_CPU_TILED_MM"
+
+
+@contextlib.contextmanager
+def tiled_matmul_off(off: bool) -> Iterator[None]:
+    """`GGML_CPU_TILED_MM=0` while an engine loads, if `off` (the exact mode). llama.cpp's CPU
+    backend multiplies K-quant weights by a batch of 8 rows or more in tiles (ggml-cpu/tiled,
+    "profitable at rows >= 8") and by fewer row by row, which sums in another order: a
+    stream's logits would change as the 8th stream joins. ggml reads the switch once per
+    process, at the first decode (the warm-up), so the worker's one engine keeps it; the
+    variable is put back after, so that processes started later do not inherit it."""
+    saved = os.environ.get(TILED_MATMUL)
+    if off:
+        os.environ[TILED_MATMUL] = "0"
+    try:
+        yield
+    finally:
+        if off and saved is None:
+            del os.environ[TILED_MATMUL]
+        elif off and saved is not None:
+            os.environ[TILED_MATMUL] = saved
 
 
 def decode_error(status: int) -> EngineError:
@@ -217,6 +242,19 @@ class LlamaEngine:
         """
         progress = progress or LoadProgress()
         llama_logger.set_verbose(settings.log_level == "debug")
+        with tiled_matmul_off(settings.batch_invariant):
+            return cls._open(path, settings, model_id, progress, chat_template)
+
+    @classmethod
+    def _open(
+        cls,
+        path: Path,
+        settings: Settings,
+        model_id: str,
+        progress: LoadProgress,
+        chat_template: str | None,
+    ) -> LlamaEngine:
+        """load's work: the model, the context, the warm-up."""
         llama_cpp.llama_backend_init()
         log.info("llama.cpp build: %s", describe_build())  # which kernels made the texts
         progress.enter(LoadStage.LOADING_WEIGHTS)

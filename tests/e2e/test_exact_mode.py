@@ -12,6 +12,7 @@ of `make matrix`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 import trio
 
 from llm_worker_rbee.config import Settings
-from llm_worker_rbee.engine.llama import EXACT_CHUNK, LlamaEngine
+from llm_worker_rbee.engine.llama import EXACT_CHUNK, TILED_MATMUL, LlamaEngine, tiled_matmul_off
 from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.testing.process import WorkerProcess
@@ -244,3 +245,70 @@ def test_a_long_context_stream_is_the_same_alone_or_beside_another(
     alone = generate(engine, {1: (prompt, 24)})[1]
     beside = generate(engine, {0: (companion, 40), 1: (prompt, 24)})[1]
     assert beside == alone
+
+
+@pytest.fixture(scope="module")
+def eight_slot_worker() -> Iterator[WorkerProcess]:
+    """The exact mode with 8 slots and two threads: a step of 8 streams is where llama.cpp's
+    CPU backend multiplies K-quant weights in tiles (unless the worker turns that off, see
+    LlamaEngine.load), and two threads split a lone row's attention over a long context."""
+    args = [*("--slots", "8", "--ctx-size", "4096", "--threads", "2"), "--batch-invariant"]
+    process = WorkerProcess(args).start()
+    yield process
+    process.stop()
+
+
+async def _logprobs(client: httpx.AsyncClient, prompt: str) -> Any:
+    body = {"prompt": prompt, "max_tokens": 24, "temperature": 0, "logprobs": 0}
+    response = await client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["logprobs"]
+
+
+@pytest.mark.compares_texts
+@pytest.mark.behavior("INF-026")
+async def test_a_stream_is_the_same_alone_or_beside_seven_others(
+    eight_slot_worker: WorkerProcess,
+) -> None:
+    """Promise: exact mode, a request's tokens and logprobs do not depend on who shares its
+    steps (docs/API.md, "Same request, same text"), with 8 streams at once and a context
+    past 256 cells: alone, then joining seven streams already running (8 rows a step)."""
+    prompt = f"{FIRST_TURN} {FIRST_TURN}"
+    async with httpx.AsyncClient(base_url=eight_slot_worker.url, timeout=120) as client:
+        with trio.fail_after(300):
+            alone = await _logprobs(client, prompt)
+            started = [trio.Event() for _ in range(7)]
+
+            async def companion(i: int) -> None:
+                body = {"prompt": f"Ship {i} sails to", "max_tokens": 200, "stream": True}
+                async with client.stream("POST", "/v1/completions", json=body) as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: {"):
+                            started[i].set()
+
+            beside: Any = None
+            async with trio.open_nursery() as nursery:
+                for i in range(7):
+                    nursery.start_soon(companion, i)
+                for event in started:
+                    await event.wait()
+                beside = await _logprobs(client, prompt)
+    assert beside == alone
+
+
+@pytest.mark.behavior("INF-026")
+def test_the_tiled_matmul_is_off_while_an_exact_engine_loads_and_put_back_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ggml reads the switch at the first decode; the variable must not outlive the load, or
+    every process the worker's process starts later would inherit it."""
+    for before in (None, "1"):
+        if before is None:
+            monkeypatch.delenv(TILED_MATMUL, raising=False)
+        else:
+            monkeypatch.setenv(TILED_MATMUL, before)
+        with tiled_matmul_off(True):
+            assert os.environ[TILED_MATMUL] == "0"
+        assert os.environ.get(TILED_MATMUL) == before
+        with tiled_matmul_off(False):  # the fast mode leaves it as it is
+            assert os.environ.get(TILED_MATMUL) == before
