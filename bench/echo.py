@@ -12,6 +12,7 @@ drafted and accepted counts from `/metrics`, and for 1 stream what each contende
 many distinct texts, and how much of them repeats what came before (a near-tie gone another
 way writes another text, and a text that repeats less drafts less).
 
+`--batch-invariant` runs the worker in the exact mode (where only a stream alone drafts).
 `--llama-server PATH` adds llama.cpp's server (`--no-repack`, the same slots, context and
 threads) plain and with each of `--spec-types` (default `ngram-simple,ngram-mod`), each in a
 process of its own started once, sent the same requests in the same rounds; the order of
@@ -145,10 +146,14 @@ def main() -> None:
     parser.add_argument("--workloads", default="echo,quote,json,free")
     parser.add_argument("--llama-server", metavar="PATH", help="llama.cpp's llama-server")
     parser.add_argument("--spec-types", default="ngram-simple,ngram-mod")
+    parser.add_argument(
+        "--batch-invariant", action="store_true", help="the worker in the exact mode"
+    )
     args = parser.parse_args()
     levels = [int(s) for s in args.streams.split(",")]
     workloads = args.workloads.split(",")
-    worker = WorkerProcess(worker_args(args.threads)).start()
+    exact = ["--batch-invariant"] if args.batch_invariant else []
+    worker = WorkerProcess([*worker_args(args.threads), *exact]).start()
     servers: list[Served] = []
     contenders: dict[str, tuple[str, dict[str, object]]] = {
         "worker off": (worker.url, {"speculative.n_max": 0}),

@@ -200,8 +200,8 @@ class Settings(BaseModel):
 
     @property
     def drafting(self) -> bool:
-        """N-gram drafts in the step: asked for, and the fast mode (the exact never drafts)."""
-        return self.speculation != "off" and not self.batch_invariant
+        """N-gram drafts in the step (in the exact mode for a stream alone)."""
+        return self.speculation != "off"
 
     @property
     def queue_wait_s(self) -> float | None:

@@ -141,8 +141,8 @@ def test_estimate_matches_what_llama_cpp_allocates(
     exact: bool,
 ) -> None:
     reported = llama_reports[(ctx_size, slots, batch, exact)]
-    # The fast mode's default n-gram speculation reserves DRAFT_ROWS more rows of logits.
-    drafts = 0 if exact else DRAFT_ROWS
+    # The default n-gram speculation (both modes) reserves DRAFT_ROWS more rows of logits.
+    drafts = DRAFT_ROWS
     shape = ContextShape(ctx_size, slots, batch, kv_unified=not exact, draft_rows=drafts)
     need = estimate(gemma, shape, 0)
     print(

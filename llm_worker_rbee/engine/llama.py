@@ -183,9 +183,8 @@ class LlamaEngine:
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._n_batch = n_batch
         self._exact = batch_invariant
-        # N-gram drafts in the fast mode's step; never in the exact mode, whose promise is a
-        # step shaped the same alone or in company (drafts add rows as the text repeats).
-        self._speculation = speculation and not batch_invariant
+        # N-gram drafts in the step (the exact mode's only for a stream alone, _step_apart).
+        self._speculation = speculation
         # What the model wrote after each context, for every sequence's drafts (ngram.py).
         self._ngram_memory = NgramMemory(MEMORY_ENTRIES if draft_memory else 0)
         self._step_costs = StepCosts()  # what a decode costs by its rows (draft_plan.py)
@@ -551,12 +550,7 @@ class LlamaEngine:
         ]
         drafts = self._drafts(streams)
         for seq_id, seq in streams:
-            assert seq.last is not None
-            pos = len(seq.tokens)
-            draft = drafts.get(seq_id, Proposal())
-            for offset, token in enumerate((seq.last, *draft.tokens)):
-                batch.add(token, pos + offset, seq_id, True)
-            fed.append((seq, (seq.last,)))
+            fed.append(self._feed_stream(seq_id, seq, drafts.get(seq_id, Proposal())))
         budget = self._n_batch - batch.raw.n_tokens
         prefilling = [(i, s) for i, s in self._seqs.items() if s.prefilling]
         prefilling.sort(key=lambda item: (len(item[1].prompt) - len(item[1].tokens), item[1].order))
@@ -571,6 +565,15 @@ class LlamaEngine:
             budget -= len(chunk)
         self._make_room(batch.raw.n_tokens)
         return self._decode(fed, drafts)
+
+    def _feed_stream(self, seq_id: int, seq: _Seq, draft: Proposal) -> tuple[_Seq, Sequence[int]]:
+        """Adds a stream's token to the batch, its draft's tokens after it, each with logits;
+        returns what `_decode` records as fed (the token; kept drafts it adds itself)."""
+        assert seq.last is not None
+        pos = len(seq.tokens)
+        for offset, token in enumerate((seq.last, *draft.tokens)):
+            self._batch.add(token, pos + offset, seq_id, True)
+        return seq, (seq.last,)
 
     def _drafts(self, streams: list[tuple[int, _Seq]]) -> dict[int, Proposal]:
         """Each stream's n-gram draft for this step: the proposals' first tokens that give
@@ -641,25 +644,28 @@ class LlamaEngine:
         # Running streams first, one token each, so a long prompt never stalls them. In slot
         # order, gaps filled: with a KV stream per slot, llama.cpp splits a batch into one
         # ubatch per run of consecutive sequence ids, each a pass over all the weights.
-        running = {
-            i: (s, s.last) for i, s in self._seqs.items() if s.last is not None and not s.prefilling
-        }
+        running = {i: s for i, s in self._seqs.items() if s.last is not None and not s.prefilling}
+        # Drafts only for a stream alone: llama.cpp cuts a batch of several KV streams into
+        # ubatches of as many rows from each, so streams with drafts of other lengths would
+        # leave rows in ubatches of their own, where a lone one takes another attention path.
+        # Alone, its rows are one ubatch, and a row's numbers are the same among any number
+        # of the sequence's rows (the tiled matmul being off): the tokens are the same.
+        drafts = self._drafts(list(running.items())) if len(running) == 1 else {}
         fillers: list[tuple[int, int]] = []
         for seq_id in range(min(running, default=0), max(running, default=-1) + 1):
             if seq_id in running:
-                seq, last = running[seq_id]
-                batch.add(last, len(seq.tokens), seq_id, True)
-                fed.append((seq, (last,)))
+                seq = running[seq_id]
+                fed.append(self._feed_stream(seq_id, seq, drafts.get(seq_id, Proposal())))
             elif (filler := self._filler(seq_id)) is not None:
                 batch.add(0, filler, seq_id, False)
                 fillers.append((seq_id, filler))
-        if len(running) == 1 and not fillers:
-            ((seq_id, (seq, _)),) = running.items()
+        if batch.raw.n_tokens == 1:
+            ((seq_id, seq),) = running.items()
             if (pos := self._beside_lone(seq)) is not None:
                 batch.add(0, pos, seq_id, False)
                 fillers.append((seq_id, pos))
         try:
-            outputs = self._decode(fed)
+            outputs = self._decode(fed, drafts)
         finally:
             for seq_id, pos in fillers:
                 self._unfill(seq_id, pos)

@@ -21,11 +21,14 @@ import llama_cpp
 import pytest
 import trio
 
+from bench.bursts import counter
 from llm_worker_rbee.config import Settings
 from llm_worker_rbee.engine.llama import EXACT_CHUNK, TILED_MATMUL, LlamaEngine, tiled_matmul_off
 from llm_worker_rbee.inspection.bundled import bundled_model_path
 from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.testing.process import WorkerProcess
+
+ACCEPTED = "llm_worker:spec_decode_num_accepted_tokens_total"
 
 pytestmark = pytest.mark.real_model
 
@@ -221,8 +224,9 @@ def generate(engine: LlamaEngine, runs: dict[int, tuple[list[int], int]]) -> dic
         engine.admit(seq_id, prompt, sampling)
     out: dict[int, list[Any]] = {seq_id: [] for seq_id in runs}
     while any(len(out[seq_id]) < tokens for seq_id, (_, tokens) in runs.items()):
-        for output in engine.step():
-            out[output.seq_id].append((output.token, output.logprobs))
+        for output in engine.step():  # with drafts, a step may give one past the count
+            if len(out[output.seq_id]) < runs[output.seq_id][1]:
+                out[output.seq_id].append((output.token, output.logprobs))
             if len(out[output.seq_id]) == runs[output.seq_id][1]:
                 engine.cancel(output.seq_id)
     return out
@@ -258,11 +262,32 @@ def eight_slot_worker() -> Iterator[WorkerProcess]:
     process.stop()
 
 
-async def _logprobs(client: httpx.AsyncClient, prompt: str) -> Any:
-    body = {"prompt": prompt, "max_tokens": 24, "temperature": 0, "logprobs": 0}
+async def _logprobs(client: httpx.AsyncClient, prompt: str, **extra: Any) -> Any:
+    body = {"prompt": prompt, "max_tokens": 24, "temperature": 0, "logprobs": 0, **extra}
     response = await client.post("/v1/completions", json=body)
     assert response.status_code == 200, response.text
     return response.json()["choices"][0]["logprobs"]
+
+
+async def _beside_seven(client: httpx.AsyncClient, prompt: str, **extra: Any) -> Any:
+    """`prompt`'s logprobs, sent once seven other streams are running (8 rows a step)."""
+    started = [trio.Event() for _ in range(7)]
+
+    async def companion(i: int) -> None:
+        body = {"prompt": f"Ship {i} sails to", "max_tokens": 200, "stream": True}
+        async with client.stream("POST", "/v1/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    started[i].set()
+
+    beside: Any = None
+    async with trio.open_nursery() as nursery:
+        for i in range(7):
+            nursery.start_soon(companion, i)
+        for event in started:
+            await event.wait()
+        beside = await _logprobs(client, prompt, **extra)
+    return beside
 
 
 @pytest.mark.compares_texts
@@ -276,24 +301,32 @@ async def test_a_stream_is_the_same_alone_or_beside_seven_others(
     prompt = f"{FIRST_TURN} {FIRST_TURN}"
     async with httpx.AsyncClient(base_url=eight_slot_worker.url, timeout=120) as client:
         with trio.fail_after(300):
-            alone = await _logprobs(client, prompt)
-            started = [trio.Event() for _ in range(7)]
-
-            async def companion(i: int) -> None:
-                body = {"prompt": f"Ship {i} sails to", "max_tokens": 200, "stream": True}
-                async with client.stream("POST", "/v1/completions", json=body) as response:
-                    async for line in response.aiter_lines():
-                        if line.startswith("data: {"):
-                            started[i].set()
-
-            beside: Any = None
-            async with trio.open_nursery() as nursery:
-                for i in range(7):
-                    nursery.start_soon(companion, i)
-                for event in started:
-                    await event.wait()
-                beside = await _logprobs(client, prompt)
+            alone = await _logprobs(client, prompt, **{"speculative.n_max": 0})
+            beside = await _beside_seven(client, prompt, **{"speculative.n_max": 0})
     assert beside == alone
+
+
+@pytest.mark.compares_texts
+@pytest.mark.behavior("INF-026", "INF-068")
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 0.9, "seed": 11}])
+async def test_a_stream_alone_drafts_and_gets_the_same_tokens_as_without_or_in_company(
+    eight_slot_worker: WorkerProcess, sampling: dict[str, Any]
+) -> None:
+    """Promise: exact mode, n-gram drafts change how many tokens a step gives, never which
+    (docs/API.md, "Same request, same text"): a request that repeats its prompt, alone with
+    drafts (the counters show them kept), alone without (`speculative.n_max` 0), and beside
+    seven streams (no drafts there): the same tokens and logprobs, greedy and seeded."""
+    prompt = f"{FIRST_TURN}\n\nThe same, word for word:\n\n{FIRST_TURN[:200]}"
+    url = eight_slot_worker.url
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        with trio.fail_after(300):
+            before = counter(url, ACCEPTED)
+            drafted = await _logprobs(client, prompt, **sampling)
+            assert counter(url, ACCEPTED) > before
+            plain = await _logprobs(client, prompt, **sampling, **{"speculative.n_max": 0})
+            beside = await _beside_seven(client, prompt, **sampling)
+    assert drafted == plain
+    assert beside == plain
 
 
 @pytest.mark.behavior("INF-026")
