@@ -11,7 +11,8 @@ model into the real engine (`--batch-invariant`) and measures, in alternating or
 - **the tiled K-quant matmul off** (8 slots, each setting in a process of its own, since
   ggml reads `GGML_CPU_TILED_MM` once): the same stream beside seven others (8 rows a step),
   all 8 streams' decode tokens/s with the tiled matmul off (the worker) and on, and whether
-  the stream's logprobs equal those it gets alone.
+  the stream's logprobs equal those it gets alone, and a cold prompt of about 930 tokens
+  to its first token.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ TEXT = (
     "The lighthouse keeper wrote the weather into the log, as he did every evening: wind "
     "from the south-west, a falling glass, a heavy swell running in from the open sea. "
 )
-SAMPLING = SamplingParams(temperature=0, logprobs=0, ignore_eos=True)
+# Plain decode steps, the ones the two rules are about: no n-gram drafts.
+SAMPLING = SamplingParams(temperature=0, logprobs=0, ignore_eos=True, draft_max=0)
 
 
 def load(slots: int, threads: int) -> LlamaEngine:
     settings = Settings(
-        backend="cpu", ctx_size=512 * slots, slots=slots, threads=threads, batch_invariant=True
+        backend="cpu", ctx_size=1024 * slots, slots=slots, threads=threads, batch_invariant=True
     )
     return LlamaEngine.load(bundled_model_path(), settings, "bench")
 
@@ -63,7 +65,7 @@ def run(engine: LlamaEngine, tokens: int, companions: int) -> tuple[float, Any]:
     took = time.perf_counter() - started
     for slot in range(companions + 1):
         engine.cancel(slot)
-    return decoded / took, logprobs
+    return decoded / took, logprobs[:tokens]
 
 
 def stand_in(rounds: int, threads: int, tokens: int) -> dict[bool, tuple[float, bool]]:
@@ -88,20 +90,38 @@ def stand_in(rounds: int, threads: int, tokens: int) -> dict[bool, tuple[float, 
     return {on: (statistics.median(rates[on]), same[on]) for on in rates}
 
 
+def prefill(engine: LlamaEngine) -> float:
+    """Tokens/s of a cold prompt of about 930 tokens to its first token (64-token chunks)."""
+    prompt = engine.tokenize(f"Cold. {TEXT * 25}", add_special=True)
+    started = time.perf_counter()
+    engine.admit(0, prompt, SAMPLING)
+    while not engine.step():
+        pass
+    took = time.perf_counter() - started
+    engine.cancel(0)
+    engine.admit(0, prompt[-1:], SAMPLING)  # drops the slot's cache
+    engine.cancel(0)
+    return len(prompt) / took
+
+
 def eight(threads: int, tokens: int) -> None:
     """(In a child process, GGML_CPU_TILED_MM as the parent set it.) Prints 8 streams'
-    tokens/s and whether the eighth's logprobs equal its own alone, as JSON."""
+    tokens/s, whether the eighth's logprobs equal its own alone, and a cold prompt's
+    tokens/s, as JSON."""
     llama_engine.TILED_MATMUL = "BENCH_UNUSED"  # the engine leaves the caller's setting be
     engine = load(8, threads)
+    cold = prefill(engine)
     _, alone = run(engine, tokens, companions=0)
     rate, beside = run(engine, tokens, companions=7)
     engine.close()
-    print(json.dumps({"rate": rate, "same": beside == alone}))
+    print(json.dumps({"rate": rate, "same": beside == alone, "prefill": cold}))
 
 
-def tiled(rounds: int, threads: int, tokens: int) -> dict[bool, tuple[float, bool]]:
-    """8 streams' tokens/s with the tiled matmul on and off, each in its own process."""
+def tiled(rounds: int, threads: int, tokens: int) -> dict[bool, tuple[float, bool, float]]:
+    """8 streams' tokens/s with the tiled matmul on and off, each in its own process, and a
+    cold prompt's."""
     rates: dict[bool, list[float]] = {True: [], False: []}
+    prefills: dict[bool, list[float]] = {True: [], False: []}
     same = {True: True, False: True}
     for round_index in range(rounds):
         for on in (False, True) if round_index % 2 == 0 else (True, False):
@@ -111,8 +131,10 @@ def tiled(rounds: int, threads: int, tokens: int) -> dict[bool, tuple[float, boo
             done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
             rates[on].append(result["rate"])
+            prefills[on].append(result["prefill"])
             same[on] &= result["same"]
-    return {on: (statistics.median(rates[on]), same[on]) for on in rates}
+    medians = {on: (statistics.median(rates[on]), statistics.median(prefills[on])) for on in rates}
+    return {on: (medians[on][0], same[on], medians[on][1]) for on in rates}
 
 
 def main() -> None:
@@ -132,10 +154,14 @@ def main() -> None:
     print("|---|--:|---|")
     for on, label in ((True, "with the stand-in (the worker)"), (False, "without")):
         print(f"| {label} | {lone[on][0]:.1f} | {'yes' if lone[on][1] else 'no'} |")
-    print("\n| 8 streams (8 slots) | decode tokens/s, all | the eighth's logprobs as alone |")
-    print("|---|--:|---|")
+    print(
+        "\n| 8 slots | 8 streams: decode tokens/s, all | the eighth's logprobs as alone "
+        "| a cold prompt: tokens/s |"
+    )
+    print("|---|--:|---|--:|")
     for on, label in ((False, "tiled K-quant matmul off (the worker)"), (True, "on")):
-        print(f"| {label} | {tiles[on][0]:.1f} | {'yes' if tiles[on][1] else 'no'} |")
+        rate, same, cold = tiles[on]
+        print(f"| {label} | {rate:.1f} | {'yes' if same else 'no'} | {cold:.0f} |")
 
 
 if __name__ == "__main__":
