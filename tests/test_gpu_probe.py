@@ -182,9 +182,11 @@ def plan(
     ram: int = 64 * GiB,
     **flags: str,
 ) -> StartPlan:
-    # A fixed context in per-slot streams keeps these figures apart from the automatic
-    # context and the shared pool (tests/test_auto_context.py, tests/test_memory_estimate.py).
-    settings = settings_from({"ctx_size": "4096", "batch_invariant": "true", **flags}, environ={})
+    # A fixed context in per-slot streams without drafts keeps these figures apart from the
+    # automatic context, the shared pool and the draft rows (tests/test_auto_context.py,
+    # tests/test_memory_estimate.py).
+    fixed = {"ctx_size": "4096", "batch_invariant": "true", "speculation": "off"}
+    settings = settings_from({**fixed, **flags}, environ={})
     return plan_start(
         settings,
         probe=probe,

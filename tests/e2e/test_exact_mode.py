@@ -253,10 +253,10 @@ def test_a_long_context_stream_is_the_same_alone_or_beside_another(
 
 @pytest.fixture(scope="module")
 def eight_slot_worker() -> Iterator[WorkerProcess]:
-    """The exact mode with 8 slots and two threads: a step of 8 streams is where llama.cpp's
-    CPU backend multiplies K-quant weights in tiles (unless the worker turns that off, see
-    LlamaEngine.load), and two threads split a lone row's attention over a long context."""
-    args = [*("--slots", "8", "--ctx-size", "4096", "--threads", "2"), "--batch-invariant"]
+    """The exact mode with 8 slots: a step of 8 streams is where llama.cpp's CPU backend
+    multiplies K-quant weights in tiles unless the worker turns that off (see
+    LlamaEngine.load). One thread: threaded_engine covers what two change."""
+    args = [*("--slots", "8", "--ctx-size", "4096", "--threads", "1"), "--batch-invariant"]
     process = WorkerProcess(args).start()
     yield process
     process.stop()
@@ -296,8 +296,8 @@ async def test_a_stream_is_the_same_alone_or_beside_seven_others(
     eight_slot_worker: WorkerProcess,
 ) -> None:
     """Promise: exact mode, a request's tokens and logprobs do not depend on who shares its
-    steps (docs/API.md, "Same request, same text"), with 8 streams at once and a context
-    past 256 cells: alone, then joining seven streams already running (8 rows a step)."""
+    steps (docs/API.md, "Same request, same text"), with 8 streams at once: alone, then
+    joining seven streams already running (8 rows a step)."""
     prompt = f"{FIRST_TURN} {FIRST_TURN}"
     async with httpx.AsyncClient(base_url=eight_slot_worker.url, timeout=120) as client:
         with trio.fail_after(300):

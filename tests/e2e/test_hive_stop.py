@@ -88,6 +88,10 @@ def spawn_like_the_hive(root: Path) -> tuple[subprocess.Popen[bytes], str]:
         env.pop(name, None)  # the launcher's drain, as under a hive that sets none
     # Settings the hive's environment may carry: a quick start, one thread per worker.
     env.update(LLM_WORKER_CTX_SIZE="4096", LLM_WORKER_THREADS="1")
+    # Queued jobs of 900 tokens each: on a loaded test machine the wait the scheduler
+    # foresees can pass its default 120 s and refuse the last job, which is not the stop's
+    # business.
+    env.update(LLM_WORKER_MAX_QUEUE_WAIT="0")
     # This checkout's package, whatever checkout the installed script was made from.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     argv = [
