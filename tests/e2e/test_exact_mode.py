@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ ACCEPTED = "llm_worker:spec_decode_num_accepted_tokens_total"
 pytestmark = pytest.mark.real_model
 
 GREEDY = SamplingParams(temperature=0)
+LOGGED = SamplingParams(temperature=0, logprobs=0, ignore_eos=True)
 
 # A first turn long enough for two whole chunks and a part of a third, then six different
 # second turns that extend it (a multi-turn conversation's next prompt).
@@ -216,10 +218,11 @@ def threaded_engine() -> Iterator[LlamaEngine]:
     engine.close()
 
 
-def generate(engine: LlamaEngine, runs: dict[int, tuple[list[int], int]]) -> dict[int, list[Any]]:
-    """Runs each slot's (prompt, tokens) at once, greedy with the sampled token's logprob;
-    returns each slot's (token, logprob) in order."""
-    sampling = SamplingParams(temperature=0, logprobs=0, ignore_eos=True)
+def generate(
+    engine: LlamaEngine, runs: dict[int, tuple[list[int], int]], sampling: SamplingParams = LOGGED
+) -> dict[int, list[Any]]:
+    """Runs each slot's (prompt, tokens) at once (greedy with the sampled token's logprob,
+    by default); returns each slot's (token, logprob) in order."""
     for seq_id, (prompt, _) in runs.items():
         engine.admit(seq_id, prompt, sampling)
     out: dict[int, list[Any]] = {seq_id: [] for seq_id in runs}
@@ -241,13 +244,20 @@ def test_a_long_context_stream_is_the_same_alone_or_beside_another(
     steps (docs/API.md, "Same request, same text"), past 256 cells of context and with more
     than one thread: there llama.cpp decodes a lone row's attention in per-thread parts of
     the cache (its split-KV path) and rows in company whole, unless the lone row has a
-    stand-in beside it."""
+    stand-in beside it. Alone without drafts (every step a lone row), alone with them, and
+    beside a companion, where the exact mode does not draft."""
     engine = threaded_engine
     prompt = engine.tokenize(f"{FIRST_TURN} {FIRST_TURN}", add_special=True)
     assert len(prompt) > 256
     companion = engine.tokenize("Ship 0 sails to", add_special=True)
-    alone = generate(engine, {1: (prompt, 24)})[1]
-    beside = generate(engine, {0: (companion, 40), 1: (prompt, 24)})[1]
+    alone = generate(engine, {1: (prompt, 24)}, replace(LOGGED, draft_max=0))[1]  # lone rows
+    before = engine.drafted
+    drafted = generate(engine, {1: (prompt, 24)})[1]
+    assert engine.drafted > before  # alone, it drafts (the prompt repeats itself)
+    before = engine.drafted
+    beside = generate(engine, {0: (companion, 24), 1: (prompt, 24)})[1]
+    assert engine.drafted == before  # in company, nobody drafts
+    assert drafted == alone
     assert beside == alone
 
 
