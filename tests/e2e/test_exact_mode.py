@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -30,11 +29,11 @@ from llm_worker_rbee.messages.inference import SamplingParams
 from llm_worker_rbee.testing.process import WorkerProcess
 
 ACCEPTED = "llm_worker:spec_decode_num_accepted_tokens_total"
+DRAFTED = "llm_worker:spec_decode_num_draft_tokens_total"
 
 pytestmark = pytest.mark.real_model
 
 GREEDY = SamplingParams(temperature=0)
-LOGGED = SamplingParams(temperature=0, logprobs=0, ignore_eos=True)
 
 # A first turn long enough for two whole chunks and a part of a third, then six different
 # second turns that extend it (a multi-turn conversation's next prompt).
@@ -207,65 +206,10 @@ async def test_a_second_turn_is_the_same_alone_beside_streams_or_joining_prefill
 
 
 @pytest.fixture(scope="module")
-def threaded_engine() -> Iterator[LlamaEngine]:
-    """The exact mode with two threads: llama.cpp splits one lone row's attention over long
-    contexts between its threads (see LlamaEngine._beside_lone), which one thread never does."""
-    settings = Settings(
-        backend="cpu", ctx_size=2048, slots=2, batch_size=512, threads=2, batch_invariant=True
-    )
-    engine = LlamaEngine.load(bundled_model_path(), settings, "gemma")
-    yield engine
-    engine.close()
-
-
-def generate(
-    engine: LlamaEngine, runs: dict[int, tuple[list[int], int]], sampling: SamplingParams = LOGGED
-) -> dict[int, list[Any]]:
-    """Runs each slot's (prompt, tokens) at once (greedy with the sampled token's logprob,
-    by default); returns each slot's (token, logprob) in order."""
-    for seq_id, (prompt, _) in runs.items():
-        engine.admit(seq_id, prompt, sampling)
-    out: dict[int, list[Any]] = {seq_id: [] for seq_id in runs}
-    while any(len(out[seq_id]) < tokens for seq_id, (_, tokens) in runs.items()):
-        for output in engine.step():  # with drafts, a step may give one past the count
-            if len(out[output.seq_id]) < runs[output.seq_id][1]:
-                out[output.seq_id].append((output.token, output.logprobs))
-            if len(out[output.seq_id]) == runs[output.seq_id][1]:
-                engine.cancel(output.seq_id)
-    return out
-
-
-@pytest.mark.compares_texts
-@pytest.mark.behavior("INF-026")
-def test_a_long_context_stream_is_the_same_alone_or_beside_another(
-    threaded_engine: LlamaEngine,
-) -> None:
-    """Promise: exact mode, a request's tokens and logprobs do not depend on who shares its
-    steps (docs/API.md, "Same request, same text"), past 256 cells of context and with more
-    than one thread: there llama.cpp decodes a lone row's attention in per-thread parts of
-    the cache (its split-KV path) and rows in company whole, unless the lone row has a
-    stand-in beside it. Alone without drafts (every step a lone row), alone with them, and
-    beside a companion, where the exact mode does not draft."""
-    engine = threaded_engine
-    prompt = engine.tokenize(f"{FIRST_TURN} {FIRST_TURN}", add_special=True)
-    assert len(prompt) > 256
-    companion = engine.tokenize("Ship 0 sails to", add_special=True)
-    alone = generate(engine, {1: (prompt, 24)}, replace(LOGGED, draft_max=0))[1]  # lone rows
-    before = engine.drafted
-    drafted = generate(engine, {1: (prompt, 24)})[1]
-    assert engine.drafted > before  # alone, it drafts (the prompt repeats itself)
-    before = engine.drafted
-    beside = generate(engine, {0: (companion, 24), 1: (prompt, 24)})[1]
-    assert engine.drafted == before  # in company, nobody drafts
-    assert drafted == alone
-    assert beside == alone
-
-
-@pytest.fixture(scope="module")
 def eight_slot_worker() -> Iterator[WorkerProcess]:
     """The exact mode with 8 slots: a step of 8 streams is where llama.cpp's CPU backend
     multiplies K-quant weights in tiles unless the worker turns that off (see
-    LlamaEngine.load). One thread: threaded_engine covers what two change."""
+    LlamaEngine.load). One thread: threaded_worker covers what two change."""
     args = [*("--slots", "8", "--ctx-size", "4096", "--threads", "1"), "--batch-invariant"]
     process = WorkerProcess(args).start()
     yield process
@@ -279,12 +223,19 @@ async def _logprobs(client: httpx.AsyncClient, prompt: str, **extra: Any) -> Any
     return response.json()["choices"][0]["logprobs"]
 
 
-async def _beside_seven(client: httpx.AsyncClient, prompt: str, **extra: Any) -> Any:
-    """`prompt`'s logprobs, sent once seven other streams are running (8 rows a step)."""
-    started = [trio.Event() for _ in range(7)]
+async def _beside(client: httpx.AsyncClient, prompt: str, others: int, **extra: Any) -> Any:
+    """`prompt`'s logprobs, sent once `others` streams are running (never drafting, and ended
+    when it is done, so none is ever alone while it runs)."""
+    started = [trio.Event() for _ in range(others)]
 
     async def companion(i: int) -> None:
-        body = {"prompt": f"Ship {i} sails to", "max_tokens": 200, "stream": True}
+        body = {
+            "prompt": f"Ship {i} sails to",
+            "max_tokens": 1000,
+            "ignore_eos": True,
+            "stream": True,
+            "speculative.n_max": 0,
+        }
         async with client.stream("POST", "/v1/completions", json=body) as response:
             async for line in response.aiter_lines():
                 if line.startswith("data: {"):
@@ -292,12 +243,53 @@ async def _beside_seven(client: httpx.AsyncClient, prompt: str, **extra: Any) ->
 
     beside: Any = None
     async with trio.open_nursery() as nursery:
-        for i in range(7):
+        for i in range(others):
             nursery.start_soon(companion, i)
         for event in started:
             await event.wait()
         beside = await _logprobs(client, prompt, **extra)
+        nursery.cancel_scope.cancel()
     return beside
+
+
+@pytest.fixture(scope="module")
+def threaded_worker() -> Iterator[WorkerProcess]:
+    """The exact mode with two threads: llama.cpp splits one lone row's attention over long
+    contexts between its threads (see LlamaEngine._beside_lone), which one thread never does.
+    A process of its own: ggml reads its tiled-matmul switch once per process, so an engine
+    loaded in the tests' process after a fast-mode one would keep the tiled kernel."""
+    args = [*("--slots", "2", "--ctx-size", "2048", "--threads", "2"), "--batch-invariant"]
+    process = WorkerProcess(args).start()
+    yield process
+    process.stop()
+
+
+@pytest.mark.compares_texts
+@pytest.mark.behavior("INF-026")
+async def test_a_long_context_stream_is_the_same_alone_or_beside_another(
+    threaded_worker: WorkerProcess,
+) -> None:
+    """Promise: exact mode, a request's tokens and logprobs do not depend on who shares its
+    steps (docs/API.md, "Same request, same text"), past 256 cells of context and with more
+    than one thread: there llama.cpp decodes a lone row's attention in per-thread parts of
+    the cache (its split-KV path) and rows in company whole, unless the lone row has a
+    stand-in beside it. Alone without drafts (every step a lone row), alone with them, and
+    beside a companion, where the exact mode does not draft."""
+    prompt = f"{FIRST_TURN} {FIRST_TURN}"
+    url = threaded_worker.url
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        with trio.fail_after(300):
+            reply = await client.post("/v1/tokenize", json={"content": prompt})
+            assert reply.json()["count"] > 256
+            alone = await _logprobs(client, prompt, **{"speculative.n_max": 0})  # lone rows
+            before = counter(url, DRAFTED)
+            drafted = await _logprobs(client, prompt)
+            assert counter(url, DRAFTED) > before  # alone, it drafts (the prompt repeats)
+            before = counter(url, DRAFTED)
+            beside = await _beside(client, prompt, 1)
+            assert counter(url, DRAFTED) == before  # in company, nobody drafts
+    assert drafted == alone
+    assert beside == alone
 
 
 @pytest.mark.compares_texts
@@ -312,7 +304,7 @@ async def test_a_stream_is_the_same_alone_or_beside_seven_others(
     async with httpx.AsyncClient(base_url=eight_slot_worker.url, timeout=120) as client:
         with trio.fail_after(300):
             alone = await _logprobs(client, prompt, **{"speculative.n_max": 0})
-            beside = await _beside_seven(client, prompt, **{"speculative.n_max": 0})
+            beside = await _beside(client, prompt, 7, **{"speculative.n_max": 0})
     assert beside == alone
 
 
@@ -334,7 +326,7 @@ async def test_a_stream_alone_drafts_and_gets_the_same_tokens_as_without_or_in_c
             drafted = await _logprobs(client, prompt, **sampling)
             assert counter(url, ACCEPTED) > before
             plain = await _logprobs(client, prompt, **sampling, **{"speculative.n_max": 0})
-            beside = await _beside_seven(client, prompt, **sampling)
+            beside = await _beside(client, prompt, 7, **sampling)
     assert drafted == plain
     assert beside == plain
 
