@@ -84,11 +84,37 @@ def test_the_memory_wins_over_the_own_text() -> None:
 
 
 @pytest.mark.behavior("INF-068")
+def test_the_memory_tells_apart_two_places_where_one_context_went_on_differently() -> None:
+    memory = NgramMemory()
+    context = list(range(300, 300 + MEMORY_KEY))
+    # The model wrote `context`, then 1 after it; later the same context again, then 2.
+    output = [*context, 1, 9, 8, *context, 2, 7]
+    first = drafter([5], memory)
+    for token in output:
+        first.sampled(token)
+    # Another sequence writing the same text gets each place's own token back: 1 the first
+    # time, 2 the second, within one proposal or across steps.
+    second = drafter([5], memory)
+    for token in output[:MEMORY_KEY]:
+        second.sampled(token)
+    assert tokens(second, 4 + MEMORY_KEY) == output[MEMORY_KEY : 2 * MEMORY_KEY + 4]
+    for token in output[MEMORY_KEY : 2 * MEMORY_KEY + 3]:
+        second.sampled(token)
+    assert tokens(second, 2) == [2, 7]
+    # A third time, which no sequence wrote yet: the first time's token.
+    for token in [2, 7, *context]:
+        second.sampled(token)
+    assert tokens(second, 1) == [1]
+
+
+@pytest.mark.behavior("INF-068")
 def test_the_memory_forgets_its_oldest_quarter_when_full() -> None:
     memory = NgramMemory(entries=8)
     context = list(range(1000, 1000 + MEMORY_KEY))
     for token in range(9):
-        memory.remember(context, token)
+        key = NgramMemory.key(context)
+        assert key is not None
+        memory.remember(key, 0, token)
         context = [*context[1:], token]
     assert len(memory) == 9 - 8 // 4
 

@@ -84,33 +84,49 @@ class Acceptance:
 
 class NgramMemory:
     """The worker's memory of outputs: for the MEMORY_KEY tokens before each generated token
-    (prompt tokens included), that token, the latest writer winning, `entries` at most (0:
-    none kept, `--speculation prompt`). Prompts are not kept: where a prompt and an earlier
-    output share a context, the output is what the model writes there. It also holds the
-    worker's acceptance by kind, which a new sequence's estimates start from."""
+    (prompt tokens included) and how many times before the same sequence had written after
+    them, that token, the latest writer winning, `entries` at most (0: none kept,
+    `--speculation prompt`). The count tells two places of one text apart where the same
+    context goes on differently (a JSON object written twice, the second time after a copy
+    of the prompt's last lines, its id one higher): keyed by the context alone, each would
+    recall the other's token. Prompts are not kept: where a prompt and an earlier output
+    share a context, the output is what the model writes there. It also holds the worker's
+    acceptance by kind, which a new sequence's estimates start from."""
 
     def __init__(self, entries: int = MEMORY_ENTRIES) -> None:
-        self._next: dict[int, int] = {}
+        self._next: dict[int, int] = {}  # by the hash of (key, times seen)
         self._entries = entries
         self.acceptance = tuple(Acceptance(p) for p in PRIORS)  # by kind
 
     def __len__(self) -> int:
         return len(self._next)
 
-    def remember(self, context: Sequence[int], token: int) -> None:
-        """Keeps `token` as what follows the last MEMORY_KEY tokens of `context`."""
-        if len(context) < MEMORY_KEY or not self._entries:
+    @property
+    def keeps(self) -> bool:
+        return self._entries > 0
+
+    @staticmethod
+    def key(context: Sequence[int]) -> int | None:
+        """The key of the context that `context` ends with, None if it is too short."""
+        return hash(tuple(context[-MEMORY_KEY:])) if len(context) >= MEMORY_KEY else None
+
+    def remember(self, key: int, seen: int, token: int) -> None:
+        """Keeps `token` as what followed the context `key` after `seen` earlier times."""
+        if not self._entries:
             return
         table = self._next
-        table[hash(tuple(context[-MEMORY_KEY:]))] = token
+        table[hash((key, seen))] = token
         if len(table) > self._entries:  # dicts keep insertion order: the oldest go
-            for key in list(islice(table, self._entries // 4)):
-                del table[key]
+            for old in list(islice(table, self._entries // 4)):
+                del table[old]
 
-    def recall(self, context: Sequence[int]) -> int | None:
-        if len(context) < MEMORY_KEY or not self._next:
+    def recall(self, key: int, seen: int) -> int | None:
+        """What followed the context `key` after `seen` earlier times; else the first time."""
+        table = self._next
+        if not table:
             return None
-        return self._next.get(hash(tuple(context[-MEMORY_KEY:])))
+        token = table.get(hash((key, seen)))
+        return table.get(hash((key, 0))) if token is None and seen else token
 
 
 class NgramDrafter:
@@ -138,6 +154,8 @@ class NgramDrafter:
         # one being copied (JSON repeats `",\n  "` everywhere); the one followed has the
         # longer match.
         self._cursor = -1
+        # How many times the sequence has written after each memory key (NgramMemory).
+        self._seen: dict[int, int] = {}
         for token in prompt:
             self._index_next(token)
 
@@ -166,8 +184,11 @@ class NgramDrafter:
     def sampled(self, token: int) -> None:
         """Takes the sequence's next token: indexed, remembered, followed in the own text,
         and checked against a shadowed proposal."""
-        history = self._tokens
-        self._memory.remember(history, token)
+        history, memory = self._tokens, self._memory
+        if memory.keeps and (key := memory.key(history)) is not None:
+            seen = self._seen.get(key, 0)
+            memory.remember(key, seen, token)
+            self._seen[key] = seen + 1
         if self._shadow:
             predicted, shadowed = self._shadow[0]
             self._observe(shadowed, predicted == token)
@@ -191,8 +212,13 @@ class NgramDrafter:
         kinds: list[int] = []
         copy = -1  # where in `history` the own-text continuation goes on, -1 none
         match = 0  # how many tokens before `copy` agree with the end of `window`
+        again: dict[int, int] = {}  # memory keys met again in the proposal
         while len(tokens) < limit:
-            token = memory.recall(window)
+            token = None
+            if len(memory) and (key := memory.key(window)) is not None:
+                times = again.get(key, 0)
+                token = memory.recall(key, self._seen.get(key, 0) + times)
+                again[key] = times + 1
             if token is None:
                 if not 0 <= copy < len(history):
                     copy = self._lookup(window)
