@@ -202,9 +202,10 @@ class NgramDrafter:
 
     def propose(self, limit: int) -> Proposal:
         """Up to `limit` tokens predicted to follow, and their kinds: the memory's token for
-        the MEMORY_KEY tokens before it, else the continuation of the latest earlier
-        occurrence in the sequence's own text of the longest matching tail, or of the passage
-        being followed where its match is as long; none when nothing matches."""
+        the MEMORY_KEY tokens before it and the times the sequence met them before, else the
+        continuation of the latest earlier occurrence in the sequence's own text of the
+        longest matching tail, or of the passage being followed where its match is as long;
+        none when nothing matches."""
         history, memory = self._tokens, self._memory
         limit = min(limit, self.max_draft)
         window = history[-max(MEMORY_KEY, MATCHES[-1], SIZES[0]) :]  # then the proposal's
