@@ -84,8 +84,8 @@ class Acceptance:
 
 class NgramMemory:
     """The worker's memory of outputs: for the MEMORY_KEY tokens before each generated token
-    (prompt tokens included) and how many times before the same sequence had written after
-    them, that token, the latest writer winning, `entries` at most (0: none kept,
+    (prompt tokens included), and the count of earlier times its sequence wrote after them,
+    that token, the latest writer winning, `entries` at most (0: none kept,
     `--speculation prompt`). The count tells two places of one text apart where the same
     context goes on differently (a JSON object written twice, the second time after a copy
     of the prompt's last lines, its id one higher): keyed by the context alone, each would
