@@ -96,15 +96,17 @@ def tiled_matmul_off(off: bool) -> Iterator[None]:
     stream's logits would change as the 8th stream joins. ggml reads the switch once per
     process, at the first decode (the warm-up), so the worker's one engine keeps it; the
     variable is put back after, so that processes started later do not inherit it."""
+    if not off:
+        yield
+        return
     saved = os.environ.get(TILED_MATMUL)
-    if off:
-        os.environ[TILED_MATMUL] = "0"
+    os.environ[TILED_MATMUL] = "0"
     try:
         yield
     finally:
-        if off and saved is None:
+        if saved is None:
             del os.environ[TILED_MATMUL]
-        elif off and saved is not None:
+        else:
             os.environ[TILED_MATMUL] = saved
 
 
